@@ -1,0 +1,1 @@
+"""Learned models (diffusion SR, fusion), their degradation operators and the baselines."""
