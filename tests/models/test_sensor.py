@@ -1,0 +1,77 @@
+"""Wald sensor-model operator: constants, shapes, factor bookkeeping per band group."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pipeline.bands import BAND_GROUPS
+from pipeline.models.sensor import default_sigma, gaussian_blur, upsample, wald_degrade
+
+
+@pytest.mark.parametrize("factor", [1, 2, 4, 8, 24])
+@pytest.mark.parametrize("sigma", [None, 0.0, 3.0])
+def test_boxcar_of_a_constant_is_the_constant(factor: int, sigma: float | None) -> None:
+    x = torch.full((2, 3, 48, 72), 0.1234)
+    y = wald_degrade(x, factor, sigma=sigma)
+    assert y.shape == (2, 3, 48 // factor, 72 // factor)
+    torch.testing.assert_close(y, torch.full_like(y, 0.1234))
+
+
+def test_boxcar_without_blur_is_the_block_mean() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 2, 8, 12, generator=g)
+    y = wald_degrade(x, 4, sigma=0.0)
+    torch.testing.assert_close(y[0, 1, 1, 2], x[0, 1, 4:8, 8:12].mean())
+
+
+def test_remainder_rows_are_dropped() -> None:
+    assert wald_degrade(torch.zeros(1, 1, 50, 47), 8).shape == (1, 1, 6, 5)
+
+
+def test_factor_bookkeeping_per_group() -> None:
+    # Wald training of group g: every band degraded by g's factor to 2.5 m, upsampled back by the same
+    # factor onto g's native grid; the guide is the native 10 m RGB degraded to g's grid.
+    factors = {g.name: g.factor_to_target for g in BAND_GROUPS}
+    assert factors == {"10m": 4, "20m": 8, "60m": 24}
+    h10 = 480
+    for g in BAND_GROUPS:
+        n = h10 // g.factor_to_10m
+        native = torch.zeros(1, len(g.bands), n, n)
+        lr = wald_degrade(native, g.factor_to_target)
+        assert lr.shape[-1] == n // g.factor_to_target
+        assert upsample(lr, g.factor_to_target).shape[-1] == n
+        guide = wald_degrade(torch.zeros(1, 3, h10, h10), g.factor_to_10m)
+        assert guide.shape[-1] == n
+
+
+def test_default_sigma_gives_target_mtf() -> None:
+    for factor in (4, 8, 24):
+        s = default_sigma(factor)
+        gauss = math.exp(-2 * math.pi**2 * s**2 / (2 * factor) ** 2)
+        assert abs(gauss * 2 / math.pi - 0.3) < 1e-9
+    assert default_sigma(1) == 0.0
+
+
+def test_blur_preserves_mean_and_shape() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(1, 1, 64, 64, generator=g)
+    y = gaussian_blur(x, 2.0)
+    assert y.shape == x.shape
+    assert abs(float(y.mean() - x.mean())) < 0.01
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_upsample_shape_and_constant(mode: str) -> None:
+    y = upsample(torch.full((1, 2, 5, 7), 0.5), 6, mode=mode)
+    assert y.shape == (1, 2, 30, 42)
+    torch.testing.assert_close(y, torch.full_like(y, 0.5))
+
+
+def test_bad_arguments_raise() -> None:
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        wald_degrade(torch.zeros(3, 8, 8), 2)
+    with pytest.raises(ValueError, match="mode"):
+        upsample(torch.zeros(1, 1, 2, 2), 2, mode="nearest")
