@@ -1,0 +1,317 @@
+"""`difffusr plan`: split a region x date range into work units and estimate what they cost.
+
+One work unit = one MGRS 100 km grid square (clipped to the AOI) x one date window. A plan file is
+JSON (format ``difffusr-plan``, version 1)::
+
+    {"format": "difffusr-plan", "version": 1, "aoi": "...", "datetime": "START/END", "window": "month",
+     "rates": {...}, "totals": {...},
+     "units": [{"tile_id": "29UPV", "epsg": 32629, "bbox": [W, S, E, N],
+                "datetime": "2024-06-01/2024-06-30", "area_km2": 9981.2, "key": "29UPV/2024-06-01_2024-06-30"}]}
+
+Resume contract (what `difffusr run --plan FILE --out ROOT` does with it):
+- unit ``u`` writes everything under ``unit_output(ROOT, u)`` = ``ROOT/<tile_id>/<start>_<end>``
+  (``ROOT`` is any fsspec URL: a folder or ``s3://bucket/prefix``), with ``--bbox u.bbox``,
+  ``--datetime u.datetime`` and ``--crs EPSG:<u.epsg>`` (the square's own UTM zone);
+- ``manifest.json`` is the last file a run writes, so its presence marks the unit done;
+  ``pending_units(units, ROOT)`` returns the units without it, in plan order. A rerun of the same
+  plan therefore skips finished units and redoes only interrupted or missing ones (whose own
+  per-tile done markers make even those resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import datetime as dt
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import fsspec
+import shapely
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+
+from pipeline.bands import S2_BANDS, TARGET_GSD_M
+from pipeline.cluster.mgrs_grid import grid_squares
+from pipeline.errors import ConfigError
+
+PLAN_FORMAT = "difffusr-plan"
+PLAN_VERSION = 1
+#: The file whose presence marks a unit's output complete (written last by `difffusr run`).
+DONE_MARKER = "manifest.json"
+
+# Rates for the estimates. Source: benchmarks/RESULTS.md (inference throughput of the `paper`
+# preset, 20 DDIM steps, one GPU, tile overlap included). Update both together.
+#: GPU seconds to super-resolve one km^2 of output (all 12 bands, 2.5 m), one date window.
+GPU_SECONDS_PER_KM2 = 0.5
+#: Bytes per output pixel: 12 bands x uint16 (the COG's storage type), before compression.
+BYTES_PER_PIXEL = len(S2_BANDS) * 2
+#: Output pixels per km^2 at the 2.5 m target grid.
+PIXELS_PER_KM2 = 1e6 / TARGET_GSD_M**2
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkUnit:
+    """One unit of production work: one MGRS grid square over one date window.
+
+    Attributes:
+        tile_id: MGRS 100 km square id, e.g. "29UPV".
+        epsg: EPSG code of the square's UTM zone, the output CRS of the unit.
+        bbox: (west, south, east, north) lon/lat degrees of the square clipped to the AOI.
+        datetime: STAC datetime range "YYYY-MM-DD/YYYY-MM-DD" (both days inclusive).
+        area_km2: area of the clipped square, km^2.
+    """
+
+    tile_id: str
+    epsg: int
+    bbox: tuple[float, float, float, float]
+    datetime: str
+    area_km2: float
+
+    @property
+    def key(self) -> str:
+        """Relative output path of the unit: "<tile_id>/<start>_<end>"."""
+        return f"{self.tile_id}/{self.datetime.replace('/', '_')}"
+
+    @property
+    def bbox_arg(self) -> str:
+        """The bbox as `difffusr run --bbox` takes it: "W,S,E,N"."""
+        return ",".join(repr(v) for v in self.bbox)
+
+
+def unit_output(root: str, unit: WorkUnit) -> str:
+    """Output folder (URL or path) of a unit under a plan's output root."""
+    return f"{str(root).rstrip('/')}/{unit.key}"
+
+
+def pending_units(units: Sequence[WorkUnit], root: str) -> list[WorkUnit]:
+    """Units whose output under `root` lacks the done marker, in plan order (fsspec URLs work)."""
+    fs, base = fsspec.core.url_to_fs(str(root))
+    return [u for u in units if not fs.exists(f"{base.rstrip('/')}/{u.key}/{DONE_MARKER}")]
+
+
+# ----------------------------------------------------------------------------- pure planning
+def read_aoi(path: str | Path) -> BaseGeometry:
+    """Union of the polygons of a GeoJSON file (FeatureCollection, Feature or geometry), lon/lat."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read AOI {str(path)!r}: {exc}; pass a GeoJSON file to --aoi") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"AOI {str(path)!r} is not a GeoJSON object; pass a GeoJSON file to --aoi")
+    kind = doc.get("type")
+    geoms = (
+        [f.get("geometry") for f in doc.get("features", [])]
+        if kind == "FeatureCollection"
+        else [doc.get("geometry")] if kind == "Feature" else [doc]
+    )
+    try:
+        region = shapely.union_all([shape(g) for g in geoms if g])
+    except (AttributeError, ValueError, TypeError, shapely.errors.GEOSException) as exc:
+        raise ConfigError(f"AOI {str(path)!r} holds an invalid geometry: {exc}") from exc
+    if region.is_empty or region.area == 0:
+        raise ConfigError(
+            f"AOI {str(path)!r} has no polygon area (type {kind!r}); give Polygon/MultiPolygon features"
+        )
+    return region if region.is_valid else region.buffer(0)
+
+
+def parse_date_range(text: str) -> tuple[dt.date, dt.date]:
+    """"YYYY-MM-DD/YYYY-MM-DD" (end inclusive) -> (start, end) dates."""
+    parts = text.split("/")
+    try:
+        start, end = (dt.date.fromisoformat(p[:10]) for p in parts)
+    except ValueError as exc:
+        raise ConfigError(
+            f"--datetime {text!r} is not START/END with dates YYYY-MM-DD, e.g. 2024-06-01/2024-08-31"
+        ) from exc
+    if end < start:
+        raise ConfigError(f"--datetime {text!r} ends before it starts; swap START and END")
+    return start, end
+
+
+def date_windows(start: dt.date, end: dt.date, window: str) -> list[str]:
+    """Split [start, end] (inclusive) into consecutive windows.
+
+    Args:
+        start, end: first and last day, inclusive.
+        window: "all" (one window), "month" (calendar months, clipped to the range) or "<N>d"
+            (N-day windows from `start`; the last may be shorter).
+
+    Returns:
+        STAC datetime ranges "YYYY-MM-DD/YYYY-MM-DD", in time order.
+    """
+    spans: list[tuple[dt.date, dt.date]] = []
+    if window == "all":
+        spans = [(start, end)]
+    elif window == "month":
+        day = start
+        while day <= end:
+            last = day.replace(day=calendar.monthrange(day.year, day.month)[1])
+            spans.append((day, min(last, end)))
+            day = last + dt.timedelta(days=1)
+    elif m := re.fullmatch(r"([1-9][0-9]*)d", window):
+        step = dt.timedelta(days=int(m.group(1)))
+        day = start
+        while day <= end:
+            spans.append((day, min(day + step - dt.timedelta(days=1), end)))
+            day += step
+    else:
+        raise ConfigError(f"--window {window!r} is not 'all', 'month' or '<N>d' (e.g. '10d')")
+    return [f"{a.isoformat()}/{b.isoformat()}" for a, b in spans]
+
+
+def make_units(region: BaseGeometry, windows: Sequence[str]) -> list[WorkUnit]:
+    """Work units for every grid square of `region` x every window, tile-major order."""
+    return [
+        WorkUnit(tile_id=sq.tile_id, epsg=sq.epsg, bbox=sq.bbox, datetime=w, area_km2=sq.area_km2)
+        for sq in grid_squares(region)
+        for w in windows
+    ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Estimate:
+    """What a plan costs.
+
+    Attributes:
+        units: number of work units.
+        tiles: number of distinct MGRS squares.
+        windows: number of date windows.
+        area_km2: AOI area covered per window, km^2.
+        gpu_hours: estimated GPU-hours for all units.
+        output_bytes: uncompressed 12-band uint16 2.5 m output of all units, bytes.
+    """
+
+    units: int
+    tiles: int
+    windows: int
+    area_km2: float
+    gpu_hours: float
+    output_bytes: int
+
+
+def estimate(units: Sequence[WorkUnit], gpu_seconds_per_km2: float = GPU_SECONDS_PER_KM2) -> Estimate:
+    """Count units and estimate GPU-hours and output bytes from the benchmark rates."""
+    total_km2 = sum(u.area_km2 for u in units)
+    windows = {u.datetime for u in units}
+    return Estimate(
+        units=len(units),
+        tiles=len({u.tile_id for u in units}),
+        windows=len(windows),
+        area_km2=total_km2 / max(len(windows), 1),
+        gpu_hours=total_km2 * gpu_seconds_per_km2 / 3600.0,
+        output_bytes=int(round(total_km2 * PIXELS_PER_KM2 * BYTES_PER_PIXEL)),
+    )
+
+
+# ----------------------------------------------------------------------------- plan files
+def write_plan(path: str | Path, units: Sequence[WorkUnit], meta: dict) -> None:
+    """Write a plan JSON file (see the module docstring for the format)."""
+    doc = {"format": PLAN_FORMAT, "version": PLAN_VERSION, **meta}
+    doc["units"] = [{**asdict(u), "bbox": list(u.bbox), "key": u.key} for u in units]
+    Path(path).write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def load_plan(path: str | Path) -> list[WorkUnit]:
+    """Read a plan file written by `difffusr plan` into its work units, in plan order."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read plan {str(path)!r}: {exc}; write one with `difffusr plan`") from exc
+    if not isinstance(doc, dict) or doc.get("format") != PLAN_FORMAT:
+        raise ConfigError(f"{str(path)!r} is not a difffusr plan file; write one with `difffusr plan`")
+    if doc.get("version") != PLAN_VERSION:
+        raise ConfigError(
+            f"plan {str(path)!r} has version {doc.get('version')!r}, this difffusr reads {PLAN_VERSION}; "
+            "re-run `difffusr plan`"
+        )
+    try:
+        return [
+            WorkUnit(
+                tile_id=str(u["tile_id"]),
+                epsg=int(u["epsg"]),
+                bbox=tuple(float(v) for v in u["bbox"]),  # type: ignore[arg-type]
+                datetime=str(u["datetime"]),
+                area_km2=float(u["area_km2"]),
+            )
+            for u in doc["units"]
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"plan {str(path)!r} has a malformed unit ({exc}); re-run `difffusr plan`") from exc
+
+
+def human_bytes(n: float) -> str:
+    """1234567 -> "1.2 MB" (decimal units)."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+# ----------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="difffusr plan",
+        description="Split a region and date range into work units (MGRS 100 km squares x date windows), "
+        "estimate GPU-hours and output size, and write the job list `difffusr run --plan` executes.",
+    )
+    p.add_argument("--aoi", required=True, help="GeoJSON file with the region's polygon(s), lon/lat")
+    p.add_argument("--datetime", required=True, help="START/END dates, end inclusive, e.g. 2024-06-01/2024-08-31")
+    p.add_argument("--window", default="all", help="date window per unit: all (default), month or <N>d")
+    p.add_argument("--out", help="write the plan JSON here (default: only print the summary)")
+    p.add_argument(
+        "--gpu-seconds-per-km2",
+        type=float,
+        default=GPU_SECONDS_PER_KM2,
+        help=f"inference rate for the estimate (default {GPU_SECONDS_PER_KM2}, benchmarks/RESULTS.md)",
+    )
+    return p
+
+
+def cli_main(argv: list[str]) -> int:
+    """Entry point of `difffusr plan`; returns the exit code (user errors raise ConfigError)."""
+    args = _parser().parse_args(argv)
+    if args.gpu_seconds_per_km2 <= 0:
+        raise ConfigError(f"--gpu-seconds-per-km2 {args.gpu_seconds_per_km2} must be positive")
+    start, end = parse_date_range(args.datetime)
+    windows = date_windows(start, end, args.window)
+    units = make_units(read_aoi(args.aoi), windows)
+    est = estimate(units, args.gpu_seconds_per_km2)
+    print(
+        f"{est.units} work units = {est.tiles} MGRS tiles x {est.windows} date windows "
+        f"({est.area_km2:,.0f} km2 per window)\n"
+        f"estimated GPU-hours: {est.gpu_hours:,.1f} (at {args.gpu_seconds_per_km2} GPU-s/km2)\n"
+        f"estimated output: {human_bytes(est.output_bytes)} "
+        f"(12 bands x uint16 at {TARGET_GSD_M} m, before compression)"
+    )
+    if args.out:
+        meta = {
+            "aoi": str(args.aoi),
+            "datetime": args.datetime,
+            "window": args.window,
+            "rates": {"gpu_seconds_per_km2": args.gpu_seconds_per_km2, "bytes_per_pixel": BYTES_PER_PIXEL},
+            "totals": asdict(est),
+        }
+        try:
+            write_plan(args.out, units, meta)
+        except OSError as exc:
+            raise ConfigError(f"cannot write plan to {args.out!r}: {exc}; pick a writable --out") from exc
+        print(f"plan written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from pipeline.errors import DiffFuSRError
+
+    try:
+        raise SystemExit(cli_main(sys.argv[1:]))
+    except DiffFuSRError as err:
+        print(f"difffusr plan: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

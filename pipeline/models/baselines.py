@@ -1,0 +1,72 @@
+"""Baseline super-resolvers: bicubic interpolation and Gram-Schmidt (GSA) pansharpening.
+
+Both take the three native band groups and return the 12 bands at 2.5 m in S2 order, like the learned
+method, so evaluation and the pipeline treat every method alike.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.bands import BAND_GROUPS, RGB_BANDS, GROUP_10M, s2_order_index
+
+
+def upsample(x: torch.Tensor, factor: int, mode: str = "bicubic") -> torch.Tensor:
+    """(B,C,H,W) -> (B,C,H*f,W*f); bicubic/bilinear with align_corners=False (pixel-area convention)."""
+    if factor == 1:
+        return x
+    return F.interpolate(x, scale_factor=factor, mode=mode, align_corners=False)
+
+
+def upsample_groups(b10: torch.Tensor, b20: torch.Tensor, b60: torch.Tensor, mode: str = "bicubic") -> torch.Tensor:
+    """Each group interpolated to 2.5 m and stacked in S2 order: (B,12,4H,4W)."""
+    ups = [upsample(x, g.factor_to_target, mode) for x, g in zip((b10, b20, b60), BAND_GROUPS)]
+    return torch.cat(ups, dim=1)[:, s2_order_index()]
+
+
+def rgb_of(b10: torch.Tensor) -> torch.Tensor:
+    """The (B04, B03, B02) guide from a 10 m group tensor (B,4,H,W)."""
+    return b10[:, [GROUP_10M.bands.index(b) for b in RGB_BANDS]]
+
+
+def bicubic(b10: torch.Tensor, b20: torch.Tensor, b60: torch.Tensor) -> torch.Tensor:
+    """Bicubic interpolation of every band to 2.5 m. Returns (B,12,4H,4W)."""
+    return upsample_groups(b10, b20, b60, "bicubic")
+
+
+def gram_schmidt(
+    b10: torch.Tensor, b20: torch.Tensor, b60: torch.Tensor, guide_rgb: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Gram-Schmidt adaptive (GSA) pansharpening of every group with the RGB intensity as the pan band.
+
+    For each group with factor f to 2.5 m: P = mean(guide RGB) at 2.5 m, P_low = P boxcar-averaged by f and
+    interpolated back, and band_b = up(MS_b) + g_b * (P - P_low) with the GS injection gain
+    g_b = cov(up(MS_b), P_low) / var(P_low), estimated per image. The pan is first matched to the mean and
+    standard deviation of the group's mean band so that the injected detail is in the group's units.
+
+    Args:
+        b10, b20, b60: native groups (B,4,H,W), (B,6,H/2,W/2), (B,2,H/6,W/6), reflectance.
+        guide_rgb: (B,3,4H,4W) guide at 2.5 m; default: bicubic upsampled RGB of b10.
+
+    Returns:
+        (B,12,4H,4W) in S2 order.
+    """
+    if guide_rgb is None:
+        guide_rgb = upsample(rgb_of(b10), 4)
+    pan = guide_rgb.mean(dim=1, keepdim=True)
+    outs = []
+    for x, group in zip((b10, b20, b60), BAND_GROUPS):
+        f = group.factor_to_target
+        ms = upsample(x, f)
+        p_low = upsample(F.avg_pool2d(pan, f), f)
+        intensity = ms.mean(dim=1, keepdim=True)
+        dims = (1, 2, 3)
+        scale = intensity.std(dim=dims, keepdim=True) / p_low.std(dim=dims, keepdim=True).clamp_min(1e-6)
+        p_hist = (pan - p_low.mean(dim=dims, keepdim=True)) * scale + intensity.mean(dim=dims, keepdim=True)
+        p_low_hist = (p_low - p_low.mean(dim=dims, keepdim=True)) * scale + intensity.mean(dim=dims, keepdim=True)
+        pl = p_low_hist - p_low_hist.mean(dim=(2, 3), keepdim=True)
+        msc = ms - ms.mean(dim=(2, 3), keepdim=True)
+        gain = (msc * pl).mean(dim=(2, 3), keepdim=True) / (pl * pl).mean(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+        outs.append(ms + gain * (p_hist - p_low_hist))
+    return torch.cat(outs, dim=1)[:, s2_order_index()]

@@ -1,0 +1,141 @@
+"""One band-group fusion network: guide branch + multispectral branch, merged by an RRDB trunk.
+
+Parameter names follow the reference `FusionRRDBNet` (DiffFuSR v1: `rgb_conv_first`, `rgb_rrdb`,
+`ms_conv_first`, `ms_rrdb`, `*_channel_attention`, `spatial_attention_*`, `fusion_conv`, `fusion_rrdb`,
+`upconv1`, `upconv2`, `HRconv`, `conv_last`), so that published v1 weights load into the `paper` layout
+with `residual=False, trunk_stride=1`. Additions: `trunk_down`/`trunk_up` (coarse-grid trunk) and
+`out_scale` (per-band output scale of the residual correction).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.models.fusion.config import FusionNetConfig
+
+
+class ResidualDenseBlock(nn.Module):
+    """Five 3x3 convs with dense connections, LeakyReLU 0.2, residual scaled by 0.2 (ESRGAN RDB)."""
+
+    def __init__(self, nf: int, gc: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(nf, gc, 3, 1, 1)
+        self.conv2 = nn.Conv2d(nf + gc, gc, 3, 1, 1)
+        self.conv3 = nn.Conv2d(nf + 2 * gc, gc, 3, 1, 1)
+        self.conv4 = nn.Conv2d(nf + 3 * gc, gc, 3, 1, 1)
+        self.conv5 = nn.Conv2d(nf + 4 * gc, nf, 3, 1, 1)
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5):
+            nn.init.kaiming_normal_(conv.weight, a=0.2)
+            conv.weight.data.mul_(0.1)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = F.leaky_relu(self.conv1(x), 0.2)
+        x2 = F.leaky_relu(self.conv2(torch.cat((x, x1), 1)), 0.2)
+        x3 = F.leaky_relu(self.conv3(torch.cat((x, x1, x2), 1)), 0.2)
+        x4 = F.leaky_relu(self.conv4(torch.cat((x, x1, x2, x3), 1)), 0.2)
+        x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
+        return x5 * 0.2 + x
+
+
+class RRDB(nn.Module):
+    """Residual-in-residual dense block: three RDBs, residual scaled by 0.2."""
+
+    def __init__(self, nf: int, gc: int) -> None:
+        super().__init__()
+        self.RDB1 = ResidualDenseBlock(nf, gc)
+        self.RDB2 = ResidualDenseBlock(nf, gc)
+        self.RDB3 = ResidualDenseBlock(nf, gc)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.RDB3(self.RDB2(self.RDB1(x))) * 0.2 + x
+
+
+class ChannelAttention(nn.Module):
+    """CBAM channel attention: shared 1x1 MLP on avg- and max-pooled features, sigmoid of the sum."""
+
+    def __init__(self, nf: int, reduction: int = 4) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(nf, max(1, nf // reduction), 1, bias=False)
+        self.fc2 = nn.Conv2d(max(1, nf // reduction), nf, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        avg = self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1))))
+        mx = self.fc2(F.relu(self.fc1(F.adaptive_max_pool2d(x, 1))))
+        return x * torch.sigmoid(avg + mx)
+
+
+class SpatialAttention(nn.Module):
+    """CBAM spatial attention: 7x7 conv over [channel mean, channel max], sigmoid gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 1, 7, padding=3, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.cat((x.mean(1, keepdim=True), x.amax(1, keepdim=True)), 1)
+        return x * torch.sigmoid(self.conv1(s))
+
+
+class FusionGroupNet(nn.Module):
+    """Two-branch RRDB fusion network of one band group, on normalised tensors.
+
+    forward(ms_up, guide):
+        ms_up: (B, len(input_bands), H, W) normalised multispectral inputs, bilinearly upsampled to the
+            output grid; the group's own bands are the last len(output_bands) channels.
+        guide: (B, 3, H, W) normalised RGB guide (B04, B03, B02) on the output grid.
+        returns (B, len(output_bands), H, W) normalised prediction. H, W divisible by trunk_stride.
+    """
+
+    def __init__(self, cfg: FusionNetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        nf, gc = cfg.nf, cfg.gc
+        n_in, n_out = len(cfg.input_bands), len(cfg.output_bands)
+        self.rgb_conv_first = nn.Conv2d(3, nf, 3, 1, 1)
+        self.rgb_rrdb = nn.Sequential(*[RRDB(nf, gc) for _ in range(cfg.nb_branch)])
+        self.ms_conv_first = nn.Conv2d(n_in, nf, 3, 1, 1)
+        self.ms_rrdb = nn.Sequential(*[RRDB(nf, gc) for _ in range(cfg.nb_branch)])
+        self.rgb_channel_attention = ChannelAttention(nf)
+        self.ms_channel_attention = ChannelAttention(nf)
+        self.spatial_attention_rgb = SpatialAttention()
+        self.spatial_attention_ms = SpatialAttention()
+        self.fusion_conv = nn.Conv2d(2 * nf, nf, 3, 1, 1)
+        s = cfg.trunk_stride
+        if s > 1:
+            self.trunk_down = nn.Conv2d(nf * s * s, nf, 1)
+            self.trunk_up = nn.Conv2d(nf, nf * s * s, 1)
+            nn.init.zeros_(self.trunk_up.weight)
+            nn.init.zeros_(self.trunk_up.bias)
+        self.fusion_rrdb = nn.Sequential(*[RRDB(nf, gc) for _ in range(cfg.nb_trunk)])
+        self.upconv1 = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.upconv2 = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.HRconv = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.conv_last = nn.Conv2d(nf, n_out, 3, 1, 1)
+        if cfg.residual:
+            # Per-band scale of the correction: bands with little detail (dark SWIR, B09) learn a small one.
+            self.out_scale = nn.Parameter(torch.full((n_out,), 0.1))
+
+    def forward(self, ms_up: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        lrelu = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
+        rgb = self.rgb_rrdb(lrelu(self.rgb_conv_first(guide)))
+        rgb = self.spatial_attention_rgb(self.rgb_channel_attention(rgb))
+        ms = self.ms_rrdb(lrelu(self.ms_conv_first(ms_up)))
+        ms = self.spatial_attention_ms(self.ms_channel_attention(ms))
+        feat = lrelu(self.fusion_conv(torch.cat((ms, rgb), 1)))
+        s = self.cfg.trunk_stride
+        if s > 1:
+            t = self.trunk_down(F.pixel_unshuffle(feat, s))
+            t = self.fusion_rrdb(t)
+            feat = feat + F.pixel_shuffle(self.trunk_up(t), s)
+        else:
+            feat = self.fusion_rrdb(feat)
+        feat = lrelu(self.upconv1(feat))
+        feat = lrelu(self.upconv2(feat))
+        out = self.conv_last(lrelu(self.HRconv(feat)))
+        if self.cfg.residual:
+            n_out = out.shape[1]
+            return ms_up[:, -n_out:] + out * self.out_scale.view(1, -1, 1, 1)
+        return out

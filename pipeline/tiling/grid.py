@@ -1,0 +1,96 @@
+"""The inference tile layout on a scene's 10 m grid. Pure: no torch, rasterio or ray.
+
+A scene of H x W pixels at 10 m (both multiples of 6, so that the 20 m and 60 m grids nest exactly) is cut
+into cores of `core` x `core` pixels; each tile's window is its core grown by `halo` pixels on every side.
+Windows reach outside the scene at its borders; those pixels are nodata. Every tile has the same window size,
+so tiles batch together. Outputs are 4x finer (2.5 m).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pipeline.errors import ConfigError
+
+#: 60 m / 10 m: tile geometry must be a multiple of this so that all three band grids nest exactly.
+GRID_MULTIPLE = 6
+#: 10 m -> 2.5 m.
+SR_FACTOR = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class TileKey:
+    """Row and column of a tile in the layout."""
+
+    row: int
+    col: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.row:04d}_{self.col:04d}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TileLayout:
+    """Tiles over a height x width scene at 10 m.
+
+    Attributes:
+        height, width: scene size, 10 m pixels (multiples of 6).
+        core: side of a tile's core, 10 m pixels (multiple of 6).
+        halo: context added on each side of the core, 10 m pixels (multiple of 6, >= 6 for blending).
+    """
+
+    height: int
+    width: int
+    core: int = 96
+    halo: int = 12
+
+    def __post_init__(self) -> None:
+        for name in ("height", "width", "core", "halo"):
+            value = getattr(self, name)
+            if value % GRID_MULTIPLE or value < (GRID_MULTIPLE if name != "halo" else 0):
+                raise ConfigError(
+                    f"tile {name} {value} must be a positive multiple of {GRID_MULTIPLE} 10 m pixels "
+                    "(60 m pixels must nest exactly); adjust --tile-size / --halo"
+                )
+        if self.halo * 2 > self.core:
+            raise ConfigError(f"--halo {self.halo} is more than half of --tile-size {self.core}; use a smaller halo")
+
+    @property
+    def rows(self) -> int:
+        return math.ceil(self.height / self.core)
+
+    @property
+    def cols(self) -> int:
+        return math.ceil(self.width / self.core)
+
+    @property
+    def window(self) -> int:
+        """Side of a tile's input window, 10 m pixels."""
+        return self.core + 2 * self.halo
+
+    def keys(self) -> list[TileKey]:
+        return [TileKey(row=r, col=c) for r in range(self.rows) for c in range(self.cols)]
+
+    def window_origin(self, key: TileKey) -> tuple[int, int]:
+        """(y0, x0) of the tile's window on the scene's 10 m grid (may be negative at the border)."""
+        return key.row * self.core - self.halo, key.col * self.core - self.halo
+
+    def core_bounds(self, key: TileKey) -> tuple[int, int, int, int]:
+        """(y0, y1, x0, x1) of the core on the 10 m grid, clipped to the scene."""
+        y0, x0 = key.row * self.core, key.col * self.core
+        return y0, min(y0 + self.core, self.height), x0, min(x0 + self.core, self.width)
+
+    def neighbours(self, key: TileKey) -> list[TileKey]:
+        """The tile and the up-to-8 tiles around it whose windows overlap its core."""
+        return [
+            TileKey(row=r, col=c)
+            for r in range(max(0, key.row - 1), min(self.rows, key.row + 2))
+            for c in range(max(0, key.col - 1), min(self.cols, key.col + 2))
+        ]
+
+
+def round_up(value: int, multiple: int = GRID_MULTIPLE) -> int:
+    """Smallest multiple of `multiple` that is >= value."""
+    return -(-value // multiple) * multiple
