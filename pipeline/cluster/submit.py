@@ -1,0 +1,207 @@
+"""`difffusr submit`, `difffusr status`, `difffusr logs`: run difffusr on a Ray cluster via the Jobs API.
+
+The job's entrypoint is ``difffusr <the words after -->`` and runs on the cluster's head node (the
+cluster's image has difffusr installed; ``--working-dir`` ships a source tree that then shadows it).
+The runtime environment carries:
+
+- ``working_dir`` (optional): a local folder uploaded to the cluster and made the job's current
+  directory and first import path; ``.gitignore``/``.rayignore`` and ``UPLOAD_EXCLUDES`` are honoured;
+- ``env_vars``: the credential/endpoint variables of the submitting shell (``AWS_*``, ``GDAL_*``,
+  ``CPL_*``, ``PC_SDK_SUBSCRIPTION_KEY``) plus each ``--env KEY=VALUE``. Ray hands them to the
+  job's driver and to every task and actor it starts, on every node.
+
+Values are never printed, only variable names. Ray itself keeps the runtime environment in the
+job's record (the dashboard shows it to whoever can reach it); on Kubernetes prefer the Secret of
+``k8s/`` mounted into the pods, and submit with ``--no-forward-env``.
+
+Address: ``--address`` or ``RAY_ADDRESS``, the dashboard's HTTP URL (``http://HEAD:8265``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from collections.abc import Mapping
+
+from pipeline.errors import ConfigError
+
+#: Environment variable prefixes / names forwarded to the job (credentials, endpoints, GDAL tuning).
+FORWARD_PREFIXES = ("AWS_", "GDAL_", "CPL_")
+FORWARD_NAMES = ("PC_SDK_SUBSCRIPTION_KEY",)
+#: Never uploaded with --working-dir (besides .gitignore/.rayignore entries): big or machine-local.
+UPLOAD_EXCLUDES = [".git", ".venv", ".venv-*", "**/__pycache__", ".pytest_cache", ".hypothesis", "out", "runs"]
+_TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+def forwarded_env(environ: Mapping[str, str], extra: list[str]) -> dict[str, str]:
+    """Variables to hand to the job: the forwarded ones of `environ`, then `--env KEY=VALUE` pairs."""
+    env = {k: v for k, v in environ.items() if k.startswith(FORWARD_PREFIXES) or k in FORWARD_NAMES}
+    for pair in extra:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--env {pair.split('=')[0]!r}... is not KEY=VALUE; write --env NAME=value")
+        env[key] = value
+    return env
+
+
+def build_entrypoint(words: list[str], raw: bool) -> str:
+    """Shell command the job runs: `difffusr WORDS...`, or WORDS verbatim with --raw."""
+    if words and words[0] == "--":
+        words = words[1:]
+    if not words:
+        raise ConfigError(
+            "nothing to submit: put the difffusr command after `--`, e.g. "
+            "`difffusr submit -- run --bbox ... --out s3://bucket/run1`"
+        )
+    if not raw and words[0] in {"submit", "status", "logs"}:
+        raise ConfigError(f"`difffusr {words[0]}` runs on your machine, not as a cluster job; submit run/train/plan")
+    return shlex.join(words if raw else ["difffusr", *words])
+
+
+def build_runtime_env(working_dir: str | None, env: dict[str, str]) -> dict:
+    """Ray runtime_env for the job (see the module docstring)."""
+    runtime_env: dict = {}
+    if working_dir:
+        if not os.path.isdir(working_dir):
+            raise ConfigError(f"--working-dir {working_dir!r} is not a folder; pass the difffusr source tree")
+        runtime_env["working_dir"] = os.path.abspath(working_dir)
+        runtime_env["excludes"] = list(UPLOAD_EXCLUDES)
+    if env:
+        runtime_env["env_vars"] = dict(env)
+    return runtime_env
+
+
+def _client(address: str | None):
+    """A JobSubmissionClient for --address / RAY_ADDRESS, with errors that say what to fix."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise ConfigError(
+            "no Ray cluster address: pass --address http://HEAD:8265 or set RAY_ADDRESS "
+            "(the Ray dashboard's URL of the cluster's head node)"
+        )
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(address)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise ConfigError(
+            f"cannot reach the Ray Jobs API at {address!r}: {str(exc).splitlines()[0]}; check --address/"
+            "RAY_ADDRESS and that the head's dashboard port (8265) is reachable"
+        ) from exc
+
+
+def _job_call(fn, job: str, address: str | None):
+    try:
+        return fn(job)
+    except RuntimeError as exc:
+        if "404" in str(exc) or "does not exist" in str(exc):
+            raise ConfigError(
+                f"no job {job!r} on the cluster at {address or os.environ.get('RAY_ADDRESS')!r}; "
+                "`difffusr status` lists the cluster's jobs"
+            ) from exc
+        raise
+
+
+def wait_for_job(client, job: str, timeout_s: float | None = None, poll_s: float = 1.0, echo=True) -> str:
+    """Poll until the job ends, echoing new log text; return its final status name."""
+    shown = 0
+    start = time.monotonic()
+    while True:
+        status = client.get_job_status(job).value
+        if echo:
+            logs = client.get_job_logs(job)
+            sys.stdout.write(logs[shown:])
+            sys.stdout.flush()
+            shown = len(logs)
+        if status in _TERMINAL:
+            return status
+        if timeout_s is not None and time.monotonic() - start > timeout_s:
+            return status
+        time.sleep(poll_s)
+
+
+def _submit_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="difffusr submit",
+        description="Send a difffusr command to a running Ray cluster as a job (Ray Jobs API). "
+        "Example: difffusr submit --address http://head:8265 -- run --stac-url URL ... --out s3://b/run1",
+    )
+    p.add_argument("--address", help="Ray dashboard URL of the cluster, http://HEAD:8265 (default: $RAY_ADDRESS)")
+    p.add_argument("--working-dir", help="local source folder to upload as the job's working directory")
+    p.add_argument("--wait", action="store_true", help="stream the job's logs until it ends; exit 0 iff it succeeded")
+    p.add_argument("--timeout", type=float, help="with --wait: stop waiting after this many seconds")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra env var for the job")
+    p.add_argument("--no-forward-env", action="store_true", help="do not forward AWS_*/GDAL_*/CPL_* variables")
+    p.add_argument("--job-id", help="submission id (a cluster refuses a second job with the same id)")
+    p.add_argument("--num-gpus", type=float, help="GPUs reserved for the job's driver process (default none)")
+    p.add_argument("--raw", action="store_true", help="run the words after -- as they are, without `difffusr`")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the difffusr subcommand and its options")
+    return p
+
+
+def cli_main(argv: list[str]) -> int:
+    """Entry point of `difffusr submit`; prints the job id (and with --wait its logs)."""
+    args = _submit_parser().parse_args(argv)
+    entrypoint = build_entrypoint(args.command, args.raw)
+    env = forwarded_env({} if args.no_forward_env else os.environ, args.env)
+    runtime_env = build_runtime_env(args.working_dir, env)
+    client = _client(args.address)
+    try:
+        job = client.submit_job(
+            entrypoint=entrypoint,
+            submission_id=args.job_id,
+            runtime_env=runtime_env or None,
+            metadata={"tool": "difffusr", "command": entrypoint[:200]},
+            entrypoint_num_gpus=args.num_gpus,
+        )
+    except RuntimeError as exc:
+        raise ConfigError(f"the cluster refused the job: {str(exc).splitlines()[0]}") from exc
+    names = ", ".join(sorted(env)) or "none"
+    print(f"submitted job {job}: {entrypoint}")
+    print(f"forwarded env vars (values not shown): {names}")
+    if not args.wait:
+        print(f"follow it with: difffusr status {job} ; difffusr logs {job}")
+        return 0
+    status = wait_for_job(client, job, timeout_s=args.timeout)
+    print(f"job {job}: {status}")
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def cli_status(argv: list[str]) -> int:
+    """Entry point of `difffusr status [JOB]`: one job's status and message, or every job's."""
+    p = argparse.ArgumentParser(prog="difffusr status", description="Status of a Ray job (or list all jobs).")
+    p.add_argument("job", nargs="?", help="submission id printed by `difffusr submit` (omit to list jobs)")
+    p.add_argument("--address", help="Ray dashboard URL of the cluster (default: $RAY_ADDRESS)")
+    args = p.parse_args(argv)
+    client = _client(args.address)
+    if args.job is None:
+        for info in client.list_jobs():
+            print(f"{info.submission_id or info.job_id}\t{info.status.value}\t{info.entrypoint}")
+        return 0
+    info = _job_call(client.get_job_info, args.job, args.address)
+    line = f"{args.job}: {info.status.value}"
+    if info.message:
+        line += f" - {info.message.strip()}"
+    if info.start_time and info.end_time:
+        line += f" ({(info.end_time - info.start_time) / 1000:.1f} s)"
+    print(line)
+    return 0
+
+
+def cli_logs(argv: list[str]) -> int:
+    """Entry point of `difffusr logs JOB [--follow]`: the job's driver output."""
+    p = argparse.ArgumentParser(prog="difffusr logs", description="Output of a Ray job's driver.")
+    p.add_argument("job", help="submission id printed by `difffusr submit`")
+    p.add_argument("--address", help="Ray dashboard URL of the cluster (default: $RAY_ADDRESS)")
+    p.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+    args = p.parse_args(argv)
+    client = _client(args.address)
+    if args.follow:
+        _job_call(client.get_job_status, args.job, args.address)
+        wait_for_job(client, args.job)
+        return 0
+    sys.stdout.write(_job_call(client.get_job_logs, args.job, args.address))
+    return 0
