@@ -1,0 +1,158 @@
+"""Read a scene folder of single-band Sentinel-2 GeoTIFFs into the three native band groups.
+
+A scene folder holds one GeoTIFF per band, named by band id: `B01.tif` ... `B12.tif`, `B8A.tif` (also
+accepted: `<anything>_B01.tif` as BigEarthNet names them, and `.tiff`). Pixel values become float32
+surface reflectance: integer digital numbers are multiplied by the file's scale and offset when it declares
+them, else divided by 10000 (the L2A quantification value); float files are taken as reflectance. The
+file's nodata value becomes NaN. The 10/20/60 m grids are intersected and snapped to the 60 m pixel
+grid, so the three groups nest exactly 1:2:6.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from pipeline.bands import BAND_GROUPS
+from pipeline.errors import AssetError, DataError
+
+#: Digital numbers per unit reflectance of Sentinel-2 L2A products.
+QUANTIFICATION_VALUE: float = 10000.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scene:
+    """One scene's bands at their native grids, reflectance, NaN = nodata.
+
+    Attributes:
+        name: folder name.
+        b10: (4, H, W) float32 B02 B03 B04 B08.
+        b20: (6, H/2, W/2) float32 B05 B06 B07 B8A B11 B12.
+        b60: (2, H/6, W/6) float32 B01 B09.
+        crs: CRS of the bands (WKT or EPSG string).
+        transform: affine transform of the 10 m group grid (GDAL order a, b, c, d, e, f).
+    """
+
+    name: str
+    b10: np.ndarray
+    b20: np.ndarray
+    b60: np.ndarray
+    crs: str
+    transform: tuple[float, ...]
+
+    @property
+    def groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.b10, self.b20, self.b60
+
+
+def find_band_file(folder: Path, band: str) -> Path:
+    """Path of `band`'s GeoTIFF in `folder`; raises AssetError naming what was looked for."""
+    for pattern in (f"{band}.tif", f"{band}.tiff", f"*_{band}.tif", f"*_{band}.tiff"):
+        hits = sorted(folder.glob(pattern))
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise AssetError(f"scene folder {str(folder)!r} has several files for {band}: {[h.name for h in hits]}")
+    raise AssetError(
+        f"scene folder {str(folder)!r} has no GeoTIFF for band {band} (looked for {band}.tif or *_{band}.tif); "
+        "a scene folder needs all 12 L2A bands B01-B12 and B8A at their native resolution"
+    )
+
+
+def to_reflectance(raw: np.ndarray, *, nodata: float | None, scale: float, offset: float) -> np.ndarray:
+    """Digital numbers (or reflectance) to float32 reflectance with NaN at `nodata`.
+
+    Integer data: DN * scale + offset when the file declares a scale other than 1, else DN / 10000.
+    Float data: taken as reflectance (scale/offset applied when declared).
+    """
+    out = raw.astype(np.float64)
+    invalid = ~np.isfinite(out)
+    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+        invalid |= raw == nodata
+    if scale != 1.0 or offset != 0.0:
+        out = out * scale + offset
+    elif np.issubdtype(raw.dtype, np.integer):
+        out = out / QUANTIFICATION_VALUE
+    out[invalid] = np.nan
+    return out.astype(np.float32)
+
+
+def read_scene(folder: str | Path) -> Scene:
+    """Read the 12 band GeoTIFFs of a scene folder, cut to their common footprint on the 60 m grid.
+
+    Raises:
+        AssetError: a band file is missing or unreadable.
+        DataError: the bands do not share a CRS, their pixel sizes are not 1:2:6, or they do not overlap.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AssetError(f"scene folder {str(folder)!r} does not exist or is not a folder")
+    srcs = {}
+    try:
+        for group in BAND_GROUPS:
+            for band in group.bands:
+                srcs[band] = rasterio.open(find_band_file(folder, band))
+    except rasterio.errors.RasterioIOError as exc:
+        raise AssetError(f"cannot read a band GeoTIFF of {str(folder)!r}: {exc}") from exc
+    try:
+        return _read_aligned(folder, srcs)
+    finally:
+        for src in srcs.values():
+            src.close()
+
+
+def _read_aligned(folder: Path, srcs: dict) -> Scene:
+    crs = {str(s.crs) for s in srcs.values()}
+    if len(crs) != 1:
+        raise DataError(f"bands of {str(folder)!r} are in different CRSs {sorted(crs)}; reproject them to one")
+    res10 = abs(srcs["B02"].transform.a)
+    for group in BAND_GROUPS:
+        for band in group.bands:
+            t = srcs[band].transform
+            want = res10 * group.factor_to_10m
+            if not (math.isclose(abs(t.a), want, rel_tol=1e-6) and math.isclose(abs(t.e), want, rel_tol=1e-6)):
+                raise DataError(
+                    f"{band} of {str(folder)!r} has {abs(t.a):g} m pixels, expected {want:g} m "
+                    f"({group.factor_to_10m}x the {res10:g} m of B02): the evaluation needs every band at its "
+                    "native resolution (1:2:6)"
+                )
+            if t.b != 0 or t.d != 0 or t.e > 0:
+                raise DataError(f"{band} of {str(folder)!r} is rotated or south-up; only north-up grids are supported")
+    left = max(s.bounds.left for s in srcs.values())
+    right = min(s.bounds.right for s in srcs.values())
+    top = min(s.bounds.top for s in srcs.values())
+    bottom = max(s.bounds.bottom for s in srcs.values())
+    res60 = res10 * 6
+    t60 = srcs["B01"].transform
+    # snap the common footprint inwards onto the 60 m pixel edges
+    left = t60.c + math.ceil((left - t60.c) / res60 - 1e-6) * res60
+    top = t60.f - math.ceil((t60.f - top) / res60 - 1e-6) * res60
+    n60x = math.floor((right - left) / res60 + 1e-6)
+    n60y = math.floor((top - bottom) / res60 + 1e-6)
+    if n60x < 1 or n60y < 1:
+        raise DataError(f"the bands of {str(folder)!r} do not overlap by one 60 m pixel")
+    arrays = []
+    for group in BAND_GROUPS:
+        k = group.factor_to_10m
+        stack = []
+        for band in group.bands:
+            src = srcs[band]
+            col = (left - src.transform.c) / (res10 * k)
+            row = (src.transform.f - top) / (res10 * k)
+            if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
+                raise DataError(f"{band} of {str(folder)!r} is not on the 60 m pixel grid of B01 (offset {col:.3f} px)")
+            size = (n60y * 6 // k, n60x * 6 // k)
+            win = Window(round(col), round(row), size[1], size[0])
+            raw = src.read(1, window=win)
+            scale = float(src.scales[0]) if src.scales else 1.0
+            offset = float(src.offsets[0]) if src.offsets else 0.0
+            stack.append(to_reflectance(raw, nodata=src.nodata, scale=scale, offset=offset))
+        arrays.append(np.stack(stack))
+    transform = (res10, 0.0, left, 0.0, -res10, top)
+    return Scene(name=folder.name, b10=arrays[0], b20=arrays[1], b60=arrays[2],
+                 crs=next(iter(crs)), transform=transform)
