@@ -104,10 +104,10 @@ class FusionNetConfig:
 
 
 #: Presets by name. `paper`: 5+5+5 RRDB, 64 ch on the full grid (as the reference v1).
-#: `small`: CPU-sized, 32 ch, one RRDB per branch, two in a trunk on a 2x coarser grid.
+#: `small`: CPU-sized, 32 ch, branches = conv + attention, three RRDB in a trunk on a 2x coarser grid.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(nf=64, gc=32, nb_branch=5, nb_trunk=5, trunk_stride=1, residual=True),
-    "small": dict(nf=32, gc=16, nb_branch=1, nb_trunk=2, trunk_stride=2, residual=True),
+    "small": dict(nf=32, gc=16, nb_branch=0, nb_trunk=3, trunk_stride=2, residual=True),
 }
 
 

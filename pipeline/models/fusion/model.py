@@ -1,0 +1,143 @@
+"""The three group networks as one model: `fuse(b10, b20, b60, guide_rgb)` -> 12 bands at 2.5 m.
+
+Weights are one checkpoint folder per group (`<weights>/10m`, `/20m`, `/60m`, format of
+pipeline.models.checkpoint, kind "fusion"); the shipped `small` weights are pipeline/weights/fusion_small.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.bands import BAND_GROUPS, GROUP_10M, GROUP_20M, GROUP_60M, RGB_BANDS, S2_BANDS
+from pipeline.errors import CheckpointError, DataError
+from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.models.fusion.config import FusionNetConfig
+from pipeline.models.fusion.net import FusionGroupNet
+from pipeline.models.fusion.wald import denormalise, normalise
+from pipeline.models.sensor import upsample
+
+CHECKPOINT_KIND = "fusion"
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "fusion_small"
+
+
+class FusionModel(torch.nn.Module):
+    """Three independent group networks (10m, 20m, 60m) and the band bookkeeping around them."""
+
+    def __init__(self, configs: dict[str, FusionNetConfig]) -> None:
+        super().__init__()
+        missing = [g.name for g in BAND_GROUPS if g.name not in configs]
+        if missing:
+            raise CheckpointError(f"fusion model lacks the group network(s) {missing}")
+        self.configs = configs
+        self.nets = torch.nn.ModuleDict({g.name: FusionGroupNet(configs[g.name]) for g in BAND_GROUPS})
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def group_inputs(
+        self, name: str, up: dict[str, torch.Tensor], guide_rgb: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised (ms_up, guide) of one group from the per-group upsampled reflectance stacks."""
+        cfg = self.configs[name]
+        order = [b for g in (GROUP_10M, GROUP_20M, GROUP_60M) for b in g.bands]
+        stack = torch.cat([up[g.name] for g in (GROUP_10M, GROUP_20M, GROUP_60M) if g.name in up], 1)
+        idx = [order.index(b) for b in cfg.input_bands]
+        return normalise(stack[:, idx], cfg.input_bands), normalise(guide_rgb, RGB_BANDS)
+
+    @torch.no_grad()
+    def fuse(
+        self, b10: torch.Tensor, b20: torch.Tensor, b60: torch.Tensor, guide_rgb: torch.Tensor
+    ) -> torch.Tensor:
+        """Lift all 12 bands onto the guide's 2.5 m grid.
+
+        Args:
+            b10: (B, 4, H, W) float32 reflectance B02 B03 B04 B08 at 10 m; H, W divisible by 6.
+            b20: (B, 6, H/2, W/2) B05 B06 B07 B8A B11 B12 at 20 m.
+            b60: (B, 2, H/6, W/6) B01 B09 at 60 m.
+            guide_rgb: (B, 3, 4H, 4W) RGB (B04, B03, B02) at 2.5 m, e.g. the diffusion SR output.
+
+        Returns:
+            (B, 12, 4H, 4W) float32 reflectance in pipeline.bands.S2_BANDS order, >= 0, NaN-free.
+        """
+        bsz, _, h, w = b10.shape
+        expect = {
+            "b10": (b10, (bsz, 4, h, w)), "b20": (b20, (bsz, 6, h // 2, w // 2)),
+            "b60": (b60, (bsz, 2, h // 6, w // 6)), "guide_rgb": (guide_rgb, (bsz, 3, 4 * h, 4 * w)),
+        }
+        if h % 6 or w % 6:
+            raise DataError(f"fusion input b10 is {h}x{w}; its sides must be multiples of 6 (crop or pad the tile)")
+        for name, (t, shape) in expect.items():
+            if tuple(t.shape) != shape:
+                raise DataError(f"fusion input {name} has shape {tuple(t.shape)}, expected {shape}")
+            if torch.isnan(t).any():
+                raise DataError(f"fusion input {name} holds NaN; fill nodata before fusion and mask it after")
+        dev = self.device
+        up = {
+            "10m": upsample(b10.to(dev, torch.float32), 4),
+            "20m": upsample(b20.to(dev, torch.float32), 8),
+            "60m": upsample(b60.to(dev, torch.float32), 24),
+        }
+        guide = guide_rgb.to(dev, torch.float32)
+        outs: dict[str, torch.Tensor] = {}
+        for g in BAND_GROUPS:
+            ms, gd = self.group_inputs(g.name, up, guide)
+            pred = self.nets[g.name](ms, gd)
+            outs[g.name] = denormalise(pred, self.configs[g.name].output_bands)
+        by_band = {b: outs[g.name][:, i] for g in BAND_GROUPS for i, b in enumerate(self.configs[g.name].output_bands)}
+        out = torch.stack([by_band[b] for b in S2_BANDS], 1)
+        return torch.nan_to_num(out, nan=0.0).clamp_min(0.0)
+
+
+def save_fusion_model(model: FusionModel, folder: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+    """Write `<folder>/{10m,20m,60m}` checkpoints (kind "fusion")."""
+    folder = Path(folder)
+    for g in BAND_GROUPS:
+        cfg = model.configs[g.name]
+        config = {"kind": CHECKPOINT_KIND, "net": cfg.to_json(), "guide_bands": list(RGB_BANDS), **(extra or {})}
+        save_checkpoint(
+            folder / g.name, model.nets[g.name].state_dict(), config=config,
+            input_bands=list(cfg.input_bands), output_bands=list(cfg.output_bands),
+        )
+    return folder
+
+
+def load_fusion_model(weights: str | Path | None = None, device: str | torch.device = "cpu") -> FusionModel:
+    """Load the three group networks.
+
+    Args:
+        weights: folder with `10m/`, `20m/`, `60m/` checkpoints (from `difffusr train fusion` or
+            `difffusr convert-checkpoint`); None -> the shipped `small` weights.
+        device: torch device to run on.
+
+    Returns:
+        FusionModel in eval mode.
+    """
+    folder = Path(weights) if weights is not None else SHIPPED_WEIGHTS
+    if not folder.is_dir():
+        raise CheckpointError(f"fusion weights folder '{folder}' does not exist; pass --fusion-weights DIR")
+    configs: dict[str, FusionNetConfig] = {}
+    states = {}
+    for g in BAND_GROUPS:
+        sub = folder / g.name
+        if not sub.is_dir():
+            raise CheckpointError(
+                f"fusion weights folder '{folder}' lacks the '{g.name}' group checkpoint; expected "
+                "subfolders 10m/ 20m/ 60m/ as written by `difffusr train fusion`"
+            )
+        ck = load_checkpoint(sub, kind=CHECKPOINT_KIND)
+        cfg = FusionNetConfig.from_json(ck.config["net"])
+        if cfg.group != g.name or tuple(ck.bands.get("outputs", [])) != cfg.output_bands:
+            raise CheckpointError(f"checkpoint '{sub}' is for group {cfg.group!r}, not {g.name!r}")
+        configs[g.name] = cfg
+        states[g.name] = ck.state_dict
+    model = FusionModel(configs)
+    for name, sd in states.items():
+        try:
+            model.nets[name].load_state_dict(sd, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"fusion checkpoint '{folder / name}' does not match its config: {exc}") from exc
+    return model.to(device).eval()

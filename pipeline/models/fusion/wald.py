@@ -1,0 +1,127 @@
+"""Wald-protocol training pairs for the fusion groups (pure tensor functions, paper III-B.1 and Fig. 3).
+
+For group g with factor f to 2.5 m (4, 8, 24): every input band is degraded by f (random MTF-like
+Gaussian blur + boxcar) and bilinearly upsampled back onto g's native grid; the target is g's native
+bands; the guide is the native 10 m RGB degraded to g's grid. The network thus learns the mapping
+"group grid / f -> group grid" that it applies at inference from the native grid to 2.5 m.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.bands import RGB_BANDS, group_of
+from pipeline.models.fusion.config import BAND_MEAN, BAND_STD, FusionNetConfig
+from pipeline.models.sensor import default_sigma, gaussian_blur, upsample, wald_degrade
+
+#: Range of the system MTF at the coarse Nyquist drawn per band for the training blur (blind degradation);
+#: the evaluation default is 0.3.
+TRAIN_MTF_RANGE: tuple[float, float] = (0.18, 0.45)
+#: Largest extra blur (pixels of the group grid) put on the training guide, with probability 1/2, so the
+#: network does not take the guide as exact (the SR guide at inference is a prediction).
+GUIDE_MAX_EXTRA_SIGMA: float = 0.7
+
+
+def normalise(x: torch.Tensor, bands: tuple[str, ...] | list[str]) -> torch.Tensor:
+    """(B, C, H, W) reflectance -> (x - mean) / std per band (C == len(bands))."""
+    mean = torch.tensor([BAND_MEAN[b] for b in bands], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor([BAND_STD[b] for b in bands], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def denormalise(x: torch.Tensor, bands: tuple[str, ...] | list[str]) -> torch.Tensor:
+    """Inverse of `normalise`."""
+    mean = torch.tensor([BAND_MEAN[b] for b in bands], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor([BAND_STD[b] for b in bands], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return x * std + mean
+
+
+def min_scene_size_10m(cfg: FusionNetConfig) -> int:
+    """The 10 m side length must be a multiple of this for a group's Wald pair (16 for 20m, 144 for 60m)."""
+    return max(cfg.factor * group_of(b).factor_to_10m for b in cfg.input_bands)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WaldPair:
+    """A group's training arrays on its native grid, all normalised, batch dim 1.
+
+    Attributes:
+        ms_up: (1, n_in, h, w) degraded inputs upsampled back onto the group grid.
+        guide: (1, 3, h, w) RGB guide (B04, B03, B02) on the group grid.
+        target: (1, n_out, h, w) native bands of the group.
+    """
+
+    ms_up: torch.Tensor
+    guide: torch.Tensor
+    target: torch.Tensor
+
+
+def make_wald_pair(
+    scene: dict[str, torch.Tensor], cfg: FusionNetConfig, *, generator: torch.Generator, random_blur: bool = True
+) -> WaldPair:
+    """Build the Wald pair of one group from a whole scene.
+
+    Args:
+        scene: band id -> (1, 1, H_b, W_b) float32 reflectance on the band's native grid; all 12 bands,
+            grids nested (10 m side a multiple of `min_scene_size_10m(cfg)`).
+        cfg: the group network's config (input/output bands, factor).
+        generator: draws the per-band blur (MTF in TRAIN_MTF_RANGE) and the guide blur.
+        random_blur: False -> the default sensor blur (MTF 0.3) and an exact guide (evaluation).
+
+    Returns:
+        WaldPair on the group grid (side = H_10 / group's 10 m ratio).
+    """
+    f = cfg.factor
+    g_ratio = group_of(cfg.output_bands[0]).factor_to_10m
+    ins = []
+    for b in cfg.input_bands:
+        native = scene[b]
+        if random_blur:
+            u = float(torch.rand((), generator=generator))
+            mtf = TRAIN_MTF_RANGE[0] + u * (TRAIN_MTF_RANGE[1] - TRAIN_MTF_RANGE[0])
+            sigma = default_sigma(f, mtf)
+        else:
+            sigma = default_sigma(f)
+        lr = wald_degrade(native, f, sigma=sigma)
+        up = f * group_of(b).factor_to_10m // g_ratio
+        ins.append(upsample(lr, up))
+    ms_up = normalise(torch.cat(ins, 1), cfg.input_bands)
+    rgb = torch.cat([scene[b] for b in RGB_BANDS], 1)
+    guide = wald_degrade(rgb, g_ratio) if g_ratio > 1 else rgb
+    if random_blur and float(torch.rand((), generator=generator)) < 0.5:
+        guide = gaussian_blur(guide, float(torch.rand((), generator=generator)) * GUIDE_MAX_EXTRA_SIGMA)
+    guide = normalise(guide, RGB_BANDS)
+    target = normalise(torch.cat([scene[b] for b in cfg.output_bands], 1), cfg.output_bands)
+    h, w = target.shape[-2:]
+    return WaldPair(ms_up=ms_up[..., :h, :w], guide=guide[..., :h, :w], target=target)
+
+
+def sample_crops(
+    pair: WaldPair, size: int, n: int, *, generator: torch.Generator, augment: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw n random crops (with random flips / 90-degree turns) from a pair.
+
+    Returns:
+        (ms_up (n, n_in, size, size), guide (n, 3, size, size), target (n, n_out, size, size)).
+    """
+    h, w = pair.target.shape[-2:]
+    if h < size or w < size:
+        raise ValueError(f"scene grid {h}x{w} is smaller than the crop size {size}")
+    outs: list[list[torch.Tensor]] = [[], [], []]
+    for _ in range(n):
+        y = int(torch.randint(0, h - size + 1, (), generator=generator))
+        x = int(torch.randint(0, w - size + 1, (), generator=generator))
+        k = int(torch.randint(0, 4, (), generator=generator)) if augment else 0
+        flip = augment and bool(torch.randint(0, 2, (), generator=generator))
+        for i, t in enumerate((pair.ms_up, pair.guide, pair.target)):
+            c = t[0, :, y : y + size, x : x + size]
+            c = torch.rot90(c, k, (1, 2))
+            if flip:
+                c = torch.flip(c, (2,))
+            outs[i].append(c)
+    return torch.stack(outs[0]), torch.stack(outs[1]), torch.stack(outs[2])
+
+
+__all__ = ["WaldPair", "make_wald_pair", "sample_crops", "normalise", "denormalise", "min_scene_size_10m"]
