@@ -1,0 +1,47 @@
+"""The inference worker: loads its model once, then super-resolves batches of tiles from the work store.
+
+`run.py` wraps `TileWorker` in `ray.remote` (one actor per GPU, or per CPU worker); the class itself is plain
+Python so that it can be tested and used without Ray.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pipeline.inference.methods import MethodOptions, get_method
+from pipeline.inference.predict import predict_tiles
+from pipeline.io.work_store import DONE, WorkStore
+from pipeline.tiling.grid import TileKey
+
+
+class TileWorker:
+    """Holds one method instance; `run` processes a batch of tile keys end to end."""
+
+    def __init__(self, method: str, options: MethodOptions, store: WorkStore, seed: int, threads: int | None = None) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        if options.device == "cuda" and not torch.cuda.is_available():
+            # Ray may assign a logical GPU on a machine without CUDA; fall back rather than fail.
+            options = MethodOptions(**{**options.__dict__, "device": "cpu"})
+        self.method = get_method(method, options)
+        self.store = store
+        self.seed = seed
+        self.pid = os.getpid()
+
+    def run(self, keys: list[TileKey], layout_cols: int) -> dict[str, Any]:
+        """Predict `keys` (all non-empty, ingested tiles) and write their predictions, then their markers."""
+        b10, b20, b60 = self.store.read_tiles(keys)
+        # One seed per tile position: a tile's prediction does not depend on how tiles were batched or
+        # which worker ran it, so a rerun after a crash reproduces it exactly.
+        preds = [
+            predict_tiles(self.method, b10[i : i + 1], b20[i : i + 1], b60[i : i + 1],
+                          seed=self.seed + k.row * layout_cols + k.col)[0]
+            for i, k in enumerate(keys)
+        ]
+        for key, pred in zip(keys, preds):
+            self.store.write_prediction(key, pred)
+            self.store.mark("infer", key, DONE)
+        return {"tiles": len(keys), "pid": self.pid}

@@ -1,0 +1,73 @@
+"""The analysis-ready 2.5 m mosaic as a Zarr v3 store that xarray opens directly.
+
+Written template-first (metadata and coordinates, no pixels), then one disjoint region write per tile core;
+chunks are exactly the cores, so region writes never share a chunk.
+
+Layout: variable `reflectance` (band, y, x) float32, NaN = nodata, CF `grid_mapping` = `spatial_ref`
+(CRS WKT + GDAL GeoTransform, which rioxarray/odc-geo/QGIS read); `band` is an integer index with the band
+ids in the `band_names` attribute (Zarr v3 has no string coordinate spec).
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+from pyproj import CRS
+
+from pipeline.bands import S2_BANDS, TARGET_GSD_M
+from pipeline.io.grid import SceneGrid
+from pipeline.tiling.grid import SR_FACTOR, TileKey, TileLayout
+
+VARIABLE = "reflectance"
+
+
+def mosaic_template(grid: SceneGrid, layout: TileLayout, attrs: dict) -> xr.Dataset:
+    """A lazy Dataset with the mosaic's final coordinates, chunked one chunk per tile core."""
+    h, w = grid.output_shape()
+    chunk = layout.core * SR_FACTOR
+    gsd = TARGET_GSD_M
+    x = grid.left + gsd * (np.arange(w) + 0.5)
+    y = grid.top - gsd * (np.arange(h) + 0.5)
+    data = da.full((len(S2_BANDS), h, w), np.nan, dtype=np.float32, chunks=(len(S2_BANDS), chunk, chunk))
+    crs = CRS.from_user_input(grid.crs)
+    spatial_ref = xr.DataArray(
+        np.int32(0),
+        attrs={**crs.to_cf(), "crs_wkt": crs.to_wkt(), "spatial_ref": crs.to_wkt(),
+               "GeoTransform": " ".join(str(v) for v in (grid.left, gsd, 0.0, grid.top, 0.0, -gsd))},
+    )
+    ds = xr.Dataset(
+        {
+            VARIABLE: (("band", "y", "x"), data, {
+                "grid_mapping": "spatial_ref", "units": "1", "long_name": "surface reflectance",
+                "band_names": list(S2_BANDS), "_FillValue": np.float32(np.nan),
+            }),
+            "spatial_ref": spatial_ref,
+        },
+        coords={"band": np.arange(len(S2_BANDS), dtype=np.int16), "y": ("y", y, {"units": "m"}), "x": ("x", x, {"units": "m"})},
+        attrs=attrs,
+    )
+    ds[VARIABLE].encoding = {"chunks": (len(S2_BANDS), chunk, chunk), "compressors": (zarr.codecs.ZstdCodec(level=3),)}
+    return ds
+
+
+def create_mosaic_store(url: str, grid: SceneGrid, layout: TileLayout, attrs: dict, storage_options: dict | None = None) -> None:
+    """Write the template (metadata + coordinates) unless a store with this grid already exists."""
+    try:
+        existing = xr.open_zarr(url, storage_options=storage_options, zarr_format=3)
+        if existing.sizes.get("y") == grid.height * SR_FACTOR and existing.sizes.get("x") == grid.width * SR_FACTOR:
+            return
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
+        pass
+    mosaic_template(grid, layout, attrs).to_zarr(
+        url, mode="w", compute=False, zarr_format=3, consolidated=False, storage_options=storage_options
+    )
+
+
+def write_core(url: str, layout: TileLayout, key: TileKey, block: np.ndarray, storage_options: dict | None = None) -> None:
+    """Write one tile core's (12, h, w) block into its own region."""
+    y0, y1, x0, x1 = layout.core_bounds(key)
+    kw = {"storage_options": storage_options} if storage_options and "://" in url else {}
+    arr = zarr.open_array(url, path=VARIABLE, mode="r+", zarr_format=3, **kw)
+    arr[:, y0 * SR_FACTOR : y1 * SR_FACTOR, x0 * SR_FACTOR : x1 * SR_FACTOR] = block

@@ -1,0 +1,292 @@
+"""`difffusr run`: search -> ingest (Ray tasks) -> inference (Ray actors) -> mosaic (Ray tasks) -> exports.
+
+Wiring and counting only: the pixel work lives in io/, inference/, tiling/ and mosaic/. Every stage skips
+tiles whose done marker exists, so a rerun of the same job into the same `--out` resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from pipeline.catalog.assets import map_band_assets
+from pipeline.catalog.search import search_items
+from pipeline.config import RunConfig
+from pipeline.errors import AssetError, DataError, DiffFuSRError, OutputError
+from pipeline.io.cog import export_mosaic_cog
+from pipeline.io.grid import SceneGrid, resolve_grid
+from pipeline.io.mosaic_store import VARIABLE, create_mosaic_store
+from pipeline.io.outputs import OutputDir
+from pipeline.io.work_store import DONE, EMPTY, WorkStore
+from pipeline.mosaic.metadata import output_item, versions
+from pipeline.mosaic.quicklook import write_quicklook
+from pipeline.tiling.grid import TileKey, TileLayout
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (OSError, TimeoutError, ConnectionError)
+#: Environment forwarded to Ray workers (credentials and endpoints); never written to outputs or logs.
+FORWARDED_ENV_PREFIXES = ("AWS_", "GDAL_", "CPL_", "VSI_", "AZURE_", "GS_", "PC_SDK_")
+
+
+@dataclass
+class RunSummary:
+    """What a run did; printed at the end and stored in manifest.json."""
+
+    out: str
+    area_km2: float = 0.0
+    granules: list[str] = field(default_factory=list)
+    skipped_granules: dict[str, str] = field(default_factory=dict)
+    tiles: int = 0
+    tiles_empty: int = 0
+    tiles_resumed: dict[str, int] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    already_complete: bool = False
+
+
+def select_items(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Keep the items that carry all 12 bands with the same asset keys; say why others were dropped."""
+    kept, dropped = [], {}
+    reference: dict[str, str] | None = None
+    for item in items:
+        try:
+            mapping = {b: k for b, k in map_band_assets(item).items() if b != "SCL"}
+        except AssetError as exc:
+            dropped[item["id"]] = str(exc)
+            continue
+        reference = reference or mapping
+        if mapping != reference:
+            dropped[item["id"]] = "asset keys differ from the other items (mixed providers in one collection)"
+            continue
+        kept.append(item)
+    if not kept:
+        reasons = "; ".join(f"{k}: {v}" for k, v in list(dropped.items())[:3])
+        raise AssetError(f"none of the {len(items)} items found can be used: {reasons}")
+    return kept, dropped
+
+
+def _forwarded_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+
+
+def _ensure_ray(cfg: RunConfig) -> bool:
+    """Connect to (or start) Ray; returns True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
+                                  runtime_env={"env_vars": _forwarded_env()}, logging_level=logging.WARNING)
+    if cfg.compute.ray_address:
+        ray.init(address=cfg.compute.ray_address, **kwargs)
+    else:
+        ray.init(num_cpus=os.cpu_count() or 2, object_store_memory=256 * 2**20, **kwargs)
+    return True
+
+
+def _wait_all(futures: list, desc: str, progress: bool, total: int | None = None) -> list:
+    """ray.get with a progress bar; re-raises a user error from a task as itself."""
+    import ray
+    from tqdm import tqdm
+
+    results = []
+    pending = list(futures)
+    with tqdm(total=total or len(futures), desc=desc, unit="tile", file=sys.stderr, disable=not progress) as bar:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            results.append(_get(ready[0]))
+            bar.update(results[-1].get("tiles", 1) if isinstance(results[-1], dict) else 1)
+    return results
+
+
+def _get(ref: Any) -> Any:
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, DiffFuSRError):
+            raise exc.cause from None
+        raise
+
+
+def _stage_ingest(cfg, items, grid, layout, store, progress) -> int:
+    import ray
+
+    from pipeline.io.ingest import ingest_tile
+
+    todo = [k for k in layout.keys() if store.status("ingest")[k.row, k.col] == 0]
+    task = ray.remote(ingest_tile).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
+    items_ref = ray.put(items)
+    futures = [task.remote(items_ref, grid, layout, k, store, errors_as_nodata=cfg.compute.skip_bad_assets) for k in todo]
+    _wait_all(futures, "ingest", progress)
+    return len(layout.keys()) - len(todo)
+
+
+def _stage_infer(cfg, layout, store, progress) -> int:
+    import ray
+    from ray.util import ActorPool
+
+    from pipeline.inference.actors import TileWorker
+    from pipeline.inference.methods import MethodOptions
+
+    ingest, infer = store.status("ingest"), store.status("infer")
+    todo = [k for k in layout.keys() if ingest[k.row, k.col] == DONE and infer[k.row, k.col] != DONE]
+    resumed = int((infer == DONE).sum())
+    if not todo:
+        return resumed
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
+    n_workers = cfg.compute.workers or (gpus or max(1, cpus // 2))
+    n_workers = min(n_workers, len(todo))
+    device = "cuda" if gpus else "cpu"
+    options = MethodOptions(**{**cfg.model.__dict__, "device": device})
+    actor_cls = ray.remote(TileWorker).options(
+        num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_restarts=2, max_task_retries=2
+    )
+    threads = None if gpus else max(1, cpus // n_workers)
+    actors = [actor_cls.remote(cfg.method, options, store, cfg.seed, threads) for _ in range(n_workers)]
+    batches = [todo[i : i + cfg.compute.batch_tiles] for i in range(0, len(todo), cfg.compute.batch_tiles)]
+    from tqdm import tqdm
+
+    with tqdm(total=len(todo), desc=f"super-resolve ({cfg.method}, {n_workers} {device} worker(s))", unit="tile",
+              file=sys.stderr, disable=not progress) as bar:
+        pool = ActorPool(actors)
+        for result in pool.map_unordered(lambda a, b: a.run.remote(b, layout.cols), batches):
+            bar.update(result["tiles"])
+    for actor in actors:
+        ray.kill(actor)
+    return resumed
+
+
+def _stage_mosaic(layout, store, mosaic_url, storage_options, progress) -> int:
+    import ray
+
+    from pipeline.mosaic.assemble import assemble_core
+
+    ingest, done = store.status("ingest"), store.status("mosaic")
+    todo = [k for k in layout.keys() if done[k.row, k.col] != DONE and ingest[k.row, k.col] != EMPTY]
+    task = ray.remote(assemble_core).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
+    _wait_all([task.remote(store, mosaic_url, layout, k, storage_options) for k in todo], "mosaic", progress)
+    return len(layout.keys()) - len(todo)
+
+
+def _export(cfg: RunConfig, out: OutputDir, grid: SceneGrid, fingerprint: str, items, summary: RunSummary) -> None:
+    import zarr
+
+    mosaic_url = out.join("mosaic.zarr")
+    zarr.consolidate_metadata(mosaic_url)
+    staging = out.local_staging()
+    try:
+        cog = os.path.join(staging, "mosaic.tif")
+        export_mosaic_cog(mosaic_url, cog, grid, dtype=cfg.output.dtype)
+        out.publish(cog, "mosaic.tif")
+        arr = zarr.open_array(mosaic_url, path=VARIABLE, mode="r")
+        png = os.path.join(staging, "quicklook.png")
+        write_quicklook(lambda b, s: arr[b, ::s, ::s], arr.shape[1], arr.shape[2], png)
+        out.publish(png, "quicklook.png")
+    finally:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    out.write_json("item.json", output_item(fingerprint=fingerprint, grid=grid, start=cfg.query.start, end=cfg.query.end,
+                                            method=cfg.method, dtype=cfg.output.dtype, inputs=items))
+    summary.outputs = {n: out.join(n) for n in ("mosaic.zarr", "mosaic.tif", "quicklook.png", "item.json", "manifest.json")}
+
+
+def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
+    """Run one region/date job end to end (resuming a previous attempt of the same job)."""
+    started = datetime.now(timezone.utc)
+    summary = RunSummary(out=cfg.output.out)
+    out = OutputDir(cfg.output.out)
+    out.check_writable()
+    t0 = time.perf_counter()
+    found = search_items(cfg.query)
+    items, summary.skipped_granules = select_items(found)
+    summary.granules = [i["id"] for i in items]
+    summary.timings_s["search"] = time.perf_counter() - t0
+
+    grid = resolve_grid(cfg.query.bbox, cfg.crs)
+    layout = TileLayout(height=grid.height, width=grid.width, core=cfg.tiling.core, halo=cfg.tiling.halo)
+    summary.area_km2, summary.tiles = grid.area_km2, len(layout.keys())
+    fingerprint = cfg.fingerprint(summary.granules)
+    if out.exists("manifest.json"):
+        manifest = out.read_json("manifest.json")
+        if manifest.get("fingerprint") == fingerprint and manifest.get("status") == "complete":
+            summary.already_complete = True
+            summary.outputs = manifest.get("outputs", {})
+            return summary
+        if manifest.get("fingerprint") != fingerprint and not cfg.output.overwrite:
+            raise OutputError(f"--out {cfg.output.out!r} holds the outputs of a different job; use a new --out or --overwrite")
+    if cfg.output.overwrite:
+        for name in ("work.zarr", "mosaic.zarr", "mosaic.tif", "quicklook.png", "item.json", "manifest.json"):
+            out.remove(name)
+    fresh = not out.exists("work.zarr")
+    out.makedirs()
+    store = WorkStore(out.join("work.zarr"))
+    store.create(layout, fingerprint)
+    mosaic_url = out.join("mosaic.zarr")
+    started_ray = _ensure_ray(cfg)
+    try:
+        t = time.perf_counter()
+        summary.tiles_resumed["ingest"] = _stage_ingest(cfg, items, grid, layout, store, progress)
+        summary.timings_s["ingest"] = time.perf_counter() - t
+        ingest = store.status("ingest")
+        summary.tiles_empty = int((ingest == EMPTY).sum())
+        if summary.tiles_empty == summary.tiles:
+            raise DataError(
+                f"every pixel of the AOI is nodata or cloud in the {len(items)} granule(s) found "
+                f"({', '.join(summary.granules[:5])}); widen --datetime or raise --max-cloud"
+            )
+        t = time.perf_counter()
+        summary.tiles_resumed["infer"] = _stage_infer(cfg, layout, store, progress)
+        summary.timings_s["inference"] = time.perf_counter() - t
+        t = time.perf_counter()
+        create_mosaic_store(mosaic_url, grid, layout, attrs={"title": "difffusr 2.5 m Sentinel-2 mosaic", "job": fingerprint,
+                                                            "method": cfg.method})
+        summary.tiles_resumed["mosaic"] = _stage_mosaic(layout, store, mosaic_url, None, progress)
+        summary.timings_s["mosaic"] = time.perf_counter() - t
+        t = time.perf_counter()
+        _export(cfg, out, grid, fingerprint, items, summary)
+        summary.timings_s["export"] = time.perf_counter() - t
+    except DataError:
+        if fresh:  # nothing usable was produced: leave nothing behind
+            for name in ("work.zarr", "mosaic.zarr"):
+                out.remove(name)
+        raise
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    summary.timings_s["total"] = sum(summary.timings_s.values())
+    out.write_json("manifest.json", {
+        "status": "complete", "fingerprint": fingerprint, "started": started.isoformat(),
+        "finished": datetime.now(timezone.utc).isoformat(), "config": cfg.to_dict(), "grid": grid.to_dict(),
+        "layout": {"core": layout.core, "halo": layout.halo, "rows": layout.rows, "cols": layout.cols},
+        "inputs": [{"id": i["id"], "collection": i.get("collection"), "datetime": i["properties"].get("datetime"),
+                    "eo:cloud_cover": i["properties"].get("eo:cloud_cover")} for i in items],
+        "skipped_granules": summary.skipped_granules, "tiles": summary.tiles, "tiles_empty": summary.tiles_empty,
+        "tiles_resumed": summary.tiles_resumed, "timings_s": summary.timings_s, "versions": versions(),
+        "outputs": summary.outputs,
+    })
+    if not cfg.output.keep_work:
+        out.remove("work.zarr")
+    return summary
+
+
+def valid_fraction(mosaic_url: str) -> float:
+    """Share of output pixels with a value in every band (for summaries and tests)."""
+    import zarr
+
+    arr = zarr.open_array(mosaic_url, path=VARIABLE, mode="r")
+    return float(np.isfinite(arr[...]).all(axis=0).mean())
