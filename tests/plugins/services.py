@@ -1,0 +1,73 @@
+"""pytest plugin: real loopback services for the tests (enable with ``pytest_plugins = ["tests.plugins.services"]``).
+
+Session fixtures (each starts its own server process(es) and stops them by PID at session end):
+
+- ``stac_api`` -> str: URL of a stac-fastapi-pgstac server (PostgreSQL/PostGIS) with
+  ``data/samples/catalog`` loaded as collection ``sentinel-2-l2a``; asset hrefs are absolute ``file://`` URIs.
+- ``stac_server`` -> :class:`infra.local.stac_server.StacServer` behind ``stac_api`` (``.url``, ``.startup_s``).
+- ``s3_server`` -> :class:`infra.local.s3_server.S3Server`: ``.endpoint_url``, ``.env`` (dict for s3fs/GDAL/
+  odc-stac), ``.patched_env()``; upload with ``infra.local.s3_server.upload_folder(dir, bucket, prefix, env=...)``.
+
+Function fixture:
+
+- ``s3_env`` -> dict: ``s3_server.env`` applied to ``os.environ`` for one test (monkeypatch, undone after).
+
+Needs ``make setup`` (PostgreSQL 15 + PostGIS 3 and ``.venv-stac``); if missing, the fixture fails with the
+command to run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.local._common import REPO_ROOT, LocalServiceError
+from infra.local.s3_server import S3Server
+from infra.local.stac_server import StacServer, StacServerConfig
+
+SAMPLE_CATALOG: Path = REPO_ROOT / "data" / "samples" / "catalog"
+
+
+@pytest.fixture(scope="session")
+def stac_server() -> Iterator[StacServer]:
+    """A running loopback STAC API serving ``data/samples/catalog`` (stopped at session end)."""
+    server = StacServer(StacServerConfig(catalog=SAMPLE_CATALOG))
+    try:
+        server.start()
+    except LocalServiceError as e:
+        pytest.fail(f"could not start the local STAC API: {e}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def stac_api(stac_server: StacServer) -> str:
+    """URL (``http://127.0.0.1:PORT``) of the loopback STAC API with the bundled catalog."""
+    assert stac_server.url is not None
+    return stac_server.url
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A running moto S3 server on loopback (stopped by PID at session end)."""
+    server = S3Server()
+    try:
+        server.start()
+    except LocalServiceError as e:
+        pytest.fail(f"could not start the local S3 server: {e}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """``s3_server.env`` set in ``os.environ`` for the duration of one test."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return dict(s3_server.env)
