@@ -156,3 +156,90 @@ def _read_aligned(folder: Path, srcs: dict) -> Scene:
     transform = (res10, 0.0, left, 0.0, -res10, top)
     return Scene(name=folder.name, b10=arrays[0], b20=arrays[1], b60=arrays[2],
                  crs=next(iter(crs)), transform=transform)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Product:
+    """A 12-band super-resolved GeoTIFF read into memory.
+
+    Attributes:
+        path: file path.
+        data: (12, H, W) float32 reflectance in S2_BANDS order, NaN = nodata.
+        crs: CRS string.
+        transform: GDAL-order affine transform.
+    """
+
+    path: str
+    data: np.ndarray
+    crs: str
+    transform: tuple[float, ...]
+
+
+def read_product(path: str | Path) -> Product:
+    """Read a 12-band SR GeoTIFF; bands are matched by description (B01 ... B12) or else taken in S2 order."""
+    from pipeline.bands import S2_BANDS
+
+    path = Path(path)
+    if not path.is_file():
+        raise AssetError(f"SR product {str(path)!r} does not exist")
+    try:
+        with rasterio.open(path) as src:
+            if src.count != len(S2_BANDS):
+                raise DataError(f"SR product {str(path)!r} has {src.count} bands; expected the 12 L2A bands {S2_BANDS}")
+            desc = list(src.descriptions)
+            order = [desc.index(b) for b in S2_BANDS] if set(S2_BANDS) <= set(desc) else list(range(len(S2_BANDS)))
+            raw = src.read()
+            arrays = [
+                to_reflectance(raw[i], nodata=src.nodata, scale=float(src.scales[i]), offset=float(src.offsets[i]))
+                for i in order
+            ]
+            t = src.transform
+            return Product(path=str(path), data=np.stack(arrays), crs=str(src.crs), transform=(t.a, t.b, t.c, t.d, t.e, t.f))
+    except rasterio.errors.RasterioIOError as exc:
+        raise AssetError(f"cannot read SR product {str(path)!r}: {exc}") from exc
+
+
+def match_product_to_scene(product: Product, scene: Scene, sr_factor: int = 4) -> tuple[np.ndarray, Scene]:
+    """Cut a product and its input scene to their common footprint on the scene's 60 m grid.
+
+    Returns:
+        (product pixels (12, 4H, 4W), scene cut to (4, H, W) / (6, H/2, W/2) / (2, H/6, W/6)).
+
+    Raises:
+        DataError: other CRS, pixel size not 1/sr_factor of the 10 m input, no overlap, or grids not aligned.
+    """
+    res10, _, left0, _, _, top0 = scene.transform
+    pa, _, pleft, _, pe, ptop = product.transform
+    if product.crs != scene.crs:
+        raise DataError(f"SR product {product.path!r} is in {product.crs[:40]}..., its inputs {scene.name!r} in "
+                        f"{scene.crs[:40]}...; give the inputs the product was made from")
+    if not math.isclose(pa, res10 / sr_factor, rel_tol=1e-6) or not math.isclose(-pe, res10 / sr_factor, rel_tol=1e-6):
+        raise DataError(f"SR product {product.path!r} has {pa:g} m pixels; expected {res10 / sr_factor:g} m "
+                        f"({sr_factor}x finer than the {res10:g} m inputs of {scene.name!r})")
+    h10, w10 = scene.b10.shape[-2:]
+    step = 6 * res10
+    ph, pw = product.data.shape[-2:]
+    left = max(left0, pleft)
+    top = min(top0, ptop)
+    right = min(left0 + w10 * res10, pleft + pw * pa)
+    bottom = max(top0 - h10 * res10, ptop - ph * pa)
+    left = left0 + math.ceil((left - left0) / step - 1e-6) * step
+    top = top0 - math.ceil((top0 - top) / step - 1e-6) * step
+    n60x = math.floor((right - left) / step + 1e-6)
+    n60y = math.floor((top - bottom) / step + 1e-6)
+    if n60x < 1 or n60y < 1:
+        raise DataError(f"SR product {product.path!r} does not overlap its inputs {scene.name!r} by one 60 m pixel")
+    pcol, prow = (left - pleft) / pa, (ptop - top) / pa
+    if abs(pcol - round(pcol)) > 1e-3 or abs(prow - round(prow)) > 1e-3:
+        raise DataError(f"SR product {product.path!r} is not on the pixel grid of its inputs {scene.name!r} "
+                        f"(offset {pcol:.3f}, {prow:.3f} product pixels)")
+    x10, y10 = round((left - left0) / res10), round((top0 - top) / res10)
+    H, W = 6 * n60y, 6 * n60x
+    groups = []
+    for arr, group in zip(scene.groups, BAND_GROUPS, strict=True):
+        k = group.factor_to_10m
+        groups.append(arr[:, y10 // k : (y10 + H) // k, x10 // k : (x10 + W) // k])
+    sr = product.data[:, round(prow) : round(prow) + sr_factor * H, round(pcol) : round(pcol) + sr_factor * W]
+    cut = Scene(name=scene.name, b10=groups[0], b20=groups[1], b60=groups[2], crs=scene.crs,
+                transform=(res10, 0.0, left, 0.0, -res10, top))
+    return sr, cut
