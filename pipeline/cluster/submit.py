@@ -6,13 +6,16 @@ The runtime environment carries:
 
 - ``working_dir`` (optional): a local folder uploaded to the cluster and made the job's current
   directory and first import path; ``.gitignore``/``.rayignore`` and ``UPLOAD_EXCLUDES`` are honoured;
-- ``env_vars``: the credential/endpoint variables of the submitting shell (``AWS_*``, ``GDAL_*``,
-  ``CPL_*``, ``PC_SDK_SUBSCRIPTION_KEY``) plus each ``--env KEY=VALUE``. Ray hands them to the
-  job's driver and to every task and actor it starts, on every node.
+- the job's environment variables: those of the submitting shell that hold credentials/endpoints
+  (``AWS_*``, ``GDAL_*``, ``CPL_*``, ``PC_SDK_SUBSCRIPTION_KEY``) plus each ``--env KEY=VALUE``.
+  They travel in a small ``py_modules`` package (see `pipeline.cluster.job_env`), not as
+  ``runtime_env["env_vars"]``, because Ray's runtime-env agent writes env_vars values into its logs.
+  The driver starts through ``python -m difffusr_job_env``; every worker process of the job, on
+  every node, applies them through ``worker_process_setup_hook`` before running anything.
 
-Values are never printed, only variable names. Ray itself keeps the runtime environment in the
-job's record (the dashboard shows it to whoever can reach it); on Kubernetes prefer the Secret of
-``k8s/`` mounted into the pods, and submit with ``--no-forward-env``.
+Values are never printed, only variable names. The package sits in the cluster's internal store and
+in each node's session folder for the job's lifetime, readable by whoever administers the cluster.
+On Kubernetes prefer the Secret of ``k8s/`` mounted into the pods, and submit with ``--no-forward-env``.
 
 Address: ``--address`` or ``RAY_ADDRESS``, the dashboard's HTTP URL (``http://HEAD:8265``).
 """
@@ -20,12 +23,17 @@ Address: ``--address`` or ``RAY_ADDRESS``, the dashboard's HTTP URL (``http://HE
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
+from pipeline.cluster import job_env
 from pipeline.errors import ConfigError
 
 #: Environment variable prefixes / names forwarded to the job (credentials, endpoints, GDAL tuning).
@@ -33,6 +41,10 @@ FORWARD_PREFIXES = ("AWS_", "GDAL_", "CPL_")
 FORWARD_NAMES = ("PC_SDK_SUBSCRIPTION_KEY",)
 #: Never uploaded with --working-dir (besides .gitignore/.rayignore entries): big or machine-local.
 UPLOAD_EXCLUDES = [".git", ".venv", ".venv-*", "**/__pycache__", ".pytest_cache", ".hypothesis", "out", "runs"]
+#: Name of the package that carries the job's environment (see `pipeline.cluster.job_env`).
+ENV_PACKAGE = "difffusr_job_env"
+#: How long to wait for a just-started head's job agent before giving up, seconds.
+AGENT_WAIT_S = 60.0
 _TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
@@ -61,7 +73,19 @@ def build_entrypoint(words: list[str], raw: bool) -> str:
     return shlex.join(words if raw else ["difffusr", *words])
 
 
-def build_runtime_env(working_dir: str | None, env: dict[str, str]) -> dict:
+def write_env_package(folder: str | Path, env: dict[str, str]) -> Path:
+    """Write the `difffusr_job_env` package (code + env.json, owner-only) into `folder`; return it."""
+    pkg = Path(folder) / ENV_PACKAGE
+    pkg.mkdir(mode=0o700)
+    shutil.copyfile(job_env.__file__, pkg / "__init__.py")
+    (pkg / "__main__.py").write_text(f"from {ENV_PACKAGE} import main\n\nmain()\n")
+    fd = os.open(pkg / job_env.ENV_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(env, f)
+    return pkg
+
+
+def build_runtime_env(working_dir: str | None, env_package: Path | None) -> dict:
     """Ray runtime_env for the job (see the module docstring)."""
     runtime_env: dict = {}
     if working_dir:
@@ -69,8 +93,9 @@ def build_runtime_env(working_dir: str | None, env: dict[str, str]) -> dict:
             raise ConfigError(f"--working-dir {working_dir!r} is not a folder; pass the difffusr source tree")
         runtime_env["working_dir"] = os.path.abspath(working_dir)
         runtime_env["excludes"] = list(UPLOAD_EXCLUDES)
-    if env:
-        runtime_env["env_vars"] = dict(env)
+    if env_package is not None:
+        runtime_env["py_modules"] = [str(env_package)]
+        runtime_env["worker_process_setup_hook"] = f"{ENV_PACKAGE}.apply"
     return runtime_env
 
 
@@ -103,6 +128,21 @@ def _job_call(fn, job: str, address: str | None):
                 "`difffusr status` lists the cluster's jobs"
             ) from exc
         raise
+
+
+def _submit_with_retry(client, retry_s: float = AGENT_WAIT_S, **kwargs) -> str:
+    """submit_job, retrying while the head's job agent is still starting (a fresh cluster)."""
+    deadline = time.monotonic() + retry_s
+    delay = 0.5
+    while True:
+        try:
+            return client.submit_job(**kwargs)
+        except RuntimeError as exc:
+            if "No available agent" in str(exc) and time.monotonic() < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            raise ConfigError(f"the cluster refused the job: {str(exc).splitlines()[0]}") from exc
 
 
 def wait_for_job(client, job: str, timeout_s: float | None = None, poll_s: float = 1.0, echo=True) -> str:
@@ -147,18 +187,20 @@ def cli_main(argv: list[str]) -> int:
     args = _submit_parser().parse_args(argv)
     entrypoint = build_entrypoint(args.command, args.raw)
     env = forwarded_env({} if args.no_forward_env else os.environ, args.env)
-    runtime_env = build_runtime_env(args.working_dir, env)
     client = _client(args.address)
-    try:
-        job = client.submit_job(
-            entrypoint=entrypoint,
+    with tempfile.TemporaryDirectory(prefix="difffusr-submit-") as tmp:
+        package = write_env_package(tmp, env) if env else None
+        runtime_env = build_runtime_env(args.working_dir, package)
+        # The env package's launcher needs only the standard library; it then execs the command.
+        command = f"python -m {ENV_PACKAGE} {entrypoint}" if package else entrypoint
+        job = _submit_with_retry(
+            client,
+            entrypoint=command,
             submission_id=args.job_id,
             runtime_env=runtime_env or None,
             metadata={"tool": "difffusr", "command": entrypoint[:200]},
             entrypoint_num_gpus=args.num_gpus,
         )
-    except RuntimeError as exc:
-        raise ConfigError(f"the cluster refused the job: {str(exc).splitlines()[0]}") from exc
     names = ", ".join(sorted(env)) or "none"
     print(f"submitted job {job}: {entrypoint}")
     print(f"forwarded env vars (values not shown): {names}")

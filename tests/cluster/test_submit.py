@@ -1,0 +1,158 @@
+"""`difffusr submit/status/logs` against a real two-node Ray cluster on loopback (head + worker)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.cluster.submit import build_entrypoint, cli_logs, cli_main, cli_status, forwarded_env
+from pipeline.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "difffusr-test-secret-4f1c9e"  # a made-up credential value that must never be printed
+
+# Runs on the cluster: one task pinned to the worker node, one on the head; each reports its node
+# and a digest of the forwarded credential (the credential itself is never printed).
+JOB_CODE = """
+import hashlib, os, ray
+ray.init()
+@ray.remote(num_cpus=0)
+def probe():
+    key = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+    return ray.get_runtime_context().get_node_id(), hashlib.sha256(key.encode()).hexdigest()[:16]
+worker = ray.get(probe.options(resources={"worker": 0.5}).remote())
+head = ray.get(probe.options(resources={"head": 0.5}).remote())
+print("nodes", len({worker[0], head[0]}), "alive", sum(n["Alive"] for n in ray.nodes()))
+print("digests", worker[1], head[1])
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Head (with the dashboard/Jobs API) + one worker node, both on 127.0.0.1; stopped by PID."""
+    env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    # The cluster's nodes find `python`/`difffusr` of this virtualenv first, as in the image.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from ray.cluster_utils import Cluster
+
+    port = _free_port()
+    small = {"object_store_memory": 96 * 2**20, "num_cpus": 1}
+    c = Cluster(
+        initialize_head=True,
+        head_node_args={**small, "include_dashboard": True, "dashboard_port": port, "resources": {"head": 1}},
+    )
+    try:
+        c.add_node(**small, resources={"worker": 1})
+        c.wait_for_nodes()
+        yield c, f"http://127.0.0.1:{port}"
+    finally:
+        c.shutdown()  # kills only the processes this Cluster started
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _job_id(out: str) -> str:
+    return next(line.split()[2].rstrip(":") for line in out.splitlines() if line.startswith("submitted job"))
+
+
+def test_submit_runs_a_job_on_both_nodes_with_forwarded_credentials(cluster, capsys, monkeypatch):
+    c, url = cluster
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "difffusr-test-key-id")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    rc = cli_main(["--address", url, "--wait", "--timeout", "120", "--raw", "--", sys.executable, "-c", JOB_CODE])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    digest = hashlib.sha256(SECRET.encode()).hexdigest()[:16]
+    assert "nodes 2 alive 2" in out
+    assert f"digests {digest} {digest}" in out  # the worker node's task saw the credential too
+    assert "AWS_ACCESS_KEY_ID" in out and "AWS_SECRET_ACCESS_KEY" in out  # names are listed...
+    assert SECRET not in out  # ...values never
+
+    job = _job_id(out)
+    monkeypatch.setenv("RAY_ADDRESS", url)  # status/logs take the address from the environment
+    assert cli_status([job]) == 0
+    status_line = capsys.readouterr().out
+    assert status_line.startswith(f"{job}: SUCCEEDED")
+    assert cli_logs([job]) == 0
+    logs = capsys.readouterr().out
+    assert f"digests {digest} {digest}" in logs and SECRET not in logs
+    assert cli_status([]) == 0
+    assert job in capsys.readouterr().out
+    leaks = [
+        str(f)
+        for f in Path(c.head_node.get_session_dir_path(), "logs").rglob("*")
+        if f.is_file() and SECRET.encode() in f.read_bytes()
+    ]
+    assert leaks == []  # not in any Ray log of the cluster either
+
+
+def test_submit_with_working_dir_runs_the_uploaded_plan_code(cluster, capsys, tmp_path, monkeypatch):
+    _, url = cluster
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    work = tmp_path / "src"
+    shutil.copytree(REPO / "pipeline", work / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(Path(__file__).parent / "data" / "dublin_wicklow.geojson", work / "aoi.geojson")
+    code = (
+        "import sys, pipeline; print('pipeline from', pipeline.__file__); "
+        "from pipeline.cluster.plan import cli_main; sys.exit(cli_main(sys.argv[1:]))"
+    )
+    argv = ["--address", url, "--working-dir", str(work), "--no-forward-env", "--wait", "--timeout", "120"]
+    argv += ["--raw", "--", sys.executable, "-c", code, "--aoi", "aoi.geojson", "--datetime", "2024-06-01/2024-06-30"]
+    rc = cli_main(argv)
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "forwarded env vars (values not shown): none" in out
+    assert "2 work units = 2 MGRS tiles x 1 date windows" in out
+    uploaded = next(line for line in out.splitlines() if line.startswith("pipeline from"))
+    assert str(REPO) not in uploaded  # the job imported the uploaded copy, not the local checkout
+
+
+def test_failed_job_reports_failed_and_exit_code_1(cluster, capsys):
+    _, url = cluster
+    rc = cli_main(["--address", url, "--wait", "--raw", "--", sys.executable, "-c", "raise SystemExit(3)"])
+    out = capsys.readouterr().out
+    assert rc == 1 and "FAILED" in out
+
+
+def test_user_errors_say_what_to_fix(monkeypatch, cluster):
+    _, url = cluster
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(ConfigError, match="RAY_ADDRESS"):
+        cli_status(["raysubmit_x"])
+    with pytest.raises(ConfigError, match="no job 'raysubmit_missing'"):
+        cli_status(["raysubmit_missing", "--address", url])
+    with pytest.raises(ConfigError, match="nothing to submit"):
+        build_entrypoint(["--"], raw=False)
+    with pytest.raises(ConfigError, match="--env 'NOEQUALS'"):
+        forwarded_env({}, ["NOEQUALS"])
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match="cannot reach the Ray Jobs API"):
+        cli_status(["x", "--address", f"http://127.0.0.1:{_free_port()}"])
+    assert time.monotonic() - start < 30
+
+
+def test_entrypoint_prefixes_difffusr_and_quotes_words():
+    assert build_entrypoint(["--", "run", "--bbox", "-6.3,53.3,-6.2,53.4", "--out", "s3://b/r 1"], raw=False) == (
+        "difffusr run --bbox -6.3,53.3,-6.2,53.4 --out 's3://b/r 1'"
+    )
+    env = forwarded_env({"AWS_REGION": "eu-west-1", "HOME": "/root", "GDAL_HTTP_MAX_RETRY": "5"}, ["X=1=2"])
+    assert env == {"AWS_REGION": "eu-west-1", "GDAL_HTTP_MAX_RETRY": "5", "X": "1=2"}
