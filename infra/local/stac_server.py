@@ -161,6 +161,7 @@ class StacServer:
     def _run(self, cfg: StacServerConfig, port: int, collections: list, items: list, state: dict) -> None:
         sd = self.state_dir
         assert sd is not None
+        t0 = time.perf_counter()
         as_user = _postgres_user()
         # The cluster lives in its own folder under the system temp dir: the state dir's parents may not be
         # traversable by the 'postgres' user (e.g. pytest's 0700 tmp_path), and socket paths must stay short.
@@ -175,6 +176,8 @@ class StacServer:
         init = subprocess.run([str(cfg.pg_bin / "initdb"), "-D", str(pgdata), "-U", "postgres", "-A", "trust",
                                "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"],
                               user=as_user, capture_output=True, text=True, cwd=pg_root)
+        phases = state.setdefault("phases_s", {})
+        phases["initdb"] = round(time.perf_counter() - t0, 2)
         if init.returncode:
             raise LocalServiceError(f"initdb failed in {pgdata}: {init.stderr.strip()[-500:]}")
         pg_port = free_port("127.0.0.1")
@@ -189,6 +192,7 @@ class StacServer:
         self._wait(lambda: subprocess.run([str(cfg.pg_bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p",
                                            str(pg_port), "-U", "postgres"]).returncode == 0,
                    pg, "PostgreSQL", sd / "postgres.log")
+        phases["postgres"] = round(time.perf_counter() - t0, 2)
         for name, docs in (("collections", collections), ("items", items)):
             (sd / f"{name}.ndjson").write_text("".join(json.dumps(d) + "\n" for d in docs))
         dsn = f"postgresql://postgres@127.0.0.1:{pg_port}/postgres"
@@ -199,6 +203,7 @@ class StacServer:
         if load.returncode:
             raise LocalServiceError(f"pypgstac migrate/load failed (see {sd / 'load.log'}): "
                                     f"{load.stderr.strip().splitlines()[-1] if load.stderr.strip() else ''}")
+        phases["pgstac_load"] = round(time.perf_counter() - t0, 2)
         env = dict(os.environ, PGUSER="postgres", PGPASSWORD="postgres", PGHOST="127.0.0.1", PGPORT=str(pg_port),
                    PGDATABASE="postgres", DB_MIN_CONN_SIZE="1", DB_MAX_CONN_SIZE="4",
                    STAC_FASTAPI_TITLE="difffusr local STAC API", STAC_FASTAPI_LANDING_ID="difffusr-local",
@@ -215,6 +220,7 @@ class StacServer:
         want = {c["id"] for c in collections}
         self._wait(lambda: http_ok(f"{url}/collections") and all(http_ok(f"{url}/collections/{c}") for c in want),
                    api, "stac-fastapi-pgstac", sd / "uvicorn.log")
+        phases["api"] = round(time.perf_counter() - t0, 2)
         self.url = url
 
     def _wait(self, ready: Any, proc: subprocess.Popen, what: str, log: Path) -> None:

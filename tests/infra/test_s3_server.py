@@ -45,3 +45,15 @@ def test_odc_stac_load_from_s3_hrefs(s3_server: S3Server, s3_env: dict[str, str]
     ds = odc.stac.load([item], bands=["red"], resolution=10)
     with rasterio.open(HELDOUT / "B04.tif") as local:
         np.testing.assert_array_equal(ds.red.values[0], local.read(1))
+
+
+def test_zarr_v3_round_trip_on_s3(s3_server: S3Server, s3_env: dict[str, str]) -> None:
+    import xarray as xr
+
+    upload_folder(HELDOUT, "difffusr-zarr", "", env=s3_server.env)  # creates the bucket
+    with rasterio.open(HELDOUT / "B02.tif") as src:
+        b02 = src.read(1)
+    ds = xr.Dataset({"B02": (("y", "x"), b02)})
+    ds.to_zarr("s3://difffusr-zarr/t.zarr", zarr_format=3, mode="w")
+    back = xr.open_zarr("s3://difffusr-zarr/t.zarr", zarr_format=3)
+    np.testing.assert_array_equal(back.B02.values, b02)
