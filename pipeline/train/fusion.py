@@ -3,32 +3,30 @@
 `difffusr train fusion --preset small --data DIR... --workers N --out RUN_DIR [--steps N] [--resume]`
 
 Each step draws, per group, a batch of crops from Wald pairs (pipeline.models.fusion.wald) of the
-training scenes and takes one Adam step of that group's network (one optimizer per group, L1 loss on
-per-band normalised reflectance, paper IV-C). The pairs are rebuilt with fresh random blur every
-`regen_every` steps (blind degradation). Under DDP every rank draws its own crops; rank 0 writes
-`RUN_DIR/checkpoint/` (three group checkpoints + train_state.pt) and `RUN_DIR/metrics.jsonl`.
+training scenes and updates that group's network (L1 loss on per-band normalised reflectance, paper
+IV-C). The pairs are rebuilt with fresh random blur every `regen_every` steps (blind degradation).
+Runs on the project's Ray Train DDP launcher (pipeline.train.launch: checkpoints/LATEST, resume, EMA,
+metrics.jsonl, loss_curve.png); every rank draws its own crops. At the end the exported weights are
+also written as `RUN_DIR/weights/{10m,20m,60m}` (the format `load_fusion_model` and the shipped
+weights use).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import hashlib
 import math
-import os
-import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
-from pipeline.bands import BAND_GROUPS, NATIVE_GSD_M, S2_BANDS
+from pipeline.bands import BAND_GROUPS, NATIVE_GSD_M, RGB_BANDS, S2_BANDS
 from pipeline.errors import ConfigError, TrainingDataError
-from pipeline.models.fusion.config import PRESETS, preset_configs
-from pipeline.models.fusion.model import FusionModel, load_fusion_model, save_fusion_model
+from pipeline.models.fusion.config import PRESETS, FusionNetConfig, preset_configs
+from pipeline.models.fusion.model import BUNDLE_KIND, FusionModel, load_fusion_model, save_fusion_model
 from pipeline.models.fusion.wald import WaldPair, make_wald_pair, min_scene_size_10m, sample_crops
 
 #: Reflectance = DN / DN_SCALE (L2A without BOA offset, and L1C TOA).
@@ -50,9 +48,12 @@ class FusionTrainConfig:
         seed: base seed; rank r uses seed + 1000 r.
         regen_every: rebuild the Wald pairs with fresh random blur every this many steps.
         log_every / ckpt_every: steps between metric lines / checkpoints.
-        resume: continue from out/checkpoint when it exists.
-        bf16: bfloat16 autocast for the forward pass on CPU (about 2x faster here).
-        workers: DDP ranks (Ray Train workers); 1 runs in-process.
+        resume: continue from out/checkpoints/LATEST.
+        bf16: bfloat16 autocast for the forward pass (about 2x faster on this CPU).
+        workers: DDP ranks (Ray Train workers).
+        ema: EMA decay of the exported weights (0 = off).
+        init: optional fusion weights folder to start from (a previous run, or converted published weights).
+        groups: the group networks to train (default all three; the others keep their initial weights).
     """
 
     preset: str = "small"
@@ -69,6 +70,9 @@ class FusionTrainConfig:
     resume: bool = False
     bf16: bool = True
     workers: int = 1
+    ema: float = 0.999
+    init: str | None = None
+    groups: tuple[str, ...] = ("10m", "20m", "60m")
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -77,7 +81,13 @@ class FusionTrainConfig:
             raise ConfigError("no training scene given; pass --data DIR (a folder of per-band GeoTIFFs)")
         if self.steps < 1 or self.batch < 1 or self.crop < 8 or self.workers < 1:
             raise ConfigError("--steps, --batch, --workers must be >= 1 and --crop >= 8")
-        object.__setattr__(self, "data", tuple(str(d) for d in self.data))
+        # absolute: Ray workers run in another working directory
+        object.__setattr__(self, "data", tuple(str(Path(d).resolve()) for d in self.data))
+        object.__setattr__(self, "out", str(Path(self.out).resolve()))
+        object.__setattr__(self, "groups", tuple(self.groups))
+        bad = [g for g in self.groups if g not in ("10m", "20m", "60m")] or ([] if self.groups else ["(none)"])
+        if bad:
+            raise ConfigError(f"--groups {bad} invalid; choose among 10m 20m 60m")
 
 
 def _band_file(folder: Path, band: str) -> Path:
@@ -160,21 +170,28 @@ def _crop_to(scene: dict[str, torch.Tensor], mult: int) -> dict[str, torch.Tenso
 class WaldSampler:
     """Per-group Wald pairs of all scenes, rebuilt with fresh random blur on demand."""
 
-    def __init__(self, scenes: dict[str, dict[str, torch.Tensor]], model: FusionModel, crop: int, generator: torch.Generator):
+    def __init__(self, scenes: dict[str, dict[str, torch.Tensor]], configs: dict[str, FusionNetConfig], crop: int,
+                 generator: torch.Generator):
         self.gen = generator
         self.crop = crop
-        self.configs = model.configs
+        self.configs = configs
         self.scenes: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
         self.weights: dict[str, torch.Tensor] = {}
         for g in BAND_GROUPS:
-            cfg = model.configs[g.name]
+            if g.name not in configs:
+                continue
+            cfg = configs[g.name]
             usable = {}
             for name, sc in scenes.items():
                 c = _crop_to(sc, min_scene_size_10m(cfg))
                 if c is not None and min(c["B02"].shape[-2:]) // g.factor_to_10m >= crop:
                     usable[name] = c
             if not usable:
-                raise TrainingDataError(f"no training scene is large enough for the {g.name} group at crop {crop}")
+                raise TrainingDataError(
+                    f"no training scene is large enough for the {g.name} group (10 m side >= "
+                    f"{max(min_scene_size_10m(cfg), crop * g.factor_to_10m)} px at --crop {crop}); add a larger scene, "
+                    f"lower --crop, or leave the group out with --groups"
+                )
             self.scenes[g.name] = usable
             # Scenes drawn with probability ~ sqrt(area): big scenes dominate less, tiny patches are not overused.
             self.weights[g.name] = torch.tensor([math.sqrt(s["B02"].numel()) for s in usable.values()])
@@ -191,130 +208,116 @@ class WaldSampler:
         return tuple(torch.cat([p[k] for p in parts]) for k in range(3))  # type: ignore[return-value]
 
 
-def _lr_at(cfg: FusionTrainConfig, step: int) -> float:
-    warm = min(1.0, (step + 1) / 50)
-    cos = 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
-    return cfg.lr * warm * (0.05 + 0.95 * cos)
+def lr_factor(step: int, steps: int, warmup: int = 50) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 1/20 of the base rate at `steps`."""
+    warm = min(1.0, (step + 1) / warmup)
+    cos = 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+    return warm * (0.05 + 0.95 * cos)
 
 
-def train_worker(cfg: FusionTrainConfig, *, report: Callable[[dict[str, Any], Path | None], None] | None = None) -> Path:
-    """Per-worker loop body (in-process, or one Ray Train DDP rank when torch.distributed is initialised).
+def _seed(*parts: int) -> int:
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:7], "little")
 
-    Returns:
-        the run's checkpoint folder (written by rank 0).
+
+class FusionTask:
+    """The fusion training task for pipeline.train.launch (one DDP model = the three group networks).
+
+    The three networks share no parameter and each gets its own L1 loss; one Adam with one parameter
+    group per network on the summed loss updates each network exactly as its own optimizer would
+    (Adam is per-parameter), which is the paper's "one optimizer per group". Global grad-norm
+    clipping is off so the groups stay independent.
     """
-    torch.set_num_threads(1)
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    out = Path(cfg.out)
-    ckpt = out / "checkpoint"
-    gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
-    torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    start = 0
-    if cfg.resume and (ckpt / "train_state.pt").is_file():
-        model = load_fusion_model(ckpt).train()
-        state = torch.load(ckpt / "train_state.pt", weights_only=False)
-        start = int(state["step"])
-    else:
-        model = FusionModel(preset_configs(cfg.preset)).train()
-        state = None
-    nets = {g.name: model.nets[g.name] for g in BAND_GROUPS}
-    if world > 1:
-        nets = {k: torch.nn.parallel.DistributedDataParallel(v) for k, v in nets.items()}
-    opts = {k: torch.optim.Adam(v.parameters(), lr=cfg.lr, betas=(0.9, 0.999)) for k, v in nets.items()}
-    if state is not None:
-        for k, o in opts.items():
-            o.load_state_dict(state["optim"][k])
-        if rank < len(state.get("gen_states", [])):
-            gen.set_state(state["gen_states"][rank])
-    scenes = {d: read_scene(d) for d in cfg.data}
-    sampler = WaldSampler(scenes, model, cfg.crop, gen)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    t0, acc = time.time(), {k: 0.0 for k in nets}
-    for step in range(start, cfg.steps):
-        if step > start and step % cfg.regen_every == 0:
-            sampler.regenerate()
-        for g, net in nets.items():
-            ms, gd, tgt = sampler.batch(g, cfg.batch)
-            for pg in opts[g].param_groups:
-                pg["lr"] = _lr_at(cfg, step)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                pred = net(ms, gd)
-            loss = (pred.float() - tgt).abs().mean()
-            opts[g].zero_grad(set_to_none=True)
-            loss.backward()
-            opts[g].step()
-            acc[g] += float(loss.detach())
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            n = cfg.log_every if done % cfg.log_every == 0 else done % cfg.log_every
-            metrics = {"step": done, "rank": rank, "world": world, "lr": _lr_at(cfg, step),
-                       "wall_s": round(time.time() - t0, 1), **{f"l1_{k}": v / n for k, v in acc.items()}}
-            acc = {k: 0.0 for k in nets}
-            saved = None
-            if rank == 0 and (done % cfg.ckpt_every == 0 or done == cfg.steps):
-                saved = _save(model, opts, gen, done, ckpt, cfg, world)
-            if rank == 0:
-                with open(out / "metrics.jsonl", "a") as fh:
-                    fh.write(json.dumps(metrics) + "\n")
-                print(json.dumps(metrics), flush=True)
-            if report is not None:
-                report(metrics, saved)
-    if world > 1:
-        dist.barrier()
-    return ckpt
 
+    def __init__(self, cfg: FusionTrainConfig) -> None:
+        self.cfg = cfg
+        self.find_unused_parameters = len(cfg.groups) < 3
+        self.ema_decay = cfg.ema
+        self.description = {"task": "fusion", **asdict(cfg)}
+        self._sampler: WaldSampler | None = None
+        self._epoch = -1
 
-def _save(model: FusionModel, opts: dict, gen: torch.Generator, step: int, ckpt: Path, cfg: FusionTrainConfig, world: int) -> Path:
-    """Write model + optimizer state to a temp folder and swap it in (a crash keeps the previous one)."""
-    tmp = ckpt.with_name(ckpt.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_fusion_model(model, tmp, extra={"preset": cfg.preset, "step": step, "train_data": list(cfg.data)})
-    torch.save({"step": step, "optim": {k: o.state_dict() for k, o in opts.items()},
-                "gen_states": [gen.get_state()] * world}, tmp / "train_state.pt")
-    old = ckpt.with_name(ckpt.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if ckpt.exists():
-        os.replace(ckpt, old)
-    os.replace(tmp, ckpt)
-    shutil.rmtree(old, ignore_errors=True)
-    return ckpt
+    def setup(self, rank: int, world_size: int, device: torch.device) -> None:
+        self.rank, self.device = rank, device
+        self.scenes = {d: read_scene(d) for d in self.cfg.data}
+
+    def build_model(self) -> torch.nn.Module:
+        torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
+        if self.cfg.init:
+            model = load_fusion_model(self.cfg.init).train()
+        else:
+            model = FusionModel(preset_configs(self.cfg.preset)).train()
+        self._configs = model.configs
+        return model
+
+    def build_optimizer(self, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+        groups = [{"params": list(model.nets[g.name].parameters()), "name": g.name} for g in BAND_GROUPS]
+        opt = torch.optim.Adam(groups, lr=self.cfg.lr, betas=(0.9, 0.999))
+        steps = self.cfg.steps
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps))
+
+    def get_batch(self, step: int, rank: int, world_size: int) -> dict[str, tuple[torch.Tensor, ...]]:
+        epoch = step // self.cfg.regen_every
+        if self._sampler is None or epoch != self._epoch:
+            # Wald pairs with fresh random blur; a function of (seed, epoch, rank) so resuming reproduces it.
+            gen = torch.Generator().manual_seed(_seed(self.cfg.seed, epoch, rank))
+            configs = {k: v for k, v in self._configs.items() if k in self.cfg.groups}
+            self._sampler = WaldSampler(self.scenes, configs, self.cfg.crop, gen)
+            self._epoch = epoch
+        self._sampler.gen.manual_seed(_seed(self.cfg.seed, step, rank, 1))
+        return {g: self._sampler.batch(g, self.cfg.batch) for g in self.cfg.groups}
+
+    def train_step(self, model: torch.nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        inputs = {k: (v[0].to(self.device), v[1].to(self.device)) for k, v in batch.items()}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            preds = model(inputs)
+        losses = {k: (preds[k].float() - batch[k][2].to(self.device)).abs().mean() for k in preds}
+        return sum(losses.values()), {f"l1_{k}": float(v.detach()) for k, v in losses.items()}
+
+    def export(self, model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str], list[str]]:
+        config = {"kind": BUNDLE_KIND, "nets": {k: c.to_json() for k, c in model.configs.items()},
+                  "guide_bands": list(RGB_BANDS), "preset": self.cfg.preset, "train_data": list(self.cfg.data)}
+        outs = [b for g in BAND_GROUPS for b in g.bands]
+        return model.state_dict(), config, list(model.configs["60m"].input_bands) + list(RGB_BANDS), outs
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="difffusr train fusion", description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="small", choices=sorted(PRESETS))
     p.add_argument("--data", nargs="+", required=True, metavar="DIR", help="scene folders of per-band GeoTIFFs")
-    p.add_argument("--workers", type=int, default=1, help="DDP ranks (Ray Train workers, CPU/gloo)")
+    p.add_argument("--workers", type=int, default=1, help="DDP ranks (Ray Train workers, gloo on CPU)")
     p.add_argument("--out", required=True, metavar="RUN_DIR")
     p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=12)
-    p.add_argument("--crop", type=int, default=48)
+    p.add_argument("--batch", type=int, default=12, help="crops per group, step and rank")
+    p.add_argument("--crop", type=int, default=48, help="crop side, pixels of the group grid")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the exported weights (0 = off)")
+    p.add_argument("--init", default=None, metavar="WEIGHTS", help="start from these fusion weights")
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--log-every", type=int, default=25)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--no-bf16", dest="bf16", action="store_false")
+    p.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last checkpoint")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32")
+    p.add_argument("--groups", nargs="+", default=["10m", "20m", "60m"], help="group networks to train")
+    p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start a local one)")
     return p
 
 
-def config_from_args(argv: list[str]) -> FusionTrainConfig:
-    a = build_parser().parse_args(argv)
-    return FusionTrainConfig(preset=a.preset, data=tuple(a.data), out=a.out, steps=a.steps, batch=a.batch,
-                             crop=a.crop, lr=a.lr, seed=a.seed, ckpt_every=a.ckpt_every, log_every=a.log_every,
-                             resume=a.resume, bf16=a.bf16, workers=a.workers)
-
-
 def cli_main(argv: list[str]) -> int:
-    """`difffusr train fusion ...`; returns the exit code."""
-    cfg = config_from_args(argv)
-    if cfg.workers == 1:
-        train_worker(cfg)
-    else:
-        from pipeline.train.fusion_ray import run_ray
+    """`difffusr train fusion ...`: train on Ray Train DDP, then write RUN_DIR/weights; returns 0."""
+    from pipeline.train.launch import LaunchConfig, launch
 
-        run_ray(cfg)
+    a = build_parser().parse_args(argv)
+    cfg = FusionTrainConfig(preset=a.preset, data=tuple(a.data), out=a.out, steps=a.steps, batch=a.batch,
+                            crop=a.crop, lr=a.lr, seed=a.seed, ckpt_every=a.ckpt_every, log_every=a.log_every,
+                            resume=a.resume, bf16=a.bf16, workers=a.workers, ema=a.ema, init=a.init,
+                            groups=tuple(a.groups))
+    for d in cfg.data:
+        if not Path(d).is_dir():
+            raise TrainingDataError(f"--data '{d}' is not a folder; pass scene folders of per-band GeoTIFFs")
+    result = launch(FusionTask(cfg), LaunchConfig(
+        run_dir=cfg.out, workers=cfg.workers, steps=cfg.steps, checkpoint_every=cfg.ckpt_every,
+        log_every=cfg.log_every, resume=cfg.resume, grad_clip=0.0, ray_address=a.ray_address))
+    weights = save_fusion_model(load_fusion_model(result.final_checkpoint), Path(cfg.out) / "weights",
+                                extra={"preset": cfg.preset, "steps": result.steps_done, "train_data": list(cfg.data)})
+    print(f"fusion weights: {weights} ({result.steps_done} steps, {result.wall_s:.0f} s)")
     return 0

@@ -20,6 +20,8 @@ from pipeline.models.fusion.wald import denormalise, normalise
 from pipeline.models.sensor import upsample
 
 CHECKPOINT_KIND = "fusion"
+#: One checkpoint holding all three networks (keys `nets.<group>.*`), as the training launcher exports it.
+BUNDLE_KIND = "fusion_bundle"
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "fusion_small"
 
 
@@ -47,6 +49,10 @@ class FusionModel(torch.nn.Module):
         stack = torch.cat([up[g.name] for g in (GROUP_10M, GROUP_20M, GROUP_60M) if g.name in up], 1)
         idx = [order.index(b) for b in cfg.input_bands]
         return normalise(stack[:, idx], cfg.input_bands), normalise(guide_rgb, RGB_BANDS)
+
+    def forward(self, inputs: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Training forward: group -> (ms_up, guide) normalised -> group -> normalised prediction."""
+        return {k: self.nets[k](ms, gd) for k, (ms, gd) in inputs.items()}
 
     @torch.no_grad()
     def fuse(
@@ -119,6 +125,14 @@ def load_fusion_model(weights: str | Path | None = None, device: str | torch.dev
     folder = Path(weights) if weights is not None else SHIPPED_WEIGHTS
     if not folder.is_dir():
         raise CheckpointError(f"fusion weights folder '{folder}' does not exist; pass --fusion-weights DIR")
+    if (folder / "model.safetensors").is_file():  # a bundle exported by the training launcher
+        ck = load_checkpoint(folder, kind=BUNDLE_KIND)
+        model = FusionModel({k: FusionNetConfig.from_json(v) for k, v in ck.config["nets"].items()})
+        try:
+            model.load_state_dict(ck.state_dict, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"fusion checkpoint '{folder}' does not match its config: {exc}") from exc
+        return model.to(device).eval()
     configs: dict[str, FusionNetConfig] = {}
     states = {}
     for g in BAND_GROUPS:
