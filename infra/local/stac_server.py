@@ -193,6 +193,17 @@ class StacServer:
                                            str(pg_port), "-U", "postgres"]).returncode == 0,
                    pg, "PostgreSQL", sd / "postgres.log")
         phases["postgres"] = round(time.perf_counter() - t0, 2)
+        env = dict(os.environ, PGUSER="postgres", PGPASSWORD="postgres", PGHOST="127.0.0.1", PGPORT=str(pg_port),
+                   PGDATABASE="postgres", DB_MIN_CONN_SIZE="1", DB_MAX_CONN_SIZE="4",
+                   STAC_FASTAPI_TITLE="difffusr local STAC API", STAC_FASTAPI_LANDING_ID="difffusr-local",
+                   STAC_FASTAPI_DESCRIPTION=f"Loopback STAC API serving {Path(cfg.catalog).resolve()}",
+                   STAC_FASTAPI_VERSION="1.0.0")
+        with open(sd / "uvicorn.log", "ab") as log:
+            api = subprocess.Popen(
+                [str(cfg.venv / "bin" / "uvicorn"), "--factory", "stac_fastapi.pgstac.app:create_app",
+                 "--host", cfg.host, "--port", str(port), "--log-level", "warning"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=sd)
+        state["pids"]["uvicorn"] = api.pid  # imports while pgstac loads
         for name, docs in (("collections", collections), ("items", items)):
             (sd / f"{name}.ndjson").write_text("".join(json.dumps(d) + "\n" for d in docs))
         dsn = f"postgresql://postgres@127.0.0.1:{pg_port}/postgres"
@@ -204,17 +215,6 @@ class StacServer:
             raise LocalServiceError(f"pypgstac migrate/load failed (see {sd / 'load.log'}): "
                                     f"{load.stderr.strip().splitlines()[-1] if load.stderr.strip() else ''}")
         phases["pgstac_load"] = round(time.perf_counter() - t0, 2)
-        env = dict(os.environ, PGUSER="postgres", PGPASSWORD="postgres", PGHOST="127.0.0.1", PGPORT=str(pg_port),
-                   PGDATABASE="postgres", DB_MIN_CONN_SIZE="1", DB_MAX_CONN_SIZE="4",
-                   STAC_FASTAPI_TITLE="difffusr local STAC API", STAC_FASTAPI_LANDING_ID="difffusr-local",
-                   STAC_FASTAPI_DESCRIPTION=f"Loopback STAC API serving {Path(cfg.catalog).resolve()}",
-                   STAC_FASTAPI_VERSION="1.0.0")
-        with open(sd / "uvicorn.log", "ab") as log:
-            api = subprocess.Popen(
-                [str(cfg.venv / "bin" / "uvicorn"), "--factory", "stac_fastapi.pgstac.app:create_app",
-                 "--host", cfg.host, "--port", str(port), "--log-level", "warning"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=sd)
-        state["pids"]["uvicorn"] = api.pid
         url = f"http://{cfg.host}:{port}"
         state["url"] = url
         want = {c["id"] for c in collections}
