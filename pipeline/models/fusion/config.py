@@ -54,9 +54,12 @@ class FusionNetConfig:
         residual: True = predict a per-band-scaled correction added to the bilinear upsampling of the
             group's own bands (our default); False = predict the bands directly (the reference v1 net).
         input_bands / output_bands: band ids in channel order (derived from `group` when empty).
+        arch: "rrdb" (two-branch RRDB net, ours and the published v1) or "mtf" (the published v2
+            MTF detail-injection net; its inputs are the group's own bands only; nf/nb/gc apply).
     """
 
     group: str
+    arch: str = "rrdb"
     nf: int = 64
     gc: int = 32
     nb_branch: int = 5
@@ -67,6 +70,8 @@ class FusionNetConfig:
     output_bands: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
+        if self.arch not in ("rrdb", "mtf"):
+            raise ConfigError(f"fusion arch {self.arch!r} is not 'rrdb' or 'mtf'")
         if self.group not in GROUPS_BY_NAME:
             raise ConfigError(f"fusion group {self.group!r} is not one of {sorted(GROUPS_BY_NAME)}")
         if self.trunk_stride not in (1, 2, 4):
@@ -75,7 +80,7 @@ class FusionNetConfig:
             raise ConfigError(f"invalid fusion net sizes nf={self.nf} gc={self.gc}")
         g = GROUPS_BY_NAME[self.group]
         if not self.input_bands:
-            object.__setattr__(self, "input_bands", group_input_bands(g))
+            object.__setattr__(self, "input_bands", g.bands if self.arch == "mtf" else group_input_bands(g))
         if not self.output_bands:
             object.__setattr__(self, "output_bands", g.bands)
         object.__setattr__(self, "input_bands", tuple(self.input_bands))

@@ -15,6 +15,7 @@ from pipeline.bands import BAND_GROUPS, GROUP_10M, GROUP_20M, GROUP_60M, RGB_BAN
 from pipeline.errors import CheckpointError, DataError
 from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.models.fusion.config import FusionNetConfig
+from pipeline.models.fusion.mtf import MTFDetailNet
 from pipeline.models.fusion.net import FusionGroupNet
 from pipeline.models.fusion.wald import denormalise, normalise
 from pipeline.models.sensor import upsample
@@ -23,6 +24,13 @@ CHECKPOINT_KIND = "fusion"
 #: One checkpoint holding all three networks (keys `nets.<group>.*`), as the training launcher exports it.
 BUNDLE_KIND = "fusion_bundle"
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "fusion_small"
+
+
+def build_group_net(cfg: FusionNetConfig) -> torch.nn.Module:
+    """The group network a config describes (two-branch RRDB, or the published v2 MTF net)."""
+    if cfg.arch == "mtf":
+        return MTFDetailNet(len(cfg.output_bands), cfg.factor, nf=cfg.nf, nb=cfg.nb_trunk, gc=cfg.gc)
+    return FusionGroupNet(cfg)
 
 
 class FusionModel(torch.nn.Module):
@@ -34,7 +42,7 @@ class FusionModel(torch.nn.Module):
         if missing:
             raise CheckpointError(f"fusion model lacks the group network(s) {missing}")
         self.configs = configs
-        self.nets = torch.nn.ModuleDict({g.name: FusionGroupNet(configs[g.name]) for g in BAND_GROUPS})
+        self.nets = torch.nn.ModuleDict({g.name: build_group_net(configs[g.name]) for g in BAND_GROUPS})
 
     @property
     def device(self) -> torch.device:
