@@ -224,12 +224,18 @@ def consistency(lr: np.ndarray, sr: np.ndarray, factor: int, *, cfg: OpenSRConfi
     cfg = cfg or OpenSRConfig()
     lr_c, sr_c, _ = _crop_pair(lr, sr, factor, cfg.border_px)
     sr_lr = degrade(sr_c, factor) if cfg.downsampling == "sensor" else downsample_bilinear(sr_c, factor)
-    if sr_lr.shape != lr_c.shape:
-        raise ValueError(f"SR degraded by {factor} has shape {sr_lr.shape}, LR has {lr_c.shape}")
-    refl = l1_map(lr_c, sr_lr)
-    spec = sad_map(lr_c, sr_lr)
-    rgb = slice(0, 3) if lr_c.shape[0] >= 3 else slice(0, 1)
-    _, shift = align_to(lr_c[rgb], sr_lr[rgb], cfg)
+    return consistency_degraded(lr_c, sr_lr, cfg=cfg)
+
+
+def consistency_degraded(lr: np.ndarray, sr_lr: np.ndarray, *, cfg: OpenSRConfig | None = None) -> dict:
+    """Consistency scores of an LR input and an SR already brought back to its grid (both (C, h, w))."""
+    cfg = cfg or OpenSRConfig()
+    if sr_lr.shape != lr.shape:
+        raise ValueError(f"SR degraded back has shape {sr_lr.shape}, LR has {lr.shape}")
+    refl = l1_map(lr, sr_lr)
+    spec = sad_map(lr, sr_lr)
+    rgb = slice(0, 3) if lr.shape[0] >= 3 else slice(0, 1)
+    _, shift = align_to(lr[rgb], sr_lr[rgb], cfg)
     return {
         "reflectance_l1": _nanmean(refl),
         "spectral_sad_deg": _nanmean(spec),
@@ -252,8 +258,9 @@ def synthesis(
     """
     cfg = cfg or OpenSRConfig()
     lr_c, sr_c, border = _crop_pair(lr, sr, factor, cfg.border_px)
-    hr_c = sr_c if hr is None else crop_border(hr, border)
-    return _nanmean(l1_map(upsample_bilinear(lr_c, factor), harmonise(sr_c, hr_c, cfg)))
+    # harmonising the SR to itself is the identity (same histogram, zero shift)
+    sr_harm = sr_c if hr is None else harmonise(sr_c, crop_border(hr, border), cfg)
+    return _nanmean(l1_map(upsample_bilinear(lr_c, factor), sr_harm))
 
 
 def correctness_scores(d_ref: np.ndarray, d_im: np.ndarray, d_om: np.ndarray, cfg: OpenSRConfig) -> CorrectnessResult:

@@ -231,6 +231,8 @@ def consistency_check(sr12: np.ndarray, scene: Scene, *, product: str = "", data
     Args:
         sr12: SR reflectance on the grid 4x finer than `scene.b10`, S2 band order, NaN = nodata.
         scene: the native inputs, already cut to the product's footprint.
+        cfg: OpenSR options; its border_px (product pixels) becomes border_px // factor LR pixels, cropped
+            after the degrade-back.
 
     Returns:
         ConsistencyResult with Table-IV metrics (R^2, CC, SSIM, PSNR, MSE, ERGAS) per band and group and the
@@ -253,7 +255,8 @@ def consistency_check(sr12: np.ndarray, scene: Scene, *, product: str = "", data
         for band in b:
             b[band]["mse"] = b[band]["rmse"] ** 2
         g["mse"] = float(np.nanmean([s["mse"] for s in b.values()]))
-        cons = opensr.consistency(inp, sr_full, f, cfg=cfg)
+        lr_border = cfg.border_px // f if 2 * (cfg.border_px // f) < min(inp.shape[-2:]) else 0
+        cons = opensr.consistency_degraded(opensr.crop_border(inp, lr_border), opensr.crop_border(down, lr_border), cfg=cfg)
         g.update({k: cons[k] for k in ("reflectance_l1", "spectral_sad_deg", "spatial_shift_px")})
         g["synthesis"] = opensr.synthesis(inp, sr_full, f, cfg=cfg)
         bands.update(b)

@@ -211,8 +211,8 @@ def match_product_to_scene(product: Product, scene: Scene, sr_factor: int = 4) -
     res10, _, left0, _, _, top0 = scene.transform
     pa, _, pleft, _, pe, ptop = product.transform
     if product.crs != scene.crs:
-        raise DataError(f"SR product {product.path!r} is in {product.crs[:40]}..., its inputs {scene.name!r} in "
-                        f"{scene.crs[:40]}...; give the inputs the product was made from")
+        raise DataError(f"SR product {product.path!r} has CRS {product.crs}, its inputs {scene.name!r} have CRS "
+                        f"{scene.crs}; give the scene folder the product was made from")
     if not math.isclose(pa, res10 / sr_factor, rel_tol=1e-6) or not math.isclose(-pe, res10 / sr_factor, rel_tol=1e-6):
         raise DataError(f"SR product {product.path!r} has {pa:g} m pixels; expected {res10 / sr_factor:g} m "
                         f"({sr_factor}x finer than the {res10:g} m inputs of {scene.name!r})")
