@@ -139,7 +139,7 @@ def _print_run_summary(s) -> None:
     print(f"  tiles       {s.tiles} ({s.tiles_empty} without data" + (f", {resumed} stage-tiles resumed" if resumed else "") + ")")
     print("  time        " + ", ".join(f"{k} {v:.1f} s" for k, v in s.timings_s.items()))
     for name, url in s.outputs.items():
-        print(f"  {name:<12}{url}")
+        print(f"  {name:<14}{url}")
 
 
 def cmd_superres(argv: list[str]) -> int:

@@ -10,11 +10,10 @@ import logging
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
-
-import numpy as np
 
 from pipeline.catalog.assets import map_band_assets
 from pipeline.catalog.search import search_items
@@ -177,14 +176,16 @@ def _stage_mosaic(layout, store, mosaic_url, storage_options, progress) -> int:
     todo = [k for k in layout.keys() if done[k.row, k.col] != DONE and ingest[k.row, k.col] != EMPTY]
     task = ray.remote(assemble_core).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
     _wait_all([task.remote(store, mosaic_url, layout, k, storage_options) for k in todo], "mosaic", progress)
-    return len(layout.keys()) - len(todo)
+    return int((done == DONE).sum())
 
 
 def _export(cfg: RunConfig, out: OutputDir, grid: SceneGrid, fingerprint: str, items, summary: RunSummary) -> None:
     import zarr
 
     mosaic_url = out.join("mosaic.zarr")
-    zarr.consolidate_metadata(mosaic_url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "consolidated metadata is not in the v3 spec": xarray reads it anyway
+        zarr.consolidate_metadata(mosaic_url)
     staging = out.local_staging()
     try:
         cog = os.path.join(staging, "mosaic.tif")
@@ -282,11 +283,3 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
     if not cfg.output.keep_work:
         out.remove("work.zarr")
     return summary
-
-
-def valid_fraction(mosaic_url: str) -> float:
-    """Share of output pixels with a value in every band (for summaries and tests)."""
-    import zarr
-
-    arr = zarr.open_array(mosaic_url, path=VARIABLE, mode="r")
-    return float(np.isfinite(arr[...]).all(axis=0).mean())

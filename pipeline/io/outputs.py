@@ -68,6 +68,7 @@ class OutputDir:
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
             os.replace(tmp, target)
         else:
             self.fs.pipe_file(f"{self.root}/{name}", data)
