@@ -43,8 +43,11 @@ PLAN_VERSION = 1
 #: The file whose presence marks a unit's output complete (written last by `difffusr run`).
 DONE_MARKER = "manifest.json"
 
-# Rates for the estimates. Source: benchmarks/RESULTS.md (inference throughput of the `paper`
-# preset, 20 DDIM steps, one GPU, tile overlap included). Update both together.
+# Rates for the estimates. Source: benchmarks/RESULTS.md, inference throughput of the `paper` preset
+# (20 DDIM steps, tile overlap included); keep the two equal. Until RESULTS.md holds a GPU
+# measurement, the value is the measured 2-core CPU rate (30 s per 512 x 512 output tile at 2.5 m =
+# 1.64 km^2, i.e. 18.3 CPU-s/km^2) divided by an assumed 40x for one data-centre GPU: an estimate of
+# the order of magnitude only. `difffusr plan --gpu-seconds-per-km2` overrides it.
 #: GPU seconds to super-resolve one km^2 of output (all 12 bands, 2.5 m), one date window.
 GPU_SECONDS_PER_KM2 = 0.5
 #: Bytes per output pixel: 12 bands x uint16 (the COG's storage type), before compression.
