@@ -11,8 +11,9 @@ CLI (``make demo``)::
     python -m infra.local.stac_server start --catalog data/samples/catalog --port 8081 --state-dir DIR
     python -m infra.local.stac_server stop --state-dir DIR
 
-Steps: ``initdb`` into a fresh ``$TMPDIR/difffusr-pg-*`` folder (as user ``postgres`` when run as root), ``postgres`` on a free
-loopback port (fsync off: the cluster is disposable), ``pypgstac`` migrate + upsert of the catalog's
+Steps: a fresh ``$TMPDIR/difffusr-pg-*`` cluster copied from a cached pgstac-migrated template (``initdb`` +
+``pypgstac migrate`` the first time, as user ``postgres`` when run as root; see ``_pg_cluster.py``), ``postgres``
+on a free loopback port (fsync off: the cluster is disposable), ``pypgstac`` upsert of the catalog's
 collection and items with asset hrefs made absolute (``file://`` URIs, or ``--href-base`` such as
 ``s3://bucket/catalog``), then ``uvicorn stac_fastapi.pgstac.app:create_app``. PostGIS and the
 ``.venv-stac`` virtualenv come from ``infra/local/setup.sh``.
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -37,9 +37,9 @@ from typing import Any
 from infra.local._common import (
     REPO_ROOT, SETUP_HINT, LocalServiceError, free_port, http_ok, log_tail, port_is_free, stop_pid,
 )
+from infra.local._pg_cluster import POSTGIS_CONTROL, chown_to, new_pgdata, postgres_user, run_loader, start_postgres
 
 PG_BIN_DEFAULT = Path(os.environ.get("DIFFFUSR_PG_BIN", "/usr/lib/postgresql/15/bin"))
-POSTGIS_CONTROL = Path("/usr/share/postgresql/15/extension/postgis.control")
 STATE_FILE = "server.json"
 _OWNED = ("pgdata", "sock", "postgres.log", "uvicorn.log", "load.log", "collections.ndjson",
           "items.ndjson", STATE_FILE)
@@ -162,36 +162,21 @@ class StacServer:
         sd = self.state_dir
         assert sd is not None
         t0 = time.perf_counter()
-        as_user = _postgres_user()
+        as_user = postgres_user()
         # The cluster lives in its own folder under the system temp dir: the state dir's parents may not be
         # traversable by the 'postgres' user (e.g. pytest's 0700 tmp_path), and socket paths must stay short.
         pg_root = Path(tempfile.mkdtemp(prefix="difffusr-pg-"))
         state["pg_root"] = str(pg_root)
-        pgdata, sock = pg_root / "pgdata", pg_root / "sock"
-        sock.mkdir()
-        if as_user:
-            pw = pwd.getpwnam(as_user)
-            for p in (pg_root, sock):
-                os.chown(p, pw.pw_uid, pw.pw_gid)
-        init = subprocess.run([str(cfg.pg_bin / "initdb"), "-D", str(pgdata), "-U", "postgres", "-A", "trust",
-                               "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"],
-                              user=as_user, capture_output=True, text=True, cwd=pg_root)
+        (pg_root / "sock").mkdir()
+        for p in (pg_root, pg_root / "sock"):
+            chown_to(p, as_user)
         phases = state.setdefault("phases_s", {})
-        phases["initdb"] = round(time.perf_counter() - t0, 2)
-        if init.returncode:
-            raise LocalServiceError(f"initdb failed in {pgdata}: {init.stderr.strip()[-500:]}")
+        state["pgdata_from"] = new_pgdata(cfg.pg_bin, cfg.venv, pg_root / "pgdata", as_user)
+        phases["pgdata"] = round(time.perf_counter() - t0, 2)
         pg_port = free_port("127.0.0.1")
-        with open(sd / "postgres.log", "ab") as log:
-            pg = subprocess.Popen(
-                [str(cfg.pg_bin / "postgres"), "-D", str(pgdata), "-p", str(pg_port), "-k", str(sock),
-                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-                 "-c", "full_page_writes=off", "-c", "max_connections=60"],
-                user=as_user, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=pg_root)
-        state["pids"]["postgres"] = pg.pid
         state["pg_port"] = pg_port
-        self._wait(lambda: subprocess.run([str(cfg.pg_bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p",
-                                           str(pg_port), "-U", "postgres"]).returncode == 0,
-                   pg, "PostgreSQL", sd / "postgres.log")
+        pg = start_postgres(cfg.pg_bin, pg_root / "pgdata", pg_root / "sock", pg_port, sd / "postgres.log", as_user)
+        state["pids"]["postgres"] = pg.pid
         phases["postgres"] = round(time.perf_counter() - t0, 2)
         env = dict(os.environ, PGUSER="postgres", PGPASSWORD="postgres", PGHOST="127.0.0.1", PGPORT=str(pg_port),
                    PGDATABASE="postgres", DB_MIN_CONN_SIZE="1", DB_MAX_CONN_SIZE="4",
@@ -206,14 +191,7 @@ class StacServer:
         state["pids"]["uvicorn"] = api.pid  # imports while pgstac loads
         for name, docs in (("collections", collections), ("items", items)):
             (sd / f"{name}.ndjson").write_text("".join(json.dumps(d) + "\n" for d in docs))
-        dsn = f"postgresql://postgres@127.0.0.1:{pg_port}/postgres"
-        load = subprocess.run([str(cfg.venv / "bin" / "python"), str(Path(__file__).with_name("_pgstac_load.py")),
-                               dsn, str(sd / "collections.ndjson"), str(sd / "items.ndjson")],
-                              capture_output=True, text=True, cwd=sd)
-        (sd / "load.log").write_text(load.stdout + load.stderr)
-        if load.returncode:
-            raise LocalServiceError(f"pypgstac migrate/load failed (see {sd / 'load.log'}): "
-                                    f"{load.stderr.strip().splitlines()[-1] if load.stderr.strip() else ''}")
+        run_loader(cfg.venv, pg_port, sd / "collections.ndjson", sd / "items.ndjson", log=sd / "load.log")
         phases["pgstac_load"] = round(time.perf_counter() - t0, 2)
         url = f"http://{cfg.host}:{port}"
         state["url"] = url
@@ -271,17 +249,6 @@ def stop_state_dir(state_dir: Path) -> bool:
         except OSError:
             pass
     return True
-
-
-def _postgres_user() -> str | None:
-    """'postgres' when running as root (initdb refuses root), else None (run as the current user)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        raise LocalServiceError(f"running as root but there is no 'postgres' user; {SETUP_HINT}") from None
-    return "postgres"
 
 
 def check_prerequisites(cfg: StacServerConfig) -> None:
