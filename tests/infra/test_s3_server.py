@@ -57,3 +57,16 @@ def test_zarr_v3_round_trip_on_s3(s3_server: S3Server, s3_env: dict[str, str]) -
     ds.to_zarr("s3://difffusr-zarr/t.zarr", zarr_format=3, mode="w")
     back = xr.open_zarr("s3://difffusr-zarr/t.zarr", zarr_format=3)
     np.testing.assert_array_equal(back.B02.values, b02)
+
+
+def test_stac_api_with_s3_hrefs(stac_api_s3: str, s3_env: dict[str, str]) -> None:
+    import odc.stac
+    import pystac_client
+
+    items = list(pystac_client.Client.open(stac_api_s3).search(bbox=[-8.0, 52.0, -6.0, 53.0]).items())
+    assert {it.id for it in items} == {HELDOUT.name, "S2A_MSIL2A_20170617T113321_36_85"}
+    item = next(it for it in items if it.id == HELDOUT.name)
+    assert item.assets["nir09"].href == f"s3://difffusr-samples/catalog/{HELDOUT.name}/B09.tif"
+    ds = odc.stac.load([item], bands=["nir09"], resolution=60)
+    with rasterio.open(HELDOUT / "B09.tif") as local:
+        np.testing.assert_array_equal(ds.nir09.values[0], local.read(1))

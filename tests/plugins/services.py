@@ -8,6 +8,9 @@ Session fixtures (each starts its own server process(es) and stops them by PID a
 - ``s3_server`` -> :class:`infra.local.s3_server.S3Server`: ``.endpoint_url``, ``.env`` (dict for s3fs/GDAL/
   odc-stac), ``.patched_env()``; upload with ``infra.local.s3_server.upload_folder(dir, bucket, prefix, env=...)``.
 
+- ``stac_api_s3`` -> str: a second STAC API whose items point at ``s3://difffusr-samples/catalog/...`` on
+  ``s3_server`` (the bundled catalog uploaded there); read its assets inside ``s3_env``.
+
 Function fixture:
 
 - ``s3_env`` -> dict: ``s3_server.env`` applied to ``os.environ`` for one test (monkeypatch, undone after).
@@ -24,10 +27,11 @@ from pathlib import Path
 import pytest
 
 from infra.local._common import REPO_ROOT, LocalServiceError
-from infra.local.s3_server import S3Server
+from infra.local.s3_server import S3Server, upload_folder
 from infra.local.stac_server import StacServer, StacServerConfig
 
 SAMPLE_CATALOG: Path = REPO_ROOT / "data" / "samples" / "catalog"
+S3_CATALOG_URL = "s3://difffusr-samples/catalog"
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +75,19 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
     for key, value in s3_server.env.items():
         monkeypatch.setenv(key, value)
     return dict(s3_server.env)
+
+
+@pytest.fixture(scope="session")
+def stac_api_s3(s3_server: S3Server) -> Iterator[str]:
+    """URL of a loopback STAC API whose asset hrefs are ``s3://difffusr-samples/catalog/<item>/<band>.tif``."""
+    upload_folder(SAMPLE_CATALOG, "difffusr-samples", "catalog", env=s3_server.env)
+    server = StacServer(StacServerConfig(catalog=SAMPLE_CATALOG, href_base=S3_CATALOG_URL))
+    try:
+        server.start()
+    except LocalServiceError as e:
+        pytest.fail(f"could not start the local STAC API (S3 hrefs): {e}", pytrace=False)
+    try:
+        assert server.url is not None
+        yield server.url
+    finally:
+        server.stop()
