@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -13,6 +14,7 @@ from pipeline import __version__
 from pipeline.errors import DiffFuSRError
 
 EXIT_USER_ERROR = 2
+_NEGATIVE_LIST = re.compile(r"^-\d[\d.,\s-]*$")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,6 +22,14 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USER_ERROR, f"difffusr: error: {message} (see `{self.prog} --help`)\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        # "--bbox -8.1,52.3,-8.0,52.4" would read as an unknown option: glue a negative-number value to its flag.
+        args = list(args or [])
+        for i in range(len(args) - 1):
+            if args[i] in ("--bbox",) and _NEGATIVE_LIST.match(args[i + 1]):
+                args[i : i + 2] = [f"{args[i]}={args[i + 1]}", ""]
+        return super().parse_args([a for a in args if a != ""], namespace)
 
 
 def _add_search_args(p: argparse.ArgumentParser) -> None:
@@ -206,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     try:
         return COMMANDS[argv[0]][0](argv[1:])
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed
+        return int(exc.code or 0)
     except DiffFuSRError as exc:
         print(f"difffusr: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

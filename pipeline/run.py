@@ -88,7 +88,8 @@ def _ensure_ray(cfg: RunConfig) -> bool:
     if cfg.compute.ray_address:
         ray.init(address=cfg.compute.ray_address, **kwargs)
     else:
-        ray.init(num_cpus=os.cpu_count() or 2, object_store_memory=256 * 2**20, **kwargs)
+        # "local": always a new cluster, never silently attach to another one found on the machine.
+        ray.init(address="local", num_cpus=os.cpu_count() or 2, object_store_memory=256 * 2**20, **kwargs)
     return True
 
 
