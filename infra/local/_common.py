@@ -40,7 +40,7 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 def http_ok(url: str, timeout_s: float = 2.0) -> bool:
     """True when GET ``url`` answers HTTP 2xx."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as r:  # noqa: S310 (loopback only)
+        with urllib.request.urlopen(url, timeout=timeout_s) as r:  # loopback only
             return 200 <= r.status < 300
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False

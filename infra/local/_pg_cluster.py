@@ -52,7 +52,7 @@ def start_postgres(pg_bin: Path, pgdata: Path, sock: Path, port: int, log: Path,
             user=user, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, cwd=sock.parent)
     deadline = time.monotonic() + 60
     while subprocess.run([str(pg_bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port),
-                          "-U", "postgres"]).returncode != 0:
+                          "-U", "postgres"], check=False).returncode != 0:
         if proc.poll() is not None or time.monotonic() > deadline:
             if proc.poll() is None:
                 proc.kill()
@@ -65,7 +65,7 @@ def run_loader(venv: Path, port: int, *ndjson: Path, log: Path) -> None:
     """Run ``_pgstac_load.py`` in the server venv: migrate, then upsert the given collections/items files."""
     dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     res = subprocess.run([str(venv / "bin" / "python"), str(LOADER), dsn, *map(str, ndjson)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     log.write_text(res.stdout + res.stderr)
     if res.returncode:
         last = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else ""
@@ -73,7 +73,7 @@ def run_loader(venv: Path, port: int, *ndjson: Path, log: Path) -> None:
 
 
 def _template_key(pg_bin: Path, venv: Path) -> str:
-    pg_version = subprocess.run([str(pg_bin / "postgres"), "--version"], capture_output=True, text=True).stdout
+    pg_version = subprocess.run([str(pg_bin / "postgres"), "--version"], capture_output=True, text=True, check=False).stdout
     postgis = POSTGIS_CONTROL.read_text() if POSTGIS_CONTROL.exists() else ""
     pypgstac = sorted(p.name for p in venv.glob("lib/python*/site-packages/pypgstac-*.dist-info"))
     return hashlib.sha256(f"{pg_bin}|{pg_version}|{postgis}|{pypgstac}|{os.geteuid()}|wal1".encode()).hexdigest()[:16]
@@ -88,7 +88,7 @@ def _build_template(pg_bin: Path, venv: Path, user: str | None, target: Path) ->
             chown_to(p, user)
         init = subprocess.run([str(pg_bin / "initdb"), "-D", str(build / "pgdata"), "-U", "postgres", "-A", "trust",
                                "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions", "--wal-segsize=1"],
-                              user=user, capture_output=True, text=True, cwd=build)
+                              user=user, capture_output=True, text=True, check=False, cwd=build)
         if init.returncode:
             raise LocalServiceError(f"initdb failed in {build}: {init.stderr.strip()[-500:]}")
         port = free_port()
@@ -119,7 +119,7 @@ def new_pgdata(pg_bin: Path, venv: Path, pgdata: Path, user: str | None) -> str:
     if not (target / "READY").exists():
         _build_template(pg_bin, venv, user, target)
         how = "built"
-    res = subprocess.run(["cp", "-a", str(target / "pgdata"), str(pgdata)], capture_output=True, text=True)
+    res = subprocess.run(["cp", "-a", str(target / "pgdata"), str(pgdata)], capture_output=True, text=True, check=False)
     if res.returncode:
         raise LocalServiceError(f"could not copy the PostgreSQL template {target}: {res.stderr.strip()}")
     return how

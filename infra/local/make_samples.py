@@ -24,7 +24,7 @@ import argparse
 import copy
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +150,7 @@ def build_patch_item(patch_dir: Path, out_dir: Path) -> dict[str, Any]:
     parts = meta["tile_source"].split("_")
     tile = parts[5][1:]
     baseline = f"{parts[3][1:3]}.{parts[3][3:5]}"
-    acq = datetime.strptime(meta["acquisition_date"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+    acq = datetime.strptime(meta["acquisition_date"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
     geom = footprint_lonlat(grids["B02"]["epsg"], grids["B02"]["transform"], grids["B02"]["shape"])
     item = {
         "type": "Feature",

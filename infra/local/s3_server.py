@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Self
 
 from infra.local._common import LocalServiceError, free_port, http_ok, log_tail, port_is_free, stop_pid
 
@@ -127,7 +128,7 @@ class S3Server:
                 self.proc.wait(timeout=5)
             self.proc = None
 
-    def __enter__(self) -> S3Server:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -156,7 +157,7 @@ def patched_environ(env: dict[str, str]) -> Iterator[dict[str, str]]:
                 os.environ[k] = v
 
 
-def s3_client(env: dict[str, str]):  # noqa: ANN201 (boto3 client type is dynamic)
+def s3_client(env: dict[str, str]) -> Any:
     """A boto3 S3 client for the endpoint described by ``env`` (see :func:`s3_env`)."""
     import boto3
 

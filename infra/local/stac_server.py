@@ -32,12 +32,26 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from infra.local._common import (
-    REPO_ROOT, SETUP_HINT, LocalServiceError, free_port, http_ok, log_tail, port_is_free, stop_pid,
+    REPO_ROOT,
+    SETUP_HINT,
+    LocalServiceError,
+    free_port,
+    http_ok,
+    log_tail,
+    port_is_free,
+    stop_pid,
 )
-from infra.local._pg_cluster import POSTGIS_CONTROL, chown_to, new_pgdata, postgres_user, run_loader, start_postgres
+from infra.local._pg_cluster import (
+    POSTGIS_CONTROL,
+    chown_to,
+    new_pgdata,
+    postgres_user,
+    run_loader,
+    start_postgres,
+)
 
 PG_BIN_DEFAULT = Path(os.environ.get("DIFFFUSR_PG_BIN", "/usr/lib/postgresql/15/bin"))
 STATE_FILE = "server.json"
@@ -122,7 +136,7 @@ class StacServer:
         self.startup_s: float | None = None
         self._owns_dir = False
 
-    def __enter__(self) -> StacServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -97,7 +97,7 @@ def test_cli_start_stop(tmp_path: Path, stac_api: str) -> None:
     """The CLI used by `make demo` leaves a server running and stops it by PID."""
     state = tmp_path / "state"
     cmd = [sys.executable, "-m", "infra.local.stac_server"]
-    out = subprocess.run(cmd + ["start", "--state-dir", str(state)], cwd=REPO_ROOT, capture_output=True,
+    out = subprocess.run(cmd + ["start", "--state-dir", str(state)], cwd=REPO_ROOT, capture_output=True, check=False,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     url = out.stdout.strip().splitlines()[-1]
@@ -105,7 +105,7 @@ def test_cli_start_stop(tmp_path: Path, stac_api: str) -> None:
     try:
         assert _ids(_post_search(url, {"ids": [FINLAND]})) == {FINLAND}
     finally:
-        stop = subprocess.run(cmd + ["stop", "--state-dir", str(state)], cwd=REPO_ROOT, capture_output=True,
+        stop = subprocess.run(cmd + ["stop", "--state-dir", str(state)], cwd=REPO_ROOT, capture_output=True, check=False,
                               text=True, timeout=60)
     assert stop.returncode == 0, stop.stderr
     assert not pid_matches(pids["uvicorn"], "uvicorn") and not pid_matches(pids["postgres"], "postgres")
