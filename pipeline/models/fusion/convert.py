@@ -67,7 +67,8 @@ def convert_fusion_checkpoint(state_dict: dict[str, torch.Tensor], out_dir: str 
             f"state_dict is not a DiffFuSR fusion checkpoint: neither '{V1_KEY}' (v1) nor '{V2_KEY}' (v2) is present"
         )
     configs = variant_configs(variant)
-    model = FusionModel(configs)
+    with torch.device("meta"):  # layout only; the tensors are assigned from the checkpoint below
+        model = FusionModel(configs)
     report: dict[str, Any] = {"variant": variant, "out_dir": str(out_dir), "groups": {}}
     used: set[str] = set()
     for g, prefix in PREFIX.items():
@@ -83,7 +84,7 @@ def convert_fusion_checkpoint(state_dict: dict[str, torch.Tensor], out_dir: str 
                 f"fusion {variant} group {g} does not match the reference layout: missing {missing[:5]}"
                 f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}, wrong shape {shapes[:5]}"
             )
-        net.load_state_dict({k: v.to(expected[k].dtype) for k, v in sub.items()}, strict=True)
+        net.load_state_dict({k: v.to(expected[k].dtype) for k, v in sub.items()}, strict=True, assign=True)
         report["groups"][g] = {"tensors": len(sub), "params": sum(p.numel() for p in net.parameters())}
     report["ignored_keys"] = sorted(set(state_dict) - used)
     save_fusion_model(model, out_dir, extra={"source": f"DiffFuSR published fusion {variant}", "converted": True})

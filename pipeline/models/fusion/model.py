@@ -135,9 +135,10 @@ def load_fusion_model(weights: str | Path | None = None, device: str | torch.dev
         raise CheckpointError(f"fusion weights folder '{folder}' does not exist; pass --fusion-weights DIR")
     if (folder / "model.safetensors").is_file():  # a bundle exported by the training launcher
         ck = load_checkpoint(folder, kind=BUNDLE_KIND)
-        model = FusionModel({k: FusionNetConfig.from_json(v) for k, v in ck.config["nets"].items()})
+        with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
+            model = FusionModel({k: FusionNetConfig.from_json(v) for k, v in ck.config["nets"].items()})
         try:
-            model.load_state_dict(ck.state_dict, strict=True)
+            model.load_state_dict(ck.state_dict, strict=True, assign=True)
         except RuntimeError as exc:
             raise CheckpointError(f"fusion checkpoint '{folder}' does not match its config: {exc}") from exc
         return model.to(device).eval()
@@ -156,10 +157,11 @@ def load_fusion_model(weights: str | Path | None = None, device: str | torch.dev
             raise CheckpointError(f"checkpoint '{sub}' is for group {cfg.group!r}, not {g.name!r}")
         configs[g.name] = cfg
         states[g.name] = ck.state_dict
-    model = FusionModel(configs)
+    with torch.device("meta"):
+        model = FusionModel(configs)
     for name, sd in states.items():
         try:
-            model.nets[name].load_state_dict(sd, strict=True)
+            model.nets[name].load_state_dict(sd, strict=True, assign=True)
         except RuntimeError as exc:
             raise CheckpointError(f"fusion checkpoint '{folder / name}' does not match its config: {exc}") from exc
     return model.to(device).eval()
