@@ -149,6 +149,9 @@ class StacServer:
         cfg = self.config
         check_prerequisites(cfg)
         collections, items = read_catalog(cfg.catalog, cfg.href_base)
+        port = cfg.port or free_port(cfg.host)
+        if not port_is_free(port, cfg.host):
+            raise LocalServiceError(f"port {port} on {cfg.host} is in use; pick another --port or stop what uses it")
         if cfg.state_dir is None:
             self.state_dir, self._owns_dir = Path(tempfile.mkdtemp(prefix="difffusr-stac-")), True
         else:
@@ -157,9 +160,6 @@ class StacServer:
                 raise LocalServiceError(f"a STAC server state already exists in {self.state_dir}; stop it first "
                                         f"(python -m infra.local.stac_server stop --state-dir {self.state_dir})")
             self.state_dir.mkdir(parents=True, exist_ok=True)
-        port = cfg.port or free_port(cfg.host)
-        if not port_is_free(port, cfg.host):
-            raise LocalServiceError(f"port {port} on {cfg.host} is in use; pick another --port or stop what uses it")
         state: dict[str, Any] = {"pids": {}, "owned_dir": self._owns_dir}
         try:
             self._run(cfg, port, collections, items, state)
