@@ -162,16 +162,18 @@ def cmd_superres(argv: list[str]) -> int:
     p.add_argument("out_tif", help="output GeoTIFF (bands in order B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B11 B12)")
     _add_model_args(p, "gs")
     args = p.parse_args(argv)
-    bar = tqdm(desc=f"superres ({args.method})", unit="tile", file=sys.stderr)
+    bars: list = []  # created at the first tile, so that an input error prints nothing but its one line
 
     def on_tile(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        if not bars:
+            bars.append(tqdm(total=total, desc=f"superres ({args.method})", unit="tile", file=sys.stderr))
+        bars[0].n = done
+        bars[0].refresh()
 
     summary = superres_folder(args.in_dir, args.out_tif, method=args.method, options=_model_options(args),
                               dtype=args.dtype, seed=args.seed, core=args.tile_size, halo=args.halo, on_tile=on_tile)
-    bar.close()
+    for bar in bars:
+        bar.close()
     print(f"wrote {summary['output']}: 12 x {summary['output_shape'][1]} x {summary['output_shape'][2]} px at "
           f"{summary['output_gsd_m']:g} m (input {summary['input_gsd_m']:g} m) in {summary['seconds']} s")
     return 0
