@@ -12,12 +12,19 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 
 
+#: The kustomizations of k8s/: the platform and the two one-off jobs.
+KUSTOMIZATIONS = ("k8s", "k8s/jobs/mosaic", "k8s/jobs/train")
+
+
 @pytest.fixture(scope="session")
 def rendered() -> list[dict]:
-    """Every object of `kubectl kustomize k8s/` (kubectl is preinstalled on the project's machines)."""
+    """Every object of `kubectl kustomize` over each kustomization (kubectl is preinstalled here)."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl is not installed (not a PyPI package here): install it to render k8s/")
-    out = subprocess.run([kubectl, "kustomize", str(REPO / "k8s")], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+    docs = []
+    for folder in KUSTOMIZATIONS:
+        out = subprocess.run([kubectl, "kustomize", str(REPO / folder)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, f"{folder}: {out.stderr}"
+        docs += [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+    return docs

@@ -77,7 +77,7 @@ def test_cloud_resources_match_the_manifests():
     assert set(pools) == {"cpu", "gpu"}
     assert pools["gpu"]["taint"][0]["key"].strip('"') == "nvidia.com/gpu"
     assert pools["gpu"]["scaling_config"][0]["min_size"] == 0  # scale to zero when no inference runs
-    manifests = (REPO / "k8s" / "raycluster.yaml").read_text() + (REPO / "k8s" / "rayjob-train.yaml").read_text()
+    manifests = (REPO / "k8s" / "raycluster.yaml").read_text() + (REPO / "k8s" / "jobs" / "train" / "rayjob.yaml").read_text()
     assert set(re.findall(r"difffusr\.io/pool: (\w+)", manifests)) == {"cpu", "gpu"}
     env = (REPO / "k8s" / "config" / "difffusr.env").read_text()
     assert f"DIFFFUSR_OUT_ROOT=s3://{defaults['bucket_name']}" in env
