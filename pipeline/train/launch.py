@@ -184,28 +184,34 @@ class LaunchResult:
 class EMA:
     """Exponential moving average of a module's floating-point state (params and float buffers).
 
-    Integer buffers (e.g. BatchNorm counters, queue pointers) are copied, not averaged.
+    The effective decay warms up as min(decay, (1 + n) / (10 + n)) after n updates, so a short
+    run's EMA is not dominated by the random initial weights. Integer buffers (e.g. BatchNorm
+    counters, queue pointers) are copied, not averaged.
     """
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay = float(decay)
+        self.updates = 0
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for k, v in model.state_dict().items():
             s = self.shadow[k]
             if v.dtype.is_floating_point:
-                s.mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+                s.mul_(d).add_(v.detach(), alpha=1.0 - d)
             else:
                 s.copy_(v)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.shadow
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, torch.Tensor], updates: int = 10**9) -> None:
         for k, v in state.items():
             self.shadow[k].copy_(v)
+        self.updates = updates
 
 
 # ----------------------------------------------------------------------------- run folder helpers
@@ -316,7 +322,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
         if scheduler is not None and st.get("scheduler") is not None:
             scheduler.load_state_dict(st["scheduler"])
         if ema is not None and st.get("ema") is not None:
-            ema.load_state_dict(st["ema"])
+            ema.load_state_dict(st["ema"], updates=int(st["step"]))
         start = int(st["step"])
 
     distributed = world > 1 and dist.is_available() and dist.is_initialized()
@@ -334,7 +340,9 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
         raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(ema.state_dict())
         try:
-            return task.export(model)
+            sd, config, in_bands, out_bands = task.export(model)
+            # clone: a state_dict shares storage with the parameters, which are restored below
+            return {k: v.detach().clone() for k, v in sd.items()}, config, in_bands, out_bands
         finally:
             model.load_state_dict(raw)
 
@@ -444,7 +452,7 @@ def launch(task: TrainTask, config: LaunchConfig) -> LaunchResult:
     if not ray.is_initialized():
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(
-            address=config.ray_address,
+            address=config.ray_address or "local",  # "local": never attach to a stranger's cluster
             **({} if config.ray_address else {"num_cpus": max(1, int(config.workers * config.cpus_per_worker))}),
             log_to_driver=True,
         )

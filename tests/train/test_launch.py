@@ -71,6 +71,9 @@ def test_two_worker_ddp_ranks_agree_and_checkpoints_resume(tmp_path):
     assert set(ck.state_dict) == {"weight", "bias"}
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [2, 4, 6]
+    state = torch.load(latest_checkpoint(run) / "train_state.pt", weights_only=False)
+    assert torch.equal(ck.state_dict["weight"], state["ema"]["weight"]), "export must hold the EMA weights"
+    assert not torch.equal(state["ema"]["weight"], state["model"]["weight"])
     assert (run / "loss_curve.png").stat().st_size > 0
 
     with pytest.raises(ConfigError, match="--resume"):
