@@ -102,3 +102,16 @@ def test_ssim_ignores_windows_touching_nodata():
 
 def test_band_scores_has_every_metric():
     assert set(M.band_scores(REF + 0.01, REF)) == {"psnr", "ssim", "rmse", "mae", "r2", "cc"}
+
+
+def test_ssim_matches_scikit_image_on_a_real_band():
+    """Golden value: skimage 0.26 structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=1) of the held-out Finland B08 against itself rolled by (1, -2) px."""
+    from pathlib import Path
+
+    from pipeline.eval.scene_io import read_scene
+
+    scene = read_scene(Path(__file__).resolve().parents[2] / "data/samples/heldout/S2B_MSIL2A_20170924T93020_69_24")
+    ref = scene.b10[3].astype(np.float64)
+    pred = np.roll(ref, (1, -2), axis=(0, 1))
+    assert M.ssim(pred, ref) == pytest.approx(0.5745565199147105, rel=1e-9)
