@@ -392,6 +392,11 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
 
     if metrics_f is not None:
         metrics_f.close()
+    if distributed:
+        # DDP broadcasts rank 0's buffers before every forward; do it once more after the last step
+        # so per-rank BatchNorm running statistics agree in the final state as well.
+        for buf in model.buffers():
+            dist.broadcast(buf, 0)
     digests = run_dir / "rank_digests"
     digests.mkdir(exist_ok=True)
     (digests / f"rank{rank}.txt").write_text(state_digest(model.state_dict()))

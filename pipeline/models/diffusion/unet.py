@@ -91,6 +91,8 @@ class DABlock(nn.Module):
             nn.GroupNorm(groups, dim), Swish(), nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         )
         self.da_conv = DAConv(dim, kv_dim)
+        for prm in self.block.parameters():  # no effect on the output (quirk): frozen, so DDP sees no unused grads
+            prm.requires_grad_(False)
 
     def forward(self, x: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         # The reference evaluates self.block(x) here and overwrites the result; skipping it is
