@@ -49,7 +49,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _warm_up(url: str, budget_s: float = 240.0) -> None:
+def _warm_up(url: str, budget_s: float = 120.0) -> None:
     """Wait until the head's job agent takes jobs (slow on a loaded machine): run `true` once."""
     from ray.job_submission import JobSubmissionClient
 
@@ -69,13 +69,23 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     port = _free_port()
-    small = {"object_store_memory": 96 * 2**20, "num_cpus": 1}
+
+    def node_args() -> dict:
+        # Own ports for each node's agent: Ray's fixed default (52365) clashes with any other Ray on
+        # the machine, and an agent that cannot bind leaves the head unable to take jobs.
+        return {
+            "object_store_memory": 96 * 2**20,
+            "num_cpus": 1,
+            "dashboard_agent_listen_port": _free_port(),
+            "metrics_export_port": _free_port(),
+        }
+
     c = Cluster(
         initialize_head=True,
-        head_node_args={**small, "include_dashboard": True, "dashboard_port": port, "resources": {"head": 1}},
+        head_node_args={**node_args(), "include_dashboard": True, "dashboard_port": port, "resources": {"head": 1}},
     )
     try:
-        c.add_node(**small, resources={"worker": 1})
+        c.add_node(**node_args(), resources={"worker": 1})
         c.wait_for_nodes()
         url = f"http://127.0.0.1:{port}"
         _warm_up(url)
