@@ -76,6 +76,12 @@ def _forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
 
 
+def _remote_env() -> dict[str, Any]:
+    """Per-task runtime env: credentials/endpoints reach workers of an already running cluster too."""
+    env = _forwarded_env()
+    return {"runtime_env": {"env_vars": env}} if env else {}
+
+
 def _ensure_ray(cfg: RunConfig) -> bool:
     """Connect to (or start) Ray; returns True when this call started it."""
     import ray
@@ -83,8 +89,7 @@ def _ensure_ray(cfg: RunConfig) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
-                                  runtime_env={"env_vars": _forwarded_env()}, logging_level=logging.WARNING)
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     if cfg.compute.ray_address:
         ray.init(address=cfg.compute.ray_address, **kwargs)
     else:
@@ -119,13 +124,19 @@ def _get(ref: Any) -> Any:
         raise
 
 
+def _say_resumed(stage: str, done: int, total: int) -> None:
+    if done:
+        print(f"{stage}: skipping {done} of {total} tiles already done by an earlier attempt", file=sys.stderr)
+
+
 def _stage_ingest(cfg, items, grid, layout, store, progress) -> int:
     import ray
 
     from pipeline.io.ingest import ingest_tile
 
     todo = [k for k in layout.keys() if store.status("ingest")[k.row, k.col] == 0]
-    task = ray.remote(ingest_tile).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
+    _say_resumed("ingest", len(layout.keys()) - len(todo), len(layout.keys()))
+    task = ray.remote(ingest_tile).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS), **_remote_env())
     items_ref = ray.put(items)
     futures = [task.remote(items_ref, grid, layout, k, store, errors_as_nodata=cfg.compute.skip_bad_assets) for k in todo]
     _wait_all(futures, "ingest", progress)
@@ -142,6 +153,7 @@ def _stage_infer(cfg, layout, store, progress) -> int:
     ingest, infer = store.status("ingest"), store.status("infer")
     todo = [k for k in layout.keys() if ingest[k.row, k.col] == DONE and infer[k.row, k.col] != DONE]
     resumed = int((infer == DONE).sum())
+    _say_resumed("inference", resumed, resumed + len(todo))
     if not todo:
         return resumed
     resources = ray.cluster_resources()
@@ -151,7 +163,7 @@ def _stage_infer(cfg, layout, store, progress) -> int:
     device = "cuda" if gpus else "cpu"
     options = MethodOptions(**{**cfg.model.__dict__, "device": device})
     actor_cls = ray.remote(TileWorker).options(
-        num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_restarts=2, max_task_retries=2
+        num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_restarts=2, max_task_retries=2, **_remote_env()
     )
     threads = None if gpus else max(1, cpus // n_workers)
     actors = [actor_cls.remote(cfg.method, options, store, cfg.seed, threads) for _ in range(n_workers)]
@@ -175,7 +187,8 @@ def _stage_mosaic(layout, store, mosaic_url, storage_options, progress) -> int:
 
     ingest, done = store.status("ingest"), store.status("mosaic")
     todo = [k for k in layout.keys() if done[k.row, k.col] != DONE and ingest[k.row, k.col] != EMPTY]
-    task = ray.remote(assemble_core).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
+    _say_resumed("mosaic", int((done == DONE).sum()), int((done == DONE).sum()) + len(todo))
+    task = ray.remote(assemble_core).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS), **_remote_env())
     _wait_all([task.remote(store, mosaic_url, layout, k, storage_options) for k in todo], "mosaic", progress)
     return int((done == DONE).sum())
 
