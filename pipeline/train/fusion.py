@@ -88,6 +88,9 @@ class FusionTrainConfig:
         bad = [g for g in self.groups if g not in ("10m", "20m", "60m")] or ([] if self.groups else ["(none)"])
         if bad:
             raise ConfigError(f"--groups {bad} invalid; choose among 10m 20m 60m")
+        unit = max({"10m": 4, "20m": 8, "60m": 24}[g] for g in self.groups)
+        if self.crop % unit:
+            raise ConfigError(f"--crop {self.crop} must be a multiple of {unit} (the largest group factor trained)")
 
 
 def _band_file(folder: Path, band: str) -> Path:
@@ -204,7 +207,8 @@ class WaldSampler:
 
     def batch(self, group: str, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         idx = torch.multinomial(self.weights[group], n, replacement=True, generator=self.gen)
-        parts = [sample_crops(self.pairs[group][int(i)], self.crop, 1, generator=self.gen) for i in idx]
+        f = self.configs[group].factor
+        parts = [sample_crops(self.pairs[group][int(i)], self.crop, 1, generator=self.gen, align=f) for i in idx]
         return tuple(torch.cat([p[k] for p in parts]) for k in range(3))  # type: ignore[return-value]
 
 

@@ -54,6 +54,9 @@ class FusionNetConfig:
         residual: True = predict a per-band-scaled correction added to the bilinear upsampling of the
             group's own bands (our default); False = predict the bands directly (the reference v1 net).
         input_bands / output_bands: band ids in channel order (derived from `group` when empty).
+        detail_only: with `residual`, remove the low-pass part of the correction (its block means on the
+            group's input grid, bilinearly spread), so the network only adds detail and the output keeps
+            the measured low frequencies (spectral fidelity on unseen scenes).
         arch: "rrdb" (two-branch RRDB net, ours and the published v1) or "mtf" (the published v2
             MTF detail-injection net; its inputs are the group's own bands only; nf/nb/gc apply).
     """
@@ -66,6 +69,7 @@ class FusionNetConfig:
     nb_trunk: int = 5
     trunk_stride: int = 1
     residual: bool = True
+    detail_only: bool = True
     input_bands: tuple[str, ...] = field(default=())
     output_bands: tuple[str, ...] = field(default=())
 

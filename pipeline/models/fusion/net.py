@@ -86,7 +86,8 @@ class FusionGroupNet(nn.Module):
         ms_up: (B, len(input_bands), H, W) normalised multispectral inputs, bilinearly upsampled to the
             output grid; the group's own bands are the last len(output_bands) channels.
         guide: (B, 3, H, W) normalised RGB guide (B04, B03, B02) on the output grid.
-        returns (B, len(output_bands), H, W) normalised prediction. H, W divisible by trunk_stride.
+        returns (B, len(output_bands), H, W) normalised prediction. H, W divisible by trunk_stride (and by
+        the group factor for `detail_only`, with the input grid's pixels aligned to the crop).
     """
 
     def __init__(self, cfg: FusionNetConfig) -> None:
@@ -135,7 +136,12 @@ class FusionGroupNet(nn.Module):
         feat = lrelu(self.upconv1(feat))
         feat = lrelu(self.upconv2(feat))
         out = self.conv_last(lrelu(self.HRconv(feat)))
-        if self.cfg.residual:
-            n_out = out.shape[1]
-            return ms_up[:, -n_out:] + out * self.out_scale.view(1, -1, 1, 1)
-        return out
+        if not self.cfg.residual:
+            return out
+        n_out = out.shape[1]
+        corr = out * self.out_scale.view(1, -1, 1, 1)
+        f = self.cfg.factor
+        if self.cfg.detail_only and corr.shape[-2] % f == 0 and corr.shape[-1] % f == 0:
+            # High-pass the correction at the input grid's scale: subtract its block means (one per input pixel).
+            corr = corr - F.interpolate(F.avg_pool2d(corr, f), scale_factor=f, mode="bilinear", align_corners=False)
+        return ms_up[:, -n_out:] + corr

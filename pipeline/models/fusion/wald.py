@@ -99,9 +99,12 @@ def make_wald_pair(
 
 
 def sample_crops(
-    pair: WaldPair, size: int, n: int, *, generator: torch.Generator, augment: bool = True
+    pair: WaldPair, size: int, n: int, *, generator: torch.Generator, augment: bool = True, align: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw n random crops (with random flips / 90-degree turns) from a pair.
+
+    `align`: crop offsets are multiples of this (the group factor keeps the degraded input's pixels
+    aligned with the crop, as at inference).
 
     Returns:
         (ms_up (n, n_in, size, size), guide (n, 3, size, size), target (n, n_out, size, size)).
@@ -111,8 +114,8 @@ def sample_crops(
         raise ValueError(f"scene grid {h}x{w} is smaller than the crop size {size}")
     outs: list[list[torch.Tensor]] = [[], [], []]
     for _ in range(n):
-        y = int(torch.randint(0, h - size + 1, (), generator=generator))
-        x = int(torch.randint(0, w - size + 1, (), generator=generator))
+        y = int(torch.randint(0, (h - size) // align + 1, (), generator=generator)) * align
+        x = int(torch.randint(0, (w - size) // align + 1, (), generator=generator)) * align
         k = int(torch.randint(0, 4, (), generator=generator)) if augment else 0
         flip = augment and bool(torch.randint(0, 2, (), generator=generator))
         for i, t in enumerate((pair.ms_up, pair.guide, pair.target)):
