@@ -6,7 +6,8 @@ JSON (format ``difffusr-plan``, version 1)::
     {"format": "difffusr-plan", "version": 1, "aoi": "...", "datetime": "START/END", "window": "month",
      "rates": {...}, "totals": {...},
      "units": [{"tile_id": "29UPV", "epsg": 32629, "bbox": [W, S, E, N],
-                "datetime": "2024-06-01/2024-06-30", "area_km2": 9981.2, "key": "29UPV/2024-06-01_2024-06-30"}]}
+                "datetime": "2024-06-01/2024-06-30", "area_km2": 9981.2,
+                "key": "29UPV/2024-06-01_2024-06-30"}]}
 
 Resume contract (what `difffusr run --plan FILE --out ROOT` does with it):
 - unit ``u`` writes everything under ``unit_output(ROOT, u)`` = ``ROOT/<tile_id>/<start>_<end>``
@@ -109,7 +110,9 @@ def read_aoi(path: str | Path) -> BaseGeometry:
     geoms = (
         [f.get("geometry") for f in doc.get("features", [])]
         if kind == "FeatureCollection"
-        else [doc.get("geometry")] if kind == "Feature" else [doc]
+        else [doc.get("geometry")]
+        if kind == "Feature"
+        else [doc]
     )
     try:
         region = shapely.union_all([shape(g) for g in geoms if g])
@@ -123,7 +126,7 @@ def read_aoi(path: str | Path) -> BaseGeometry:
 
 
 def parse_date_range(text: str) -> tuple[dt.date, dt.date]:
-    """"YYYY-MM-DD/YYYY-MM-DD" (end inclusive) -> (start, end) dates."""
+    """ "YYYY-MM-DD/YYYY-MM-DD" (end inclusive) -> (start, end) dates."""
     parts = text.split("/")
     try:
         start, end = (dt.date.fromisoformat(p[:10]) for p in parts)
@@ -207,7 +210,7 @@ def estimate(units: Sequence[WorkUnit], gpu_seconds_per_km2: float = GPU_SECONDS
         windows=len(windows),
         area_km2=total_km2 / max(len(windows), 1),
         gpu_hours=total_km2 * gpu_seconds_per_km2 / 3600.0,
-        output_bytes=int(round(total_km2 * PIXELS_PER_KM2 * BYTES_PER_PIXEL)),
+        output_bytes=round(total_km2 * PIXELS_PER_KM2 * BYTES_PER_PIXEL),
     )
 
 
@@ -264,7 +267,9 @@ def _parser() -> argparse.ArgumentParser:
         "estimate GPU-hours and output size, and write the job list `difffusr run --plan` executes.",
     )
     p.add_argument("--aoi", required=True, help="GeoJSON file with the region's polygon(s), lon/lat")
-    p.add_argument("--datetime", required=True, help="START/END dates, end inclusive, e.g. 2024-06-01/2024-08-31")
+    p.add_argument(
+        "--datetime", required=True, help="START/END dates, end inclusive, e.g. 2024-06-01/2024-08-31"
+    )
     p.add_argument("--window", default="all", help="date window per unit: all (default), month or <N>d")
     p.add_argument("--out", help="write the plan JSON here (default: only print the summary)")
     p.add_argument(

@@ -51,7 +51,9 @@ def render(template: str, start: dt.date, end: dt.date) -> dict:
     text = text.replace("@WINDOW@", f"{start.isoformat()}/{end.isoformat()}")
     doc = yaml.safe_load(text)
     if not isinstance(doc, dict) or doc.get("kind") != "RayJob":
-        raise ConfigError("the production template is not a RayJob manifest; check ConfigMap difffusr-production-template")
+        raise ConfigError(
+            "the production template is not a RayJob manifest; check ConfigMap difffusr-production-template"
+        )
     return doc
 
 
@@ -77,12 +79,16 @@ def create_rayjob(doc: dict) -> str:
     except urllib.error.HTTPError as exc:
         if exc.code == 409:
             return "exists"
-        raise ConfigError(f"the API server refused RayJob {doc['metadata']['name']!r}: HTTP {exc.code} {exc.read()[:300]!r}")
+        raise ConfigError(
+            f"the API server refused RayJob {doc['metadata']['name']!r}: HTTP {exc.code} {exc.read()[:300]!r}"
+        )
 
 
 def cli_main(argv: list[str]) -> int:
     """Entry point (`python -m pipeline.cluster.schedule`); returns the exit code."""
-    p = argparse.ArgumentParser(prog="python -m pipeline.cluster.schedule", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline.cluster.schedule", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--template", required=True, help="RayJob template with @WINDOW@ / @WINDOW_ID@")
     p.add_argument("--window", default="month", help="month (previous calendar month) or <N>d")
     p.add_argument("--today", help="date to schedule from, YYYY-MM-DD (default: today, UTC)")
@@ -99,7 +105,10 @@ def cli_main(argv: list[str]) -> int:
         return 0
     outcome = create_rayjob(doc)
     name = doc["metadata"]["name"]
-    print(f"RayJob {name} for {start}/{end}: " + ("created" if outcome == "created" else "already submitted, left alone"))
+    print(
+        f"RayJob {name} for {start}/{end}: "
+        + ("created" if outcome == "created" else "already submitted, left alone")
+    )
     return 0
 
 

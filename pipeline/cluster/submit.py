@@ -40,7 +40,16 @@ from pipeline.errors import ConfigError
 FORWARD_PREFIXES = ("AWS_", "GDAL_", "CPL_")
 FORWARD_NAMES = ("PC_SDK_SUBSCRIPTION_KEY",)
 #: Never uploaded with --working-dir (besides .gitignore/.rayignore entries): big or machine-local.
-UPLOAD_EXCLUDES = [".git", ".venv", ".venv-*", "**/__pycache__", ".pytest_cache", ".hypothesis", "out", "runs"]
+UPLOAD_EXCLUDES = [
+    ".git",
+    ".venv",
+    ".venv-*",
+    "**/__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    "out",
+    "runs",
+]
 #: Name of the package that carries the job's environment (see `pipeline.cluster.job_env`).
 ENV_PACKAGE = "difffusr_job_env"
 #: How long to wait for a just-started head's job agent before giving up, seconds.
@@ -69,7 +78,9 @@ def build_entrypoint(words: list[str], raw: bool) -> str:
             "`difffusr submit -- run --bbox ... --out s3://bucket/run1`"
         )
     if not raw and words[0] in {"submit", "status", "logs"}:
-        raise ConfigError(f"`difffusr {words[0]}` runs on your machine, not as a cluster job; submit run/train/plan")
+        raise ConfigError(
+            f"`difffusr {words[0]}` runs on your machine, not as a cluster job; submit run/train/plan"
+        )
     return shlex.join(words if raw else ["difffusr", *words])
 
 
@@ -169,16 +180,28 @@ def _submit_parser() -> argparse.ArgumentParser:
         description="Send a difffusr command to a running Ray cluster as a job (Ray Jobs API). "
         "Example: difffusr submit --address http://head:8265 -- run --stac-url URL ... --out s3://b/run1",
     )
-    p.add_argument("--address", help="Ray dashboard URL of the cluster, http://HEAD:8265 (default: $RAY_ADDRESS)")
+    p.add_argument(
+        "--address", help="Ray dashboard URL of the cluster, http://HEAD:8265 (default: $RAY_ADDRESS)"
+    )
     p.add_argument("--working-dir", help="local source folder to upload as the job's working directory")
-    p.add_argument("--wait", action="store_true", help="stream the job's logs until it ends; exit 0 iff it succeeded")
+    p.add_argument(
+        "--wait", action="store_true", help="stream the job's logs until it ends; exit 0 iff it succeeded"
+    )
     p.add_argument("--timeout", type=float, help="with --wait: stop waiting after this many seconds")
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra env var for the job")
-    p.add_argument("--no-forward-env", action="store_true", help="do not forward AWS_*/GDAL_*/CPL_* variables")
+    p.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="extra env var for the job"
+    )
+    p.add_argument(
+        "--no-forward-env", action="store_true", help="do not forward AWS_*/GDAL_*/CPL_* variables"
+    )
     p.add_argument("--job-id", help="submission id (a cluster refuses a second job with the same id)")
     p.add_argument("--num-gpus", type=float, help="GPUs reserved for the job's driver process (default none)")
-    p.add_argument("--raw", action="store_true", help="run the words after -- as they are, without `difffusr`")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the difffusr subcommand and its options")
+    p.add_argument(
+        "--raw", action="store_true", help="run the words after -- as they are, without `difffusr`"
+    )
+    p.add_argument(
+        "command", nargs=argparse.REMAINDER, help="-- then the difffusr subcommand and its options"
+    )
     return p
 
 

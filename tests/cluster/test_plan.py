@@ -30,7 +30,9 @@ AOI = Path(__file__).parent / "data" / "dublin_wicklow.geojson"
 
 def test_plan_of_dublin_wicklow_gives_its_two_tiles_times_three_months(tmp_path, capsys):
     out = tmp_path / "jobs.json"
-    rc = cli_main(["--aoi", str(AOI), "--datetime", "2024-06-01/2024-08-31", "--window", "month", "--out", str(out)])
+    rc = cli_main(
+        ["--aoi", str(AOI), "--datetime", "2024-06-01/2024-08-31", "--window", "month", "--out", str(out)]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "6 work units = 2 MGRS tiles x 3 date windows" in printed
@@ -88,7 +90,9 @@ def test_tile_ids_match_real_sentinel2_items_of_every_provider():
         # 10..90 km east and south of the tile's upper-left corner, keeping one inside the UTM zone
         # (Sentinel-2 also has tiles like 58UGE whose square lies beyond its zone's edge: skipped).
         to_lonlat = Transformer.from_crs(epsg, 4326, always_xy=True)
-        probes = [to_lonlat.transform(ulx + dx, uly - dy) for dx in (50e3, 10e3, 90e3) for dy in (50e3, 10e3, 90e3)]
+        probes = [
+            to_lonlat.transform(ulx + dx, uly - dy) for dx in (50e3, 10e3, 90e3) for dy in (50e3, 10e3, 90e3)
+        ]
         inside = [p for p in probes if _in_zone(*p, int(tile_id[:2]))]
         if not inside:
             continue
@@ -117,7 +121,9 @@ def test_zone_exceptions_of_norway_and_svalbard(lon, lat, tile_id):
 
 def test_rerun_of_plan_skips_units_whose_manifest_exists(tmp_path):
     plan = tmp_path / "jobs.json"
-    cli_main(["--aoi", str(AOI), "--datetime", "2024-06-01/2024-06-20", "--window", "10d", "--out", str(plan)])
+    cli_main(
+        ["--aoi", str(AOI), "--datetime", "2024-06-01/2024-06-20", "--window", "10d", "--out", str(plan)]
+    )
     units = load_plan(plan)
     assert [u.datetime for u in units[:2]] == ["2024-06-01/2024-06-10", "2024-06-11/2024-06-20"]
     root = tmp_path / "out"

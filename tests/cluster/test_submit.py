@@ -61,7 +61,11 @@ def _warm_up(url: str, budget_s: float = 120.0) -> None:
 @pytest.fixture(scope="module")
 def cluster():
     """Head (with the dashboard/Jobs API) + one worker node, both on 127.0.0.1; stopped by PID."""
-    env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     # The cluster's nodes find `python`/`difffusr` of this virtualenv first, as in the image.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     saved = {k: os.environ.get(k) for k in env}
@@ -82,7 +86,12 @@ def cluster():
 
     c = Cluster(
         initialize_head=True,
-        head_node_args={**node_args(), "include_dashboard": True, "dashboard_port": port, "resources": {"head": 1}},
+        head_node_args={
+            **node_args(),
+            "include_dashboard": True,
+            "dashboard_port": port,
+            "resources": {"head": 1},
+        },
     )
     try:
         c.add_node(**node_args(), resources={"worker": 1})
@@ -108,7 +117,9 @@ def test_submit_runs_a_job_on_both_nodes_with_forwarded_credentials(cluster, cap
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "difffusr-test-key-id")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    rc = cli_main(["--address", url, "--wait", "--timeout", "300", "--raw", "--", sys.executable, "-c", JOB_CODE])
+    rc = cli_main(
+        ["--address", url, "--wait", "--timeout", "300", "--raw", "--", sys.executable, "-c", JOB_CODE]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     digest = hashlib.sha256(SECRET.encode()).hexdigest()[:16]
@@ -178,8 +189,8 @@ def test_user_errors_say_what_to_fix(monkeypatch, cluster):
 
 
 def test_entrypoint_prefixes_difffusr_and_quotes_words():
-    assert build_entrypoint(["--", "run", "--bbox", "-6.3,53.3,-6.2,53.4", "--out", "s3://b/r 1"], raw=False) == (
-        "difffusr run --bbox -6.3,53.3,-6.2,53.4 --out 's3://b/r 1'"
-    )
+    assert build_entrypoint(
+        ["--", "run", "--bbox", "-6.3,53.3,-6.2,53.4", "--out", "s3://b/r 1"], raw=False
+    ) == ("difffusr run --bbox -6.3,53.3,-6.2,53.4 --out 's3://b/r 1'")
     env = forwarded_env({"AWS_REGION": "eu-west-1", "HOME": "/root", "GDAL_HTTP_MAX_RETRY": "5"}, ["X=1=2"])
     assert env == {"AWS_REGION": "eu-west-1", "GDAL_HTTP_MAX_RETRY": "5", "X": "1=2"}

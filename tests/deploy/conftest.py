@@ -24,7 +24,9 @@ def rendered() -> list[dict]:
         pytest.skip("kubectl is not installed (not a PyPI package here): install it to render k8s/")
     docs = []
     for folder in KUSTOMIZATIONS:
-        out = subprocess.run([kubectl, "kustomize", str(REPO / folder)], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [kubectl, "kustomize", str(REPO / folder)], capture_output=True, text=True, timeout=60
+        )
         assert out.returncode == 0, f"{folder}: {out.stderr}"
         docs += [doc for doc in yaml.safe_load_all(out.stdout) if doc]
     return docs

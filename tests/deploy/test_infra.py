@@ -41,7 +41,9 @@ def test_terraform_fmt_is_clean():
     terraform = shutil.which("terraform")
     if terraform is None:
         pytest.skip("terraform is not installed (not on PyPI): install it to check formatting")
-    out = subprocess.run([terraform, "fmt", "-check", "-diff", str(CLOUD)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [terraform, "fmt", "-check", "-diff", str(CLOUD)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout
 
 
@@ -49,8 +51,15 @@ def test_every_reference_resolves():
     b = _blocks()
     variables = _names(b["variable"])
     locals_ = {k for block in b.get("locals", []) for k in block if not k.startswith("__")}
-    resources = {f"{t.strip(chr(34))}.{n.strip(chr(34))}" for block in b["resource"] for t, v in block.items() for n in v}
-    data = {f"{t.strip(chr(34))}.{n.strip(chr(34))}" for block in b["data"] for t, v in block.items() for n in v}
+    resources = {
+        f"{t.strip(chr(34))}.{n.strip(chr(34))}"
+        for block in b["resource"]
+        for t, v in block.items()
+        for n in v
+    }
+    data = {
+        f"{t.strip(chr(34))}.{n.strip(chr(34))}" for block in b["data"] for t, v in block.items() for n in v
+    }
     text = json.dumps({k: v for k, v in b.items() if k != "variable"})
     assert set(re.findall(r"\bvar\.(\w+)", text)) <= variables
     assert set(re.findall(r"\blocal\.(\w+)", text)) <= locals_
@@ -68,7 +77,9 @@ def test_cloud_resources_match_the_manifests():
     kustomization = yaml.safe_load((REPO / "k8s" / "kustomization.yaml").read_text())
     assert defaults["namespace"] == kustomization["namespace"]
     accounts = [d for d in yaml.safe_load_all((REPO / "k8s" / "serviceaccounts.yaml").read_text()) if d]
-    assert defaults["service_account"] in {d["metadata"]["name"] for d in accounts if d["kind"] == "ServiceAccount"}
+    assert defaults["service_account"] in {
+        d["metadata"]["name"] for d in accounts if d["kind"] == "ServiceAccount"
+    }
     pools = {}
     for block in b["resource"]:
         for name, group in block.get('"aws_eks_node_group"', {}).items():
@@ -77,7 +88,9 @@ def test_cloud_resources_match_the_manifests():
     assert set(pools) == {"cpu", "gpu"}
     assert pools["gpu"]["taint"][0]["key"].strip('"') == "nvidia.com/gpu"
     assert pools["gpu"]["scaling_config"][0]["min_size"] == 0  # scale to zero when no inference runs
-    manifests = (REPO / "k8s" / "raycluster.yaml").read_text() + (REPO / "k8s" / "jobs" / "train" / "rayjob.yaml").read_text()
+    manifests = (REPO / "k8s" / "raycluster.yaml").read_text() + (
+        REPO / "k8s" / "jobs" / "train" / "rayjob.yaml"
+    ).read_text()
     assert set(re.findall(r"difffusr\.io/pool: (\w+)", manifests)) == {"cpu", "gpu"}
     env = (REPO / "k8s" / "config" / "difffusr.env").read_text()
     assert f"DIFFFUSR_OUT_ROOT=s3://{defaults['bucket_name']}" in env

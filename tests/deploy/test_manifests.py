@@ -12,8 +12,6 @@ from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
-import pytest
-import yaml
 
 from pipeline.cluster.schedule import render
 
@@ -29,7 +27,11 @@ def _ray_pin() -> str:
 
 
 def _production_rayjob(rendered: list[dict]) -> dict:
-    cm = next(d for d in rendered if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "difffusr-production-template")
+    cm = next(
+        d
+        for d in rendered
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "difffusr-production-template"
+    )
     import datetime as dt
 
     return render(cm["data"]["rayjob-production.yaml"], dt.date(2024, 6, 1), dt.date(2024, 6, 30))
@@ -74,10 +76,17 @@ def test_kuberay_kinds_match_the_schema_and_pod_templates_are_core_pod_templates
         errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
         assert errors == [], (doc["metadata"]["name"], errors)
         for where, template in _pod_templates(doc):
-            pod_template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": where}, "template": template}
+            pod_template = {
+                "apiVersion": "v1",
+                "kind": "PodTemplate",
+                "metadata": {"name": where},
+                "template": template,
+            }
             kubernetes_validate.validate(pod_template, K8S_VERSION, strict=True)
             n_templates += 1
-    assert n_templates == 7  # cluster: head+ingest+gpu; mosaic: submitter; train: head+gpu+submitter; prod: none
+    assert (
+        n_templates == 7
+    )  # cluster: head+ingest+gpu; mosaic: submitter; train: head+gpu+submitter; prod: none
 
 
 def test_schema_rejects_a_misspelt_field(rendered):
@@ -91,7 +100,9 @@ def test_ray_pods_follow_the_cluster_conventions(rendered):
     for doc in [d for d in rendered if d["kind"] in ("RayCluster", "RayJob")]:
         for spec in _cluster_specs(doc):
             assert spec["rayVersion"] == _ray_pin()  # the image's Ray, from pyproject
-            groups = [("head", spec["headGroupSpec"])] + [(g["groupName"], g) for g in spec.get("workerGroupSpecs", [])]
+            groups = [("head", spec["headGroupSpec"])] + [
+                (g["groupName"], g) for g in spec.get("workerGroupSpecs", [])
+            ]
             for name, group in groups:
                 pod = group["template"]["spec"]
                 ray = pod["containers"][0]
@@ -103,7 +114,9 @@ def test_ray_pods_follow_the_cluster_conventions(rendered):
                 gpus = ray["resources"]["limits"].get("nvidia.com/gpu")
                 if gpus:
                     assert ray["image"].endswith("-cuda") and group["rayStartParams"]["num-gpus"] == gpus
-                    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+                    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+                        "tolerations"
+                    ]
                 else:
                     assert ray["image"].endswith("-cpu")
     cluster = next(d for d in rendered if d["kind"] == "RayCluster")
@@ -116,7 +129,9 @@ def test_secret_holds_placeholders_only_and_reaches_every_ray_pod(rendered):
     assert set(secret["stringData"].values()) == {"REPLACE_ME"}
     for doc in [d for d in rendered if d["kind"] in ("RayCluster", "RayJob")]:
         for spec in _cluster_specs(doc):
-            for tpl in [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec.get("workerGroupSpecs", [])]:
+            for tpl in [spec["headGroupSpec"]["template"]] + [
+                g["template"] for g in spec.get("workerGroupSpecs", [])
+            ]:
                 refs = [e.get("secretRef", {}).get("name") for e in tpl["spec"]["containers"][0]["envFrom"]]
                 assert "difffusr-s3" in refs
 
@@ -129,9 +144,22 @@ def test_cronjob_creates_the_rayjob_of_the_previous_month(rendered, tmp_path):
     cm = next(d for d in rendered if d["metadata"]["name"] == "difffusr-production-template")
     template.write_text(cm["data"]["rayjob-production.yaml"])
     out = subprocess.run(
-        [sys.executable, "-m", "pipeline.cluster.schedule", "--template", str(template), "--window", "month",
-         "--today", "2024-07-03", "--dry-run"],
-        capture_output=True, text=True, timeout=60, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cluster.schedule",
+            "--template",
+            str(template),
+            "--window",
+            "month",
+            "--today",
+            "2024-07-03",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
     )
     assert out.returncode == 0, out.stderr
     job = json.loads(out.stdout)
@@ -142,8 +170,11 @@ def test_cronjob_creates_the_rayjob_of_the_previous_month(rendered, tmp_path):
 
 def test_yamllint_passes_on_k8s_manifests():
     files = sorted(str(p) for p in (REPO / "k8s").rglob("*.yaml"))
-    config = "{extends: default, rules: {line-length: {max: 130}, document-start: disable, truthy: {check-keys: false}}}"
-    out = subprocess.run([sys.executable, "-m", "yamllint", "-d", config, *files], capture_output=True, text=True)
+    rules = "line-length: {max: 130}, document-start: disable, truthy: {check-keys: false}"
+    config = "{extends: default, rules: {" + rules + "}}"
+    out = subprocess.run(
+        [sys.executable, "-m", "yamllint", "-d", config, *files], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
