@@ -79,3 +79,14 @@ def test_dockerignore_keeps_the_context_small():
     assert {".git", ".venv", "tests"} <= set(ignored)
     for needed in ("pipeline", "pyproject.toml", "README.md"):
         assert needed not in ignored
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_every_copied_path_exists_and_is_in_the_build_context(dockerfile):
+    ignored = set((REPO / ".dockerignore").read_text().split())
+    copies = re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile.read_text(), flags=re.MULTILINE)
+    sources = [src for line in copies for src in line.split()]
+    assert {"pyproject.toml", "README.md", "pipeline"} <= set(sources)
+    for src in sources:
+        assert (REPO / src).exists(), f"{dockerfile.name} copies {src}, which the repository lacks"
+        assert src not in ignored, f"{src} is excluded by .dockerignore"
