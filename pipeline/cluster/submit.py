@@ -39,6 +39,19 @@ from pipeline.errors import ConfigError
 #: Environment variable prefixes / names forwarded to the job (credentials, endpoints, GDAL tuning).
 FORWARD_PREFIXES = ("AWS_", "GDAL_", "CPL_")
 FORWARD_NAMES = ("PC_SDK_SUBSCRIPTION_KEY",)
+#: Never forwarded: paths to files of the submitting machine, and the profile (resolved instead).
+LOCAL_ONLY = frozenset(
+    {
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_CA_BUNDLE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_ROLE_SESSION_NAME",
+    }
+)
 #: Never uploaded with --working-dir (besides .gitignore/.rayignore entries): big or machine-local.
 UPLOAD_EXCLUDES = [
     ".git",
@@ -58,14 +71,53 @@ _TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
 def forwarded_env(environ: Mapping[str, str], extra: list[str]) -> dict[str, str]:
-    """Variables to hand to the job: the forwarded ones of `environ`, then `--env KEY=VALUE` pairs."""
-    env = {k: v for k, v in environ.items() if k.startswith(FORWARD_PREFIXES) or k in FORWARD_NAMES}
+    """Variables to hand to the job: the forwarded ones of `environ`, then `--env KEY=VALUE` pairs.
+
+    Variables that point at this machine's files (`LOCAL_ONLY`) stay behind; an AWS profile
+    (`AWS_PROFILE`) is resolved here, with botocore, into the credentials and region it stands for,
+    because the cluster has neither the profile nor its files.
+    """
+    env = {
+        k: v
+        for k, v in environ.items()
+        if (k.startswith(FORWARD_PREFIXES) or k in FORWARD_NAMES) and k not in LOCAL_ONLY
+    }
+    if environ.get("AWS_PROFILE") and "AWS_ACCESS_KEY_ID" not in environ:
+        env.update(_profile_credentials(environ))
     for pair in extra:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--env {pair.split('=')[0]!r}... is not KEY=VALUE; write --env NAME=value")
         env[key] = value
     return env
+
+
+def _profile_credentials(environ: Mapping[str, str]) -> dict[str, str]:
+    """AWS_* variables equivalent to the profile named by AWS_PROFILE (temporary ones for SSO/roles)."""
+    import botocore.exceptions
+    import botocore.session
+
+    profile = environ["AWS_PROFILE"]
+    session = botocore.session.Session(profile=profile)
+    for var in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        if var in environ:
+            session.set_config_variable(var.removeprefix("AWS_").lower().replace("shared_", ""), environ[var])
+    try:
+        creds = session.get_credentials()
+    except botocore.exceptions.BotoCoreError as exc:
+        raise ConfigError(
+            f"AWS profile {profile!r} cannot be resolved here: {exc}; fix it or unset AWS_PROFILE"
+        ) from exc
+    if creds is None:
+        raise ConfigError(f"AWS profile {profile!r} holds no credentials; fix it or unset AWS_PROFILE")
+    frozen = creds.get_frozen_credentials()
+    out = {"AWS_ACCESS_KEY_ID": frozen.access_key, "AWS_SECRET_ACCESS_KEY": frozen.secret_key}
+    if frozen.token:
+        out["AWS_SESSION_TOKEN"] = frozen.token
+    region = session.get_config_variable("region")
+    if region and "AWS_DEFAULT_REGION" not in environ and "AWS_REGION" not in environ:
+        out["AWS_DEFAULT_REGION"] = region
+    return out
 
 
 def build_entrypoint(words: list[str], raw: bool) -> str:

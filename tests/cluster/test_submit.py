@@ -194,3 +194,28 @@ def test_entrypoint_prefixes_difffusr_and_quotes_words():
     ) == ("difffusr run --bbox -6.3,53.3,-6.2,53.4 --out 's3://b/r 1'")
     env = forwarded_env({"AWS_REGION": "eu-west-1", "HOME": "/root", "GDAL_HTTP_MAX_RETRY": "5"}, ["X=1=2"])
     assert env == {"AWS_REGION": "eu-west-1", "GDAL_HTTP_MAX_RETRY": "5", "X": "1=2"}
+
+
+def test_aws_profile_is_resolved_and_local_paths_stay_behind(tmp_path):
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        "[difffusr-test]\naws_access_key_id = AKIDDIFFFUSRTEST\naws_secret_access_key = made-up\n"
+    )
+    config = tmp_path / "config"
+    config.write_text("[profile difffusr-test]\nregion = eu-west-1\n")
+    environ = {
+        "AWS_PROFILE": "difffusr-test",
+        "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
+        "AWS_CONFIG_FILE": str(config),
+        "AWS_CA_BUNDLE": "/etc/ssl/certs/only-on-this-machine.pem",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+    }
+    # The cluster has neither the profile nor these files: the profile travels as what it resolves to.
+    assert forwarded_env(environ, []) == {
+        "AWS_ACCESS_KEY_ID": "AKIDDIFFFUSRTEST",
+        "AWS_SECRET_ACCESS_KEY": "made-up",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+    }
+    with pytest.raises(ConfigError, match="AWS profile 'missing'"):
+        forwarded_env({**environ, "AWS_PROFILE": "missing"}, [])
