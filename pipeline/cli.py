@@ -118,7 +118,7 @@ def cmd_run(argv: list[str]) -> int:
     p.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster (default: start a local one)")
     p.add_argument("--workers", type=int, default=None, help="inference actors (default: one per GPU, or cores/2)")
     p.add_argument("--batch-tiles", type=int, default=4, help="tiles per inference call")
-    p.add_argument("--skip-bad-assets", action="store_true", help="treat unreadable assets as nodata instead of failing")
+    p.add_argument("--skip-bad-assets", action="store_true", help="leave granules with unreadable assets out (reported at the end) instead of failing")
     p.add_argument("--keep-work", action="store_true", help="keep the working store (ingested tiles, predictions)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs of a different job in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -35,7 +35,7 @@ class ComputeConfig:
     ray_address: existing Ray cluster ("auto", "ray://host:10001"); None starts a local one.
     workers: inference actors; None = one per GPU, else one CPU actor per 2 cores (at least 1).
     batch_tiles: tiles per actor call.
-    skip_bad_assets: unreadable assets become nodata instead of failing the job.
+    skip_bad_assets: leave granules with unreadable assets out (and name them) instead of failing the job.
     """
 
     ray_address: str | None = None

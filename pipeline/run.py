@@ -138,9 +138,11 @@ def _stage_ingest(cfg, items, grid, layout, store, progress) -> int:
     _say_resumed("ingest", len(layout.keys()) - len(todo), len(layout.keys()))
     task = ray.remote(ingest_tile).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS), **_remote_env())
     items_ref = ray.put(items)
-    futures = [task.remote(items_ref, grid, layout, k, store, errors_as_nodata=cfg.compute.skip_bad_assets) for k in todo]
-    _wait_all(futures, "ingest", progress)
-    return len(layout.keys()) - len(todo)
+    futures = [task.remote(items_ref, grid, layout, k, store, skip_bad_granules=cfg.compute.skip_bad_assets) for k in todo]
+    failed: dict[str, str] = {}
+    for result in _wait_all(futures, "ingest", progress):
+        failed.update(result.get("failed", {}))
+    return len(layout.keys()) - len(todo), failed
 
 
 def _stage_infer(cfg, layout, store, progress) -> int:
@@ -253,7 +255,8 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
     started_ray = _ensure_ray(cfg)
     try:
         t = time.perf_counter()
-        summary.tiles_resumed["ingest"] = _stage_ingest(cfg, items, grid, layout, store, progress)
+        summary.tiles_resumed["ingest"], failed = _stage_ingest(cfg, items, grid, layout, store, progress)
+        summary.skipped_granules.update(failed)
         summary.timings_s["ingest"] = time.perf_counter() - t
         ingest = store.status("ingest")
         summary.tiles_empty = int((ingest == EMPTY).sum())

@@ -43,8 +43,19 @@ class TileData:
         return not np.isfinite(self.b10).any()
 
 
-def _find_unreadable(items: list[dict[str, Any]], keys: list[str]) -> str:
-    """Name the first asset rasterio cannot open (for an error message)."""
+class UnreadableAssetError(AssetError):
+    """An asset of one item cannot be read; `item_id` names the granule."""
+
+    def __init__(self, message: str, item_id: str | None = None) -> None:
+        super().__init__(message)
+        self.item_id = item_id
+
+    def __reduce__(self):  # keep item_id across Ray's pickling of task errors
+        return (type(self), (str(self), self.item_id))
+
+
+def _find_unreadable(items: list[dict[str, Any]], keys: list[str]) -> tuple[str | None, str]:
+    """(item id, description) of the first asset rasterio cannot read, for the error message."""
     import rasterio
 
     for item in items:
@@ -54,12 +65,12 @@ def _find_unreadable(items: list[dict[str, Any]], keys: list[str]) -> str:
                 with rasterio.open(href) as src:
                     src.read(1, window=((0, 1), (0, 1)))
             except Exception as exc:  # noqa: BLE001 - we only report it
-                return f"item {item['id']!r} asset {key!r} ({href}): {str(exc).splitlines()[0]}"
-    return "an asset (could not tell which)"
+                return item["id"], f"item {item['id']!r} asset {key!r} ({href}): {str(exc).splitlines()[0]}"
+    return None, "an asset (could not tell which)"
 
 
-def _load_group(items: list[dict[str, Any]], band_keys: list[str], geobox, *, errors_as_nodata: bool) -> np.ndarray:
-    """(T, C, h, w) raw DNs of one group (T = items)."""
+def _load_group(items: list[dict[str, Any]], band_keys: list[str], geobox) -> np.ndarray:
+    """(T, C, h, w) raw DNs of one group (T = items); raises UnreadableAssetError naming the bad asset."""
     import odc.stac
     import pystac
 
@@ -71,13 +82,14 @@ def _load_group(items: list[dict[str, Any]], band_keys: list[str], geobox, *, er
             groupby="id",
             resampling="nearest",
             chunks=None,
-            fail_on_error=not errors_as_nodata,
             preserve_original_order=True,
         )
     except Exception as exc:
-        raise AssetError(
-            f"cannot read {_find_unreadable(items, band_keys)}; fix or remove the granule, or pass "
-            f"--skip-bad-assets to treat unreadable assets as nodata ({type(exc).__name__})"
+        item_id, what = _find_unreadable(items, band_keys)
+        raise UnreadableAssetError(
+            f"cannot read {what}; fix or remove the granule, or pass --skip-bad-assets to leave such granules "
+            f"out ({type(exc).__name__})",
+            item_id,
         ) from None
     ids = [str(v) for v in ds["id"].values] if "id" in ds.coords else None
     arr = np.stack([ds[k].values for k in band_keys], axis=1)
@@ -92,28 +104,27 @@ def load_tile(
     grid: SceneGrid,
     layout: TileLayout,
     key: TileKey,
-    *,
-    errors_as_nodata: bool = False,
 ) -> TileData:
     """Composite all items over one tile window.
 
     Args:
         items: STAC item dicts (hrefs absolute), already known to carry the 12 bands.
         grid, layout, key: which window to read.
-        errors_as_nodata: unreadable assets become nodata instead of failing the tile.
+
+    Raises:
+        UnreadableAssetError: an asset cannot be read (its item is named).
     """
     mappings = [map_band_assets(i) for i in items]
     scl_items = [(item, m[SCL]) for item, m in zip(items, mappings) if SCL in m]
     scl_valid: dict[str, np.ndarray] = {}
     if scl_items:
-        scl = _load_group([i for i, _ in scl_items], [scl_items[0][1]], grid.window_geobox(layout, key, 20.0),
-                          errors_as_nodata=errors_as_nodata)[:, 0]
+        scl = _load_group([i for i, _ in scl_items], [scl_items[0][1]], grid.window_geobox(layout, key, 20.0))[:, 0]
         scl_valid = {item["id"]: scl_valid_20m(s) for (item, _), s in zip(scl_items, scl)}
     groups = []
     counts: dict[str, int] = {}
     for group in BAND_GROUPS:
         keys = [mappings[0][b] for b in group.bands]
-        raw = _load_group(items, keys, grid.window_geobox(layout, key, float(group.gsd_m)), errors_as_nodata=errors_as_nodata)
+        raw = _load_group(items, keys, grid.window_geobox(layout, key, float(group.gsd_m)))
         refl = np.empty(raw.shape, np.float32)
         for t, item in enumerate(items):
             for c, band in enumerate(group.bands):

@@ -12,7 +12,6 @@ Pixels equal to 0 in any band are treated as nodata; patches are drawn only wher
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,11 +144,12 @@ def sample_pairs(
     sources: list[HRSource], batch: int, patch: int, ranges: DegradationRanges, generator: torch.Generator,
     gamma_jitter: float = 0.1,
 ) -> PairBatch:
-    """Draw `batch` HR patches (sources weighted by sqrt(area)), two crops each, degrade both alike.
+    """Draw `batch` HR patches (sources weighted by area^(1/4)), two crops each, degrade both alike.
 
     Every random draw (source, position, rotation, flip, gammas, blur, noise) uses `generator`.
     """
-    w = torch.tensor([math.sqrt(len(s.valid_corners)) for s in sources], dtype=torch.float64)
+    # weight ~ (number of patch positions)^(1/4): big scenes are drawn more, small patches still often
+    w = torch.tensor([len(s.valid_corners) ** 0.25 for s in sources], dtype=torch.float64)
     src_idx = torch.multinomial(w, batch, replacement=True, generator=generator).tolist()
     crops_q, crops_k = [], []
     for si in src_idx:

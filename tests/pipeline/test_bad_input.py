@@ -76,6 +76,13 @@ def broken_catalog_api(tmp_path_factory) -> Iterator[str]:
     empty = "S2B_MSIL2A_20170924T93020_69_24"
     for name in (truncated, empty):
         shutil.copytree(CATALOG / name, root / name)
+    # An intact twin of the truncated granule (same pixels, another id), as when a product is reprocessed.
+    twin = f"{truncated}_twin"
+    shutil.copytree(CATALOG / truncated, root / twin)
+    doc = json.loads((root / twin / f"{truncated}.json").read_text())
+    (root / twin / f"{truncated}.json").unlink()
+    doc["id"] = twin
+    (root / twin / f"{twin}.json").write_text(json.dumps(doc))
     data = (root / truncated / "B05.tif").read_bytes()
     (root / truncated / "B05.tif").write_bytes(data[: len(data) // 3])
     for tif in (root / empty).glob("B*.tif"):
@@ -103,6 +110,19 @@ def test_unreadable_asset_names_the_granule_and_asset(broken_catalog_api, ray_lo
                               "--quiet"])
     assert code == 2 and len(err) == 1, err
     assert "S2A_MSIL2A_20170617T113321_36_85" in err[0] and "rededge1" in err[0] and "--skip-bad-assets" in err[0]
+
+
+def test_skip_bad_assets_leaves_the_granule_out_and_reports_it(broken_catalog_api, ray_local, capsys, tmp_path):
+    out = tmp_path / "out"
+    code = main(["run", "--stac-url", broken_catalog_api, "--bbox", _bbox_of("S2A_MSIL2A_20170617T113321_36_85"),
+                 "--datetime", "2017-06-01/2017-06-30", "--method", "bicubic", "--out", str(out), "--quiet",
+                 "--skip-bad-assets"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "skipped S2A_MSIL2A_20170617T113321_36_85: cannot read item" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "S2A_MSIL2A_20170617T113321_36_85" in manifest["skipped_granules"]
+    assert (out / "mosaic.tif").exists()
 
 
 def test_all_nodata_granule_fails_cleanly_and_leaves_nothing(broken_catalog_api, ray_local, capsys, tmp_path):

@@ -38,6 +38,10 @@ class SRConfig:
         norm_mean, norm_std: input normalisation x = (refl - mean)/std (paper 0.5, 0.5); the
             clamp of the x0 prediction to [-1, 1] thus bounds reflectance to [mean-std, mean+std].
         default_steps: DDIM steps used when the caller does not say.
+        residual: diffuse the residual over the bicubic x4 upsampled input, (HR - up(LR)) /
+            residual_scale, instead of the image itself (the paper: False). The network, losses and
+            sampler are unchanged; only the target space differs.
+        residual_scale: reflectance that maps to 1.0 in the residual space.
         lowfreq_consistency: replace the output's low frequencies (through the sensor model)
             by those of the input (see `SRDiffusion.super_resolve`).
     """
@@ -64,6 +68,8 @@ class SRConfig:
     norm_mean: float = 0.5
     norm_std: float = 0.5
     default_steps: int = 20
+    residual: bool = False
+    residual_scale: float = 0.15
     lowfreq_consistency: bool = False
 
     def __post_init__(self) -> None:
@@ -112,6 +118,7 @@ PRESETS: dict[str, SRConfig] = {
         unet_norm_groups=8,
         unet_kv_dim=32,
         fold=4,
+        residual=True,
         norm_mean=0.5,
         norm_std=0.75,
         default_steps=20,

@@ -57,6 +57,21 @@ class SRDiffusion(nn.Module):
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.config.norm_std + self.config.norm_mean
 
+    def _up(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=self.config.scale, mode="bicubic", align_corners=False)
+
+    def to_target(self, hr_n: torch.Tensor, lr_n: torch.Tensor) -> torch.Tensor:
+        """Diffusion target x0 from normalised HR/LR: hr_n itself, or the scaled residual over bicubic."""
+        if not self.config.residual:
+            return hr_n
+        return (hr_n - self._up(lr_n)) * (self.config.norm_std / self.config.residual_scale)
+
+    def from_target(self, x0: torch.Tensor, lr_n: torch.Tensor) -> torch.Tensor:
+        """Reflectance HR from a sample in target space (inverse of `to_target`)."""
+        if not self.config.residual:
+            return self.denormalize(x0)
+        return self.denormalize(self._up(lr_n)) + x0 * self.config.residual_scale
+
     # ------------------------------------------------------------------ training
     def forward(self, hr: torch.Tensor, lr: torch.Tensor, lr_key: torch.Tensor, level: torch.Tensor,
                 noise: torch.Tensor, contrast_weight: float = 0.01) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -75,12 +90,13 @@ class SRDiffusion(nn.Module):
         """
         v, l_contrast = self.E(lr, lr_key)
         ctx, coarse = self.encoder(lr)
+        x0 = self.to_target(hr, lr)
         lv = level.view(-1, 1, 1, 1)
-        x_t = lv * hr + (1 - lv**2).sqrt() * noise  # eq. (2) with a continuous level
+        x_t = lv * x0 + (1 - lv**2).sqrt() * noise  # eq. (2) with a continuous level
         x0_pred = self.model(x_t, level, ctx, v)
         # L1 for both terms, as the paper's eq. (5)-(6): robust to the heavy-tailed residuals of
         # noisy synthetic pairs and what the reference trains with.
-        l_elbo = (x0_pred - hr).abs().mean()
+        l_elbo = (x0_pred - x0).abs().mean()
         l_consis = (coarse - hr).abs().mean()
         total = l_elbo + l_consis + contrast_weight * l_contrast
         return total, {"elbo": l_elbo.detach(), "consis": l_consis.detach(), "contrast": l_contrast.detach()}
@@ -169,7 +185,7 @@ class SRDiffusion(nn.Module):
             xn = self.normalize(xp)
             outs = []
             for _ in range(num_samples):
-                sr = self.denormalize(self._sample(xn, steps, generator, eta))[..., : 4 * h, : 4 * w]
+                sr = self.from_target(self._sample(xn, steps, generator, eta), xn)[..., : 4 * h, : 4 * w]
                 if lfc:
                     sr = lowfreq_project(sr, x)
                 outs.append(sr)
@@ -202,10 +218,18 @@ def inference_state_dict(model: SRDiffusion) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
 
 
-def save_sr_model(model: SRDiffusion, folder: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write the inference weights as model.safetensors + config.json + bands.json."""
+def save_sr_model(model: SRDiffusion, folder: str | Path, state_dict: dict[str, torch.Tensor] | None = None,
+                  dtype: torch.dtype | None = None) -> Path:
+    """Write the inference weights as model.safetensors + config.json + bands.json.
+
+    Args:
+        dtype: store floating tensors in this dtype (e.g. torch.float16 to halve the shipped
+            file); loading casts them back to the model's float32.
+    """
     sd = state_dict if state_dict is not None else inference_state_dict(model)
     sd = {k: v for k, v in sd.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
+    if dtype is not None:
+        sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
     return save_checkpoint(folder, sd, config=model.config.to_json(), input_bands=list(RGB_BANDS),
                            output_bands=list(RGB_BANDS))
 

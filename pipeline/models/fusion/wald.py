@@ -21,7 +21,7 @@ from pipeline.models.sensor import default_sigma, gaussian_blur, upsample, wald_
 TRAIN_MTF_RANGE: tuple[float, float] = (0.18, 0.45)
 #: Largest extra blur (pixels of the group grid) put on the training guide, with probability 1/2, so the
 #: network does not take the guide as exact (the SR guide at inference is a prediction).
-GUIDE_MAX_EXTRA_SIGMA: float = 0.7
+GUIDE_MAX_EXTRA_SIGMA: float = 1.5
 
 
 def normalise(x: torch.Tensor, bands: tuple[str, ...] | list[str]) -> torch.Tensor:
