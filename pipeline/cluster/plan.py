@@ -94,6 +94,7 @@ def unit_output(root: str, unit: WorkUnit) -> str:
 def pending_units(units: Sequence[WorkUnit], root: str) -> list[WorkUnit]:
     """Units whose output under `root` lacks the done marker, in plan order (fsspec URLs work)."""
     fs, base = fsspec.core.url_to_fs(str(root))
+    fs.invalidate_cache()  # a cached listing (s3fs) may predate markers written since
     return [u for u in units if not fs.exists(f"{base.rstrip('/')}/{u.key}/{DONE_MARKER}")]
 
 

@@ -164,3 +164,21 @@ def test_bad_plan_inputs_say_what_to_fix(tmp_path):
     polar.write_text(json.dumps({"type": "Polygon", "coordinates": [[[0, 85], [1, 85], [1, 86], [0, 85]]]}))
     with pytest.raises(ConfigError, match="MGRS coverage"):
         cli_main(["--aoi", str(polar), "--datetime", "2024-06-01/2024-06-30"])
+
+
+def test_resume_contract_holds_on_s3(s3_env, tmp_path):
+    """pending_units reads the done markers through fsspec: the loopback S3 endpoint (moto server)."""
+    import fsspec
+
+    plan = tmp_path / "jobs.json"
+    cli_main(["--aoi", str(AOI), "--datetime", "2024-06-01/2024-06-30", "--out", str(plan)])
+    units = load_plan(plan)
+    root = "s3://difffusr-plan-test/production"
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.mkdir("difffusr-plan-test")
+    assert pending_units(units, root) == units
+    marker = unit_output(root, units[0]) + "/manifest.json"
+    assert marker == "s3://difffusr-plan-test/production/29UPU/2024-06-01_2024-06-30/manifest.json"
+    fs.pipe(marker, b"{}")
+    fs.invalidate_cache()
+    assert pending_units(units, root) == units[1:]
