@@ -77,9 +77,38 @@ def make_superresolver(fusion, sr, sr_steps: int):  # noqa: ANN001, ANN201
     return superresolve
 
 
+def cost_table(side10: int = 12) -> None:
+    """GFLOP per output megapixel (all three groups) and CPU wall time per group set, per architecture.
+
+    Architectures: the `paper` and `small` presets with the trunk on the full grid (stride 1) or on a 2x / 4x
+    coarser grid. Random weights (cost does not depend on them); 1 thread.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pipeline.models.fusion import FusionModel, preset_configs
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(1, 4, side10, side10, generator=g), torch.rand(1, 6, side10 // 2, side10 // 2, generator=g),
+         torch.rand(1, 2, side10 // 6, side10 // 6, generator=g), torch.rand(1, 3, 4 * side10, 4 * side10, generator=g))
+    mpix = (4 * side10) ** 2 / 1e6
+    print(f"| preset | trunk stride | params (3 nets) | GFLOP / output Mpx | s per {4 * side10}x{4 * side10} output, 1 thread |")
+    print("|---|---|---|---|---|")
+    for preset in ("paper", "small"):
+        for stride in (1, 2, 4):
+            model = FusionModel(preset_configs(preset, trunk_stride=stride)).eval()
+            with FlopCounterMode(display=False) as fc:
+                model.fuse(*x)
+            t0 = time.perf_counter()
+            model.fuse(*x)
+            dt = time.perf_counter() - t0
+            n = sum(p.numel() for p in model.parameters())
+            print(f"| {preset} | {stride} | {n / 1e6:.2f} M | {fc.get_total_flops() / 1e9 / mpix:.0f} | {dt:.2f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--scenes", nargs="+", required=True)
+    p.add_argument("--scenes", nargs="+", default=[])
+    p.add_argument("--cost", action="store_true", help="print the compute cost table of the architectures and exit")
     p.add_argument("--fusion-weights", default=None)
     p.add_argument("--sr-weights", default=None)
     p.add_argument("--sr-steps", type=int, default=20)
@@ -87,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
+    if a.cost:
+        cost_table()
+        return 0
     fusion = load_fusion_model(a.fusion_weights)
     sr = None if a.no_sr else _load_sr(a.sr_weights)
     methods = ["bicubic", "gs[bicubic]", "fusion[bicubic]"] + (["gs[sr]", "fusion[sr]"] if sr is not None else [])
