@@ -40,7 +40,7 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--bbox", help="W,S,E,N in degrees (EPSG:4326)")
     where.add_argument("--aoi", help="GeoJSON file with the area of interest (its bounding box is used)")
-    p.add_argument("--datetime", required=True, help="START/END, e.g. 2023-06-01/2023-06-30")
+    p.add_argument("--datetime", help="START/END, e.g. 2023-06-01/2023-06-30 (required)")
     p.add_argument("--max-cloud", type=float, default=None, help="maximum eo:cloud_cover of an item, percent")
     p.add_argument("--mgrs-tiles", default=None, help="only these MGRS tiles, e.g. 32TNT,32TMT")
     p.add_argument("--max-items", type=int, default=500, help="upper bound on items fetched")
@@ -48,6 +48,10 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
 
 def _query(args: argparse.Namespace):
     from pipeline.catalog.query import resolve_query
+    from pipeline.errors import ConfigError
+
+    if not args.datetime:
+        raise ConfigError("--datetime START/END is required, e.g. --datetime 2023-06-01/2023-06-30")
 
     return resolve_query(stac_url=args.stac_url, collection=args.collection, bbox=args.bbox, aoi=args.aoi,
                          datetime_range=args.datetime, max_cloud=args.max_cloud, mgrs_tiles=args.mgrs_tiles,
@@ -122,7 +126,11 @@ def cmd_run(argv: list[str]) -> int:
     p.add_argument("--keep-work", action="store_true", help="keep the working store (ingested tiles, predictions)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs of a different job in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--plan", default=None,
+                   help="run every pending unit of a `difffusr plan` file into --out/<tile>/<dates> (resumable)")
     args = p.parse_args(argv)
+    if args.plan:  # the units bring their own bbox, dates and CRS; the query fields are placeholders
+        args.bbox, args.aoi, args.datetime = "0,0,1,1", None, args.datetime or "2000-01-01/2000-01-02"
     cfg = RunConfig(
         query=_query(args),
         output=OutputConfig(out=args.out, dtype=args.dtype, keep_work=args.keep_work, overwrite=args.overwrite),
@@ -131,6 +139,15 @@ def cmd_run(argv: list[str]) -> int:
         compute=ComputeConfig(ray_address=args.ray_address, workers=args.workers, batch_tiles=args.batch_tiles,
                               skip_bad_assets=args.skip_bad_assets),
     )
+    if args.plan:
+        from pipeline.run_plan import run_plan
+
+        plan = run_plan(args.plan, cfg, progress=not args.quiet)
+        print(f"plan: {plan.units} units: {plan.skipped_done} already done, {len(plan.completed)} completed, "
+              f"{len(plan.empty)} without granules, {len(plan.failed)} failed")
+        for key, why in plan.failed.items():
+            print(f"  failed {key}: {why}")
+        return 1 if plan.failed else 0
     summary = run_job(cfg, progress=not args.quiet)
     _print_run_summary(summary)
     return 0

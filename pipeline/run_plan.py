@@ -1,0 +1,69 @@
+"""`difffusr run --plan FILE --out ROOT`: run every pending work unit of a `difffusr plan` file.
+
+Each unit is an ordinary `run` into `ROOT/<tile_id>/<start>_<end>` with the unit's bbox, dates and UTM CRS.
+Units whose `manifest.json` exists are skipped (a unit with no granule gets a manifest with status "empty",
+so it is not searched again); an interrupted unit resumes from its own tile markers. A failing unit is
+reported and the plan goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from pipeline.catalog.query import parse_datetime_range
+from pipeline.cluster.plan import load_plan, pending_units, unit_output
+from pipeline.config import OutputConfig, RunConfig
+from pipeline.errors import DiffFuSRError, EmptySearchError
+from pipeline.io.outputs import OutputDir
+
+
+@dataclass
+class PlanSummary:
+    units: int = 0
+    skipped_done: int = 0
+    completed: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def run_plan(plan_file: str, base: RunConfig, *, progress: bool = True) -> PlanSummary:
+    """Run the pending units of a plan; `base` supplies the STAC API, collection, method and options."""
+    from pipeline.run import _ensure_ray, run_job
+
+    units = load_plan(plan_file)
+    root = base.output.out
+    todo = pending_units(units, root)
+    summary = PlanSummary(units=len(units), skipped_done=len(units) - len(todo))
+    if summary.skipped_done:
+        print(f"plan: skipping {summary.skipped_done} of {len(units)} units already done", file=sys.stderr)
+    started_ray = _ensure_ray(base) if todo else False
+    try:
+        for n, unit in enumerate(todo, start=1):
+            print(f"plan: unit {n}/{len(todo)} {unit.key}", file=sys.stderr)
+            start, end = parse_datetime_range(unit.datetime)
+            cfg = dataclasses.replace(
+                base,
+                query=dataclasses.replace(base.query, bbox=unit.bbox, start=start, end=end),
+                output=OutputConfig(**{**dataclasses.asdict(base.output), "out": unit_output(root, unit)}),
+                crs=f"EPSG:{unit.epsg}",
+            )
+            try:
+                run_job(cfg, progress=progress)
+                summary.completed.append(unit.key)
+            except EmptySearchError as exc:
+                OutputDir(cfg.output.out).write_json("manifest.json", {
+                    "status": "empty", "unit": unit.key, "reason": str(exc),
+                    "finished": datetime.now(timezone.utc).isoformat()})
+                summary.empty.append(unit.key)
+            except DiffFuSRError as exc:
+                summary.failed[unit.key] = str(exc)
+                print(f"plan: unit {unit.key} failed: {exc}", file=sys.stderr)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    return summary
