@@ -73,7 +73,7 @@ def crops_figure(path: Path, lr: dict, panels: dict[str, dict], reference: dict,
                 ax.set_ylabel(_GROUP_TITLES[g], fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -96,7 +96,7 @@ def error_figure(path: Path, panels: dict[str, dict], reference: dict, *, title:
                 ax.set_ylabel(f"{g}: |error|", fontsize=8)
         fig.colorbar(im, ax=axes[r, :].tolist(), shrink=0.8, label="reflectance")
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -126,7 +126,7 @@ def band_bars(path: Path, scores: dict[str, dict[str, dict[str, float]]], metric
     axes[0, 0].legend(fontsize=8, ncol=len(series))
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -149,5 +149,5 @@ def maps_figure(path: Path, maps: dict[str, dict[str, np.ndarray]], keys: tuple[
                 ax.set_ylabel(name, fontsize=8)
             fig.colorbar(im, ax=ax, shrink=0.75)
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -62,11 +62,20 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _mean_over_scenes(results: list[SceneResult], method: str, pick) -> dict[str, float]:  # noqa: ANN001
+def _mean_over_scenes(results: list[SceneResult], method: str, pick, stat=np.nanmean) -> dict[str, float]:  # noqa: ANN001
     dicts = [pick(r.methods[method]) for r in results]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN (e.g. SAM of one band) stays NaN
-        return {k: float(np.nanmean([d[k] for d in dicts])) for k in dicts[0]}
+        return {k: float(stat([d[k] for d in dicts])) for k in dicts[0]}
+
+
+def _mean_pm_std(results: list[SceneResult], method: str, pick, keys: tuple[str, ...]) -> list[str]:  # noqa: ANN001
+    """Table cells "mean ± std over scenes" (just the mean for one scene)."""
+    mean = _mean_over_scenes(results, method, pick)
+    if len(results) == 1:
+        return [fmt(mean[k], k) for k in keys]
+    std = _mean_over_scenes(results, method, pick, stat=np.nanstd)
+    return [f"{fmt(mean[k], k)} ± {fmt(std[k], k)}" for k in keys]
 
 
 def _jsonable(obj):  # noqa: ANN001, ANN202
@@ -93,12 +102,11 @@ def write_wald_report(results: list[SceneResult], cfg: WaldConfig, out: Path, *,
              f"Protocol: every band degraded x{cfg.ratio} with the sensor model (Gaussian MTF 0.3 at Nyquist + boxcar), "
              "super-resolved x4, and scored at its native resolution (SR degraded onto the 10/20/60 m grid).", "",
              CONVENTIONS, ""]
-    lines += [f"## Mean over {len(results)} scene(s)", ""]
+    lines += [f"## Mean over {len(results)} scene(s)" + (" (± standard deviation over scenes)" if len(results) > 1 else ""), ""]
     for group in [g.name for g in BAND_GROUPS] + ["all"]:
         rows = []
         for m in methods:
-            s = _mean_over_scenes(results, m, lambda mr, g=group: mr.groups[g])
-            rows.append([m] + [fmt(s[k], k) for k in _GROUP_KEYS])
+            rows.append([m] + _mean_pm_std(results, m, lambda mr, g=group: mr.groups[g], _GROUP_KEYS))
         label = "all 12 bands (mean of per-band scores; ERGAS over the 12)" if group == "all" else f"{group} group"
         lines += [f"### {label}", "", table(["method", *_GROUP_HEAD], rows), ""]
     lines += ["### OpenSR-test scores", "", OPENSR_NOTE, ""]
