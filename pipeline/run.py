@@ -76,10 +76,14 @@ def _forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
 
 
-def _remote_env() -> dict[str, Any]:
-    """Per-task runtime env: credentials/endpoints reach workers of an already running cluster too."""
-    env = _forwarded_env()
-    return {"runtime_env": {"env_vars": env}} if env else {}
+def _call_with_env(env: dict[str, str], fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run `fn` in a Ray worker after applying the driver's credentials/endpoints.
+
+    They travel as a task argument rather than `runtime_env["env_vars"]`, which Ray's runtime-env agent
+    writes, values included, into its log files.
+    """
+    os.environ.update(env)
+    return fn(*args, **kwargs)
 
 
 def _ensure_ray(cfg: RunConfig) -> bool:
@@ -136,9 +140,10 @@ def _stage_ingest(cfg, items, grid, layout, store, progress) -> int:
 
     todo = [k for k in layout.keys() if store.status("ingest")[k.row, k.col] == 0]
     _say_resumed("ingest", len(layout.keys()) - len(todo), len(layout.keys()))
-    task = ray.remote(ingest_tile).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS), **_remote_env())
-    items_ref = ray.put(items)
-    futures = [task.remote(items_ref, grid, layout, k, store, skip_bad_granules=cfg.compute.skip_bad_assets) for k in todo]
+    task = ray.remote(_call_with_env).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
+    items_ref, env = ray.put(items), _forwarded_env()
+    futures = [task.remote(env, ingest_tile, items_ref, grid, layout, k, store,
+                           skip_bad_granules=cfg.compute.skip_bad_assets) for k in todo]
     failed: dict[str, str] = {}
     for result in _wait_all(futures, "ingest", progress):
         failed.update(result.get("failed", {}))
@@ -165,10 +170,10 @@ def _stage_infer(cfg, layout, store, progress) -> int:
     device = "cuda" if gpus else "cpu"
     options = MethodOptions(**{**cfg.model.__dict__, "device": device})
     actor_cls = ray.remote(TileWorker).options(
-        num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_restarts=2, max_task_retries=2, **_remote_env()
+        num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_restarts=2, max_task_retries=2
     )
     threads = None if gpus else max(1, cpus // n_workers)
-    actors = [actor_cls.remote(cfg.method, options, store, cfg.seed, threads) for _ in range(n_workers)]
+    actors = [actor_cls.remote(cfg.method, options, store, cfg.seed, threads, _forwarded_env()) for _ in range(n_workers)]
     batches = [todo[i : i + cfg.compute.batch_tiles] for i in range(0, len(todo), cfg.compute.batch_tiles)]
     from tqdm import tqdm
 
@@ -190,8 +195,10 @@ def _stage_mosaic(layout, store, mosaic_url, storage_options, progress) -> int:
     ingest, done = store.status("ingest"), store.status("mosaic")
     todo = [k for k in layout.keys() if done[k.row, k.col] != DONE and ingest[k.row, k.col] != EMPTY]
     _say_resumed("mosaic", int((done == DONE).sum()), int((done == DONE).sum()) + len(todo))
-    task = ray.remote(assemble_core).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS), **_remote_env())
-    _wait_all([task.remote(store, mosaic_url, layout, k, storage_options) for k in todo], "mosaic", progress)
+    task = ray.remote(_call_with_env).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
+    env = _forwarded_env()
+    _wait_all([task.remote(env, assemble_core, store, mosaic_url, layout, k, storage_options) for k in todo], "mosaic",
+              progress)
     return int((done == DONE).sum())
 
 
