@@ -57,7 +57,7 @@ def test_batch_of_two_equals_two_single_calls_on_the_same_noise(small):
         with torch.no_grad():
             for k in range(len(s)):
                 xt = s.step(small.model(xt, s.noise_level(k, 1), ctx, v), k, xt)
-        assert torch.allclose(small.denormalize(xt), batch[i : i + 1], atol=1e-5)
+        assert torch.allclose(small.from_target(xt, xn[i : i + 1]), batch[i : i + 1], atol=1e-5)
 
 
 def test_uncertainty_map_over_several_samples(small):
