@@ -246,10 +246,12 @@ class FusionTask:
 
     def build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
-        if self.cfg.init:
-            model = load_fusion_model(self.cfg.init).train()
-        else:
-            model = FusionModel(preset_configs(self.cfg.preset)).train()
+        model = FusionModel(preset_configs(self.cfg.preset)).train()
+        if self.cfg.init:  # weights of the same layout (a previous run of this preset)
+            try:
+                model.load_state_dict(load_fusion_model(self.cfg.init).state_dict(), strict=True)
+            except RuntimeError as exc:
+                raise ConfigError(f"--init '{self.cfg.init}' does not fit the {self.cfg.preset!r} preset: {exc}") from exc
         self._configs = model.configs
         return model
 

@@ -57,6 +57,10 @@ class FusionNetConfig:
         detail_only: with `residual`, remove the low-pass part of the correction (its block means on the
             group's input grid, bilinearly spread), so the network only adds detail and the output keeps
             the measured low frequencies (spectral fidelity on unseen scenes).
+        norm: "table" = the network sees inputs normalised by the fixed per-band table (reference v1);
+            "relative" = each band (and guide channel) is divided by its mean over the image, and the
+            correction is scaled back by the band's mean: the injected detail follows each band's own
+            brightness on unseen scenes (dark B01/SWIR over water and forest), the quantity ERGAS weighs.
         arch: "rrdb" (two-branch RRDB net, ours and the published v1) or "mtf" (the published v2
             MTF detail-injection net; its inputs are the group's own bands only; nf/nb/gc apply).
     """
@@ -70,10 +74,13 @@ class FusionNetConfig:
     trunk_stride: int = 1
     residual: bool = True
     detail_only: bool = True
+    norm: str = "table"
     input_bands: tuple[str, ...] = field(default=())
     output_bands: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
+        if self.norm not in ("table", "relative"):
+            raise ConfigError(f"fusion norm {self.norm!r} is not 'table' or 'relative'")
         if self.arch not in ("rrdb", "mtf"):
             raise ConfigError(f"fusion arch {self.arch!r} is not 'rrdb' or 'mtf'")
         if self.group not in GROUPS_BY_NAME:
@@ -115,8 +122,8 @@ class FusionNetConfig:
 #: Presets by name. `paper`: 5+5+5 RRDB, 64 ch on the full grid (as the reference v1).
 #: `small`: CPU-sized, 32 ch, branches = conv + attention, three RRDB in a trunk on a 2x coarser grid.
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": dict(nf=64, gc=32, nb_branch=5, nb_trunk=5, trunk_stride=1, residual=True),
-    "small": dict(nf=32, gc=16, nb_branch=0, nb_trunk=3, trunk_stride=2, residual=True),
+    "paper": dict(nf=64, gc=32, nb_branch=5, nb_trunk=5, trunk_stride=1, residual=True, norm="relative"),
+    "small": dict(nf=32, gc=16, nb_branch=0, nb_trunk=3, trunk_stride=2, residual=True, norm="relative"),
 }
 
 

@@ -13,7 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.fusion.config import FusionNetConfig
+from pipeline.bands import RGB_BANDS
+from pipeline.models.fusion.config import BAND_MEAN, BAND_STD, FusionNetConfig
+
+#: Floor of the per-image band mean (reflectance) in the brightness-relative normalisation.
+MIN_MEAN_REFLECTANCE = 0.005
 
 
 class ResidualDenseBlock(nn.Module):
@@ -119,11 +123,26 @@ class FusionGroupNet(nn.Module):
             # Per-band scale of the correction: bands with little detail (dark SWIR, B09) learn a small one.
             self.out_scale = nn.Parameter(torch.full((n_out,), 0.1))
 
+    def _relative(self, x: torch.Tensor, bands: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Table-normalised -> brightness-relative units x_refl / mean(x_refl) - 1 (per sample and band).
+
+        Returns (x_rel, mean_refl (B, C, 1, 1), table std (1, C, 1, 1)).
+        """
+        mean_t = torch.tensor([BAND_MEAN[b] for b in bands], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std_t = torch.tensor([BAND_STD[b] for b in bands], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        refl = x * std_t + mean_t
+        m = refl.mean((2, 3), keepdim=True).clamp_min(MIN_MEAN_REFLECTANCE)
+        return refl / m - 1.0, m, std_t
+
     def forward(self, ms_up: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         lrelu = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
-        rgb = self.rgb_rrdb(lrelu(self.rgb_conv_first(guide)))
+        x_ms, x_gd = ms_up, guide
+        if self.cfg.norm == "relative":
+            x_ms, m_ms, std_ms = self._relative(ms_up, self.cfg.input_bands)
+            x_gd = self._relative(guide, RGB_BANDS)[0]
+        rgb = self.rgb_rrdb(lrelu(self.rgb_conv_first(x_gd)))
         rgb = self.spatial_attention_rgb(self.rgb_channel_attention(rgb))
-        ms = self.ms_rrdb(lrelu(self.ms_conv_first(ms_up)))
+        ms = self.ms_rrdb(lrelu(self.ms_conv_first(x_ms)))
         ms = self.spatial_attention_ms(self.ms_channel_attention(ms))
         feat = lrelu(self.fusion_conv(torch.cat((ms, rgb), 1)))
         s = self.cfg.trunk_stride
@@ -140,6 +159,9 @@ class FusionGroupNet(nn.Module):
             return out
         n_out = out.shape[1]
         corr = out * self.out_scale.view(1, -1, 1, 1)
+        if self.cfg.norm == "relative":
+            # relative units -> table units of the own bands: detail scales with each band's brightness here
+            corr = corr * m_ms[:, -n_out:] / std_ms[:, -n_out:]
         f = self.cfg.factor
         if self.cfg.detail_only and corr.shape[-2] % f == 0 and corr.shape[-1] % f == 0:
             # High-pass the correction at the input grid's scale: subtract its block means (one per input pixel).
