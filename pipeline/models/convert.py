@@ -168,8 +168,8 @@ def convert_checkpoint(path: str | Path, out_dir: str | Path) -> dict[str, Any]:
         from pipeline.models.fusion.convert import convert_fusion_checkpoint
 
         report = convert_fusion_checkpoint(sd, out_dir)
-        if not isinstance(report, dict):
-            report = {"kind": "fusion", "report": str(report)}
+        report = dict(report) if isinstance(report, dict) else {"report": str(report)}
+        report.setdefault("kind", "fusion")
     Path(out_dir, "conversion_report.json").write_text(json.dumps(report, indent=2, default=str))
     return report
 
@@ -185,6 +185,10 @@ def cli_main(argv: list[str]) -> int:
     for key in ("missing", "unexpected", "wrong_shape"):
         vals = report.get(key, [])
         print(f"{key}: {len(vals)}" + (f" {vals}" if vals else ""))
+    if report.get("ignored_keys"):
+        print(f"ignored: {len(report['ignored_keys'])} {report['ignored_keys'][:5]}")
+    if report.get("variant"):
+        print(f"fusion variant: {report['variant']}")
     if report.get("superseded"):
         print(f"superseded: {len(report['superseded'])} raw 'model.*' tensors (inference uses the 'ema.*' copy)")
     if report.get("schedule_max_abs_diff"):
