@@ -24,7 +24,9 @@ from pipeline.bands import RGB_BANDS
 from pipeline.errors import ConfigError
 from pipeline.models.degradation import DegradationRanges
 from pipeline.models.diffusion.config import SRConfig, get_preset
-from pipeline.models.diffusion.model import SRDiffusion, inference_state_dict
+from pipeline.models.checkpoint import load_checkpoint
+from pipeline.models.diffusion.config import KIND
+from pipeline.models.diffusion.model import SRDiffusion, inference_state_dict, load_sr_model
 from pipeline.train.hr_data import discover_sources, sample_pairs
 from pipeline.train.launch import LaunchConfig, LaunchResult, launch
 
@@ -44,6 +46,9 @@ class SRTrainConfig:
         ema_decay: EMA decay of the weights (0.999).
         noise_max: upper end of the LR noise std-dev (reflectance units; paper 25/255).
         seed: base seed; batches are a function of (seed, step, rank) so a resumed run repeats them.
+        init_from: start from these SR weights (a folder from `train sr` or `convert-checkpoint`,
+            e.g. the authors' converted paper checkpoint to fine-tune on your own HR data); the
+            training-only parts (MoCo key encoder, queue, projection head) start fresh.
     """
 
     data: tuple[str, ...]
@@ -56,6 +61,7 @@ class SRTrainConfig:
     ema_decay: float = 0.999
     noise_max: float = 25.0 / 255.0
     seed: int = 0
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.patch % (4 * self.model.pad_multiple):
@@ -82,7 +88,17 @@ class SRTask:
 
     def build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.cfg.seed)  # same initial weights on every rank (DDP also broadcasts)
-        return SRDiffusion(self.cfg.model)
+        model = SRDiffusion(self.cfg.model)
+        if self.cfg.init_from:
+            src = load_sr_model(self.cfg.init_from)
+            if src.config.to_json() | {"preset": ""} != self.cfg.model.to_json() | {"preset": ""}:
+                raise ConfigError(
+                    f"--init-from '{self.cfg.init_from}' holds a {src.config.preset!r} network that differs from the "
+                    f"requested {self.cfg.model.preset!r} one; drop --preset or pick matching weights"
+                )
+            model.load_state_dict(inference_state_dict(src), strict=False)
+            model.E.encoder_k.load_state_dict(model.E.encoder_q.state_dict())
+        return model
 
     def build_optimizer(self, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=self.cfg.lr, betas=(0.9, 0.999))
@@ -120,8 +136,10 @@ class SRTask:
 
 
 def train_sr(cfg: SRTrainConfig, launch_cfg: LaunchConfig) -> LaunchResult:
-    """Check the data on the driver (fail fast with a clear message), then launch Ray Train."""
+    """Check the data (and --init-from) on the driver (fail fast with a clear message), then launch Ray Train."""
     discover_sources(list(cfg.data), cfg.patch)
+    if cfg.init_from:
+        SRTask(cfg, launch_cfg.steps).build_model()
     return launch(SRTask(cfg, launch_cfg.steps), launch_cfg)
 
 
@@ -144,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     p.add_argument("--log-every", type=int, default=10, help="steps between metrics lines")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-from", default=None,
+                   help="start from these SR weights (fine-tuning); the network config is taken from them")
     return p
 
 
@@ -151,12 +171,14 @@ def cli_main(argv: list[str]) -> int:
     """Entry point of `difffusr train sr`; raises DiffFuSRError on user errors."""
     a = build_parser().parse_args(argv)
     model = get_preset(a.preset)
-    small = a.preset == "small"
+    if a.init_from:
+        model = SRConfig.from_json(load_checkpoint(a.init_from, kind=KIND).config)
+    small = model.preset == "small"
     cfg = SRTrainConfig(
         data=tuple(str(Path(d)) for d in a.data), model=model, batch_size=a.batch_size, patch=a.patch,
         lr=a.lr if a.lr is not None else (4e-4 if small else 1e-4),
         noise_max=a.noise_max if a.noise_max is not None else (5.0 / 255 if small else 25.0 / 255),
-        contrast_weight=a.contrast_weight, seed=a.seed,
+        contrast_weight=a.contrast_weight, seed=a.seed, init_from=a.init_from,
     )
     lc = LaunchConfig(run_dir=a.out, workers=a.workers, gpus_per_worker=a.gpus_per_worker,
                       threads_per_worker=a.threads_per_worker, steps=a.steps,

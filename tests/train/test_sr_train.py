@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,9 +10,9 @@ import pytest
 import torch
 
 from pipeline.errors import ConfigError, TrainingDataError
-from pipeline.models.diffusion import SRConfig, load_sr_model
+from pipeline.models.diffusion import SRConfig, inference_state_dict, load_sr_model
 from pipeline.train.launch import LaunchConfig
-from pipeline.train.sr import SRTrainConfig, cli_main, train_sr
+from pipeline.train.sr import SRTask, SRTrainConfig, cli_main, train_sr
 
 REPO = Path(__file__).resolve().parents[2]
 #: A training patch of SPLIT.md (Austria, 2017-06-13), bundled as 12 GeoTIFFs.
@@ -30,6 +31,9 @@ def test_empty_or_non_image_data_folder_is_a_training_data_error(tmp_path):
         cli_main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
     with pytest.raises(ConfigError, match="unknown SR preset"):
         cli_main(["--preset", "huge", "--data", str(PATCH), "--out", str(tmp_path / "run")])
+    tiny_cfg = SRTrainConfig(data=(str(PATCH),), model=TINY, patch=32, init_from=str(REPO / "pipeline" / "weights" / "sr_small"))
+    with pytest.raises(ConfigError, match="differs"):
+        SRTask(tiny_cfg, 1).build_model()
 
 
 @pytest.mark.slow
@@ -48,3 +52,9 @@ def test_two_worker_ddp_sr_training_keeps_ranks_identical_and_resumes(tmp_path):
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
     assert (run / "loss_curve.png").is_file()
+    # fine-tuning from trained weights starts from exactly those weights
+    ft = dataclasses.replace(cfg, init_from=str(res.final_checkpoint))
+    task = SRTask(ft, 1)
+    start = inference_state_dict(task.build_model())
+    final = load_sr_model(res.final_checkpoint).state_dict()
+    assert all(torch.equal(start[k], final[k]) for k in start)
