@@ -363,6 +363,11 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
         if distributed:
             dist.barrier()
 
+    if rank == 0 and start > 0 and (run_dir / "metrics.jsonl").is_file():
+        # a killed run may have logged steps after its last checkpoint: drop them, they are redone
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= start]
+        (run_dir / "metrics.jsonl").write_text("".join(ln + "\n" for ln in kept))
     metrics_f = open(run_dir / "metrics.jsonl", "a") if rank == 0 else None
     t0 = time.time()
     model.train()

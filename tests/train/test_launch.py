@@ -76,6 +76,9 @@ def test_two_worker_ddp_ranks_agree_and_checkpoints_resume(tmp_path):
     assert not torch.equal(state["ema"]["weight"], state["model"]["weight"])
     assert (run / "loss_curve.png").stat().st_size > 0
 
+    # a killed run may have logged steps after its last checkpoint: they are dropped on resume
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 7, "loss": 1.0}) + "\n")
     with pytest.raises(ConfigError, match="--resume"):
         launch(ToyTask(), LaunchConfig(run_dir=run, workers=1, steps=8))
     res2 = launch(ToyTask(), LaunchConfig(run_dir=run, workers=1, steps=8, checkpoint_every=4, resume=True,
