@@ -45,8 +45,9 @@ class _Stub(dict):
 
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] in _SAFE_MODULES and not (module == "builtins" and name in ("eval", "exec", "open",
-                                                                                          "__import__", "getattr")):
+        if module.split(".")[0] in _SAFE_MODULES and not (
+            module == "builtins" and name in ("eval", "exec", "open", "__import__", "getattr")
+        ):
             return super().find_class(module, name)
         return type(name, (_Stub,), {"__module__": "_stub." + module})
 
@@ -67,7 +68,7 @@ def read_lightning_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint file '{path}' does not exist; pass the path of a Lightning .ckpt")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+    except Exception:  # noqa: BLE001  (any refusal: retry with the allow-listing unpickler below)
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_SafePickleModule)
         except Exception as exc:
@@ -89,7 +90,7 @@ def detect_kind(state_dict: dict[str, torch.Tensor]) -> str:
     keys = list(state_dict)
     if any(k.startswith("rrdb_block_") for k in keys):
         return "fusion"
-    if any(k.startswith("ema.") or k.startswith("model.") for k in keys) and any(k.startswith("encoder.") for k in keys):
+    if any(k.startswith(("ema.", "model.")) for k in keys) and any(k.startswith("encoder.") for k in keys):
         return "sr"
     raise CheckpointError(
         f"checkpoint keys {keys[:4]} match neither the DiffFuSR SR model (encoder./E./model./ema./diffusion.) nor "
@@ -129,8 +130,14 @@ def map_sr_state_dict(sd: dict[str, torch.Tensor], model_keys: dict[str, torch.S
         else:
             mapped[dst] = v
     missing = [k for k in model_keys if k not in mapped]
-    return {"state_dict": mapped, "missing": missing, "unexpected": unexpected, "wrong_shape": wrong,
-            "superseded": superseded, "schedule": schedule}
+    return {
+        "state_dict": mapped,
+        "missing": missing,
+        "unexpected": unexpected,
+        "wrong_shape": wrong,
+        "superseded": superseded,
+        "schedule": schedule,
+    }
 
 
 def convert_sr_checkpoint(sd: dict[str, torch.Tensor], out_dir: str | Path) -> dict[str, Any]:
@@ -176,8 +183,10 @@ def convert_checkpoint(path: str | Path, out_dir: str | Path) -> dict[str, Any]:
 
 def cli_main(argv: list[str]) -> int:
     """Entry point of `difffusr convert-checkpoint PATH.ckpt OUT_DIR`."""
-    p = argparse.ArgumentParser(prog="difffusr convert-checkpoint",
-                                description="Convert an authors' DiffFuSR Lightning checkpoint (SR or fusion)")
+    p = argparse.ArgumentParser(
+        prog="difffusr convert-checkpoint",
+        description="Convert an authors' DiffFuSR Lightning checkpoint (SR or fusion)",
+    )
     p.add_argument("ckpt", help="path of the .ckpt (Hugging Face NorskRegnesentralSTI/DiffFuSR)")
     p.add_argument("out_dir", help="folder to write model.safetensors + config.json + bands.json")
     a = p.parse_args(argv)
@@ -190,8 +199,12 @@ def cli_main(argv: list[str]) -> int:
     if report.get("variant"):
         print(f"fusion variant: {report['variant']}")
     if report.get("superseded"):
-        print(f"superseded: {len(report['superseded'])} raw 'model.*' tensors (inference uses the 'ema.*' copy)")
+        print(
+            f"superseded: {len(report['superseded'])} raw 'model.*' tensors (inference uses the 'ema.*' copy)"
+        )
     if report.get("schedule_max_abs_diff"):
-        print(f"schedule buffers max |diff| vs rebuilt cosine schedule: {max(report['schedule_max_abs_diff'].values()):.3g}")
+        print(
+            f"schedule buffers max |diff| vs rebuilt cosine schedule: {max(report['schedule_max_abs_diff'].values()):.3g}"
+        )
     print(f"wrote {a.out_dir} ({report.get('kind')})")
     return 0

@@ -95,14 +95,20 @@ def discover_sources(dirs: list[str | Path], patch: int) -> list[HRSource]:
                 valid = (img > 0).all(0)
                 corners = _valid_corners(valid, patch)
                 if len(corners):
-                    sources.append(HRSource(name=str(folder), kind="s2", image=img / 10000.0, valid_corners=corners))
-        tifs = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix.lower() in (".tif", ".tiff"))
+                    sources.append(
+                        HRSource(name=str(folder), kind="s2", image=img / 10000.0, valid_corners=corners)
+                    )
+        tifs = (
+            [root]
+            if root.is_file()
+            else sorted(p for p in root.rglob("*") if p.suffix.lower() in (".tif", ".tiff"))
+        )
         for f in tifs:
             if f in s2_files or re.fullmatch(r"(.*_)?B(0[1-9]|1[0-2]|8A)", f.stem):
                 continue
             try:
                 arr = _read(f)
-            except Exception:  # not a raster GDAL can read: skip, reported below if nothing is usable
+            except Exception:  # noqa: BLE001, S112  (not a raster GDAL reads: skipped; no usable image -> error below)
                 continue
             if arr.shape[0] < 3:
                 continue
@@ -141,7 +147,11 @@ def _augment(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
 
 
 def sample_pairs(
-    sources: list[HRSource], batch: int, patch: int, ranges: DegradationRanges, generator: torch.Generator,
+    sources: list[HRSource],
+    batch: int,
+    patch: int,
+    ranges: DegradationRanges,
+    generator: torch.Generator,
     gamma_jitter: float = 0.1,
 ) -> PairBatch:
     """Draw `batch` HR patches (sources weighted by area^(1/4)), two crops each, degrade both alike.
@@ -170,6 +180,9 @@ def sample_pairs(
     hr_k = torch.stack(crops_k)
     params = sample_degradation(batch, ranges, generator)
     lr = degrade(hr, params, generator)
-    lr_key = degrade(hr_k, DegradationParams(kernels=params.kernels, noise_sigma=params.noise_sigma,
-                                             factor=params.factor), generator)
+    lr_key = degrade(
+        hr_k,
+        DegradationParams(kernels=params.kernels, noise_sigma=params.noise_sigma, factor=params.factor),
+        generator,
+    )
     return PairBatch(hr=hr, lr=lr, lr_key=lr_key)

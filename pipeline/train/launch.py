@@ -111,9 +111,13 @@ class TrainTask(Protocol):
 
     def get_batch(self, step: int, rank: int, world_size: int) -> Any: ...
 
-    def train_step(self, model: torch.nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def train_step(
+        self, model: torch.nn.Module, batch: Any, step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]: ...
 
-    def export(self, model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str], list[str]]: ...
+    def export(
+        self, model: torch.nn.Module
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str], list[str]]: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -263,7 +267,9 @@ def plot_loss_curve(metrics_path: str | Path, png_path: str | Path) -> None:
     if not rows:
         return
     steps = sorted(rows)
-    keys = sorted({k for r in rows.values() for k, v in r.items() if "loss" in k and isinstance(v, (int, float))})
+    keys = sorted(
+        {k for r in rows.values() for k, v in r.items() if "loss" in k and isinstance(v, (int, float))}
+    )
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for k in keys:
         xs = [s for s in steps if k in rows[s]]
@@ -368,7 +374,6 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()
         kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= start]
         (run_dir / "metrics.jsonl").write_text("".join(ln + "\n" for ln in kept))
-    metrics_f = open(run_dir / "metrics.jsonl", "a") if rank == 0 else None
     t0 = time.time()
     model.train()
     for step in range(start, lc.steps):
@@ -377,7 +382,9 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = (
-            float(torch.nn.utils.clip_grad_norm_(model.parameters(), lc.grad_clip)) if lc.grad_clip > 0 else 0.0
+            float(torch.nn.utils.clip_grad_norm_(model.parameters(), lc.grad_clip))
+            if lc.grad_clip > 0
+            else 0.0
         )
         optimizer.step()
         if scheduler is not None:
@@ -386,17 +393,21 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
             ema.update(model)
         done = step + 1
         if done % lc.log_every == 0 or done == lc.steps:
-            rec = {"step": done, "loss": float(loss.detach()), "grad_norm": gnorm,
-                   "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(time.time() - t0, 2), **extra}
-            if metrics_f is not None:
-                metrics_f.write(json.dumps(rec) + "\n")
-                metrics_f.flush()
+            rec = {
+                "step": done,
+                "loss": float(loss.detach()),
+                "grad_norm": gnorm,
+                "lr": optimizer.param_groups[0]["lr"],
+                "elapsed_s": round(time.time() - t0, 2),
+                **extra,
+            }
+            if rank == 0:
+                with open(run_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(rec) + "\n")
             ray.train.report(rec)
         if done % lc.checkpoint_every == 0 or done == lc.steps:
             save(done)
 
-    if metrics_f is not None:
-        metrics_f.close()
     if distributed:
         # DDP broadcasts rank 0's buffers before every forward; do it once more after the last step
         # so per-rank BatchNorm running statistics agree in the final state as well.
@@ -407,7 +418,9 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
     (digests / f"rank{rank}.txt").write_text(state_digest(model.state_dict()))
     if rank == 0:
         state_dict, config, in_bands, out_bands = export_state()
-        save_checkpoint(run_dir / "final", state_dict, config=config, input_bands=in_bands, output_bands=out_bands)
+        save_checkpoint(
+            run_dir / "final", state_dict, config=config, input_bands=in_bands, output_bands=out_bands
+        )
         if (run_dir / "metrics.jsonl").is_file():
             plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss_curve.png")
     if distributed:
@@ -455,15 +468,22 @@ def launch(task: TrainTask, config: LaunchConfig) -> LaunchResult:
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "launch.json").write_text(
-        json.dumps({"launch": asdict(config) | {"run_dir": str(run_dir)}, "task": task.description},
-                   indent=2, default=str)
+        json.dumps(
+            {"launch": asdict(config) | {"run_dir": str(run_dir)}, "task": task.description},
+            indent=2,
+            default=str,
+        )
     )
     started_ray = False
     if not ray.is_initialized():
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(
             address=config.ray_address or "local",  # "local": never attach to a stranger's cluster
-            **({} if config.ray_address else {"num_cpus": max(1, int(config.workers * config.cpus_per_worker))}),
+            **(
+                {}
+                if config.ray_address
+                else {"num_cpus": max(1, int(config.workers * config.cpus_per_worker))}
+            ),
             log_to_driver=True,
         )
         started_ray = True
@@ -475,11 +495,15 @@ def launch(task: TrainTask, config: LaunchConfig) -> LaunchResult:
         trainer = TorchTrainer(
             _worker_loop,
             train_loop_config={"task": task, "launch": config, "run_dir": str(run_dir)},
-            scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
-                                         resources_per_worker=resources),
+            scaling_config=ScalingConfig(
+                num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources
+            ),
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-            run_config=RunConfig(storage_path=str(run_dir / "ray_results"), name="train",
-                                 failure_config=FailureConfig(max_failures=config.max_failures)),
+            run_config=RunConfig(
+                storage_path=str(run_dir / "ray_results"),
+                name="train",
+                failure_config=FailureConfig(max_failures=config.max_failures),
+            ),
         )
         result = trainer.fit()
         if result.error is not None:
@@ -489,5 +513,6 @@ def launch(task: TrainTask, config: LaunchConfig) -> LaunchResult:
             ray.shutdown()
     ck = latest_checkpoint(run_dir)
     steps_done = int(ck.name.split("_")[1]) if ck is not None else 0
-    return LaunchResult(run_dir=run_dir, final_checkpoint=run_dir / "final", steps_done=steps_done,
-                        wall_s=time.time() - t0)
+    return LaunchResult(
+        run_dir=run_dir, final_checkpoint=run_dir / "final", steps_done=steps_done, wall_s=time.time() - t0
+    )

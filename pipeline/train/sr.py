@@ -22,10 +22,9 @@ import torch
 
 from pipeline.bands import RGB_BANDS
 from pipeline.errors import ConfigError
-from pipeline.models.degradation import DegradationRanges
-from pipeline.models.diffusion.config import SRConfig, get_preset
 from pipeline.models.checkpoint import load_checkpoint
-from pipeline.models.diffusion.config import KIND
+from pipeline.models.degradation import DegradationRanges
+from pipeline.models.diffusion.config import KIND, SRConfig, get_preset
 from pipeline.models.diffusion.model import SRDiffusion, inference_state_dict, load_sr_model
 from pipeline.train.hr_data import discover_sources, sample_pairs
 from pipeline.train.launch import LaunchConfig, LaunchResult, launch
@@ -65,7 +64,9 @@ class SRTrainConfig:
 
     def __post_init__(self) -> None:
         if self.patch % (4 * self.model.pad_multiple):
-            raise ConfigError(f"--patch must be a multiple of {4 * self.model.pad_multiple}, got {self.patch}")
+            raise ConfigError(
+                f"--patch must be a multiple of {4 * self.model.pad_multiple}, got {self.patch}"
+            )
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
 
@@ -101,7 +102,9 @@ class SRTask:
         return model
 
     def build_optimizer(self, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
-        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=self.cfg.lr, betas=(0.9, 0.999))
+        opt = torch.optim.Adam(
+            [p for p in model.parameters() if p.requires_grad], lr=self.cfg.lr, betas=(0.9, 0.999)
+        )
         milestones = sorted({max(1, int(f * self.total_steps)) for f in self.cfg.lr_milestones})
         return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.5)
 
@@ -113,24 +116,37 @@ class SRTask:
         g = self._generator(step, rank)
         pb = sample_pairs(self.sources, self.cfg.batch_size, self.cfg.patch, self._ranges, g)
         b = pb.hr.shape[0]
-        return {"hr": pb.hr, "lr": pb.lr, "lr_key": pb.lr_key,
-                "noise": torch.randn(pb.hr.shape, generator=g), "u": torch.rand(b, generator=g),
-                "t": torch.randint(1, self.cfg.model.timesteps + 1, (b,), generator=g)}
+        return {
+            "hr": pb.hr,
+            "lr": pb.lr,
+            "lr_key": pb.lr_key,
+            "noise": torch.randn(pb.hr.shape, generator=g),
+            "u": torch.rand(b, generator=g),
+            "t": torch.randint(1, self.cfg.model.timesteps + 1, (b,), generator=g),
+        }
 
-    def train_step(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], step: int
-                   ) -> tuple[torch.Tensor, dict[str, float]]:
+    def train_step(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         core: SRDiffusion = model.module if hasattr(model, "module") else model  # type: ignore[assignment]
         dev = self.device
         sched = core.schedule
         t = batch["t"]
         lo, hi = sched.sqrt_alphas_cumprod_prev_ext[t], sched.sqrt_alphas_cumprod_prev_ext[t - 1]
         level = (lo + (hi - lo) * batch["u"]).to(dev)  # continuous level in [sqrt ab_t, sqrt ab_{t-1}]
-        loss, parts = model(core.normalize(batch["hr"].to(dev)), core.normalize(batch["lr"].to(dev)),
-                            core.normalize(batch["lr_key"].to(dev)), level, batch["noise"].to(dev),
-                            self.cfg.contrast_weight)
+        loss, parts = model(
+            core.normalize(batch["hr"].to(dev)),
+            core.normalize(batch["lr"].to(dev)),
+            core.normalize(batch["lr_key"].to(dev)),
+            level,
+            batch["noise"].to(dev),
+            self.cfg.contrast_weight,
+        )
         return loss, {f"{k}_loss": float(v) for k, v in parts.items()}
 
-    def export(self, model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str], list[str]]:
+    def export(
+        self, model: torch.nn.Module
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str], list[str]]:
         core: SRDiffusion = model  # type: ignore[assignment]
         return inference_state_dict(core), core.config.to_json(), list(RGB_BANDS), list(RGB_BANDS)
 
@@ -146,24 +162,37 @@ def train_sr(cfg: SRTrainConfig, launch_cfg: LaunchConfig) -> LaunchResult:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="difffusr train sr", description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="small", help="network size: small (CPU) or paper (published size)")
-    p.add_argument("--data", nargs="+", required=True, help="folders of HR RGB GeoTIFFs and/or Sentinel-2 scenes")
+    p.add_argument(
+        "--data", nargs="+", required=True, help="folders of HR RGB GeoTIFFs and/or Sentinel-2 scenes"
+    )
     p.add_argument("--workers", type=int, default=1, help="DDP ranks (Ray Train workers)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per rank (0 = CPU, gloo)")
     p.add_argument("--threads-per-worker", type=int, default=1, help="torch threads per rank")
-    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, loss_curve.png, final/)")
+    p.add_argument(
+        "--out", required=True, help="run folder (checkpoints, metrics.jsonl, loss_curve.png, final/)"
+    )
     p.add_argument("--steps", type=int, default=4000, help="optimisation steps")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--batch-size", type=int, default=8, help="patches per rank per step")
     p.add_argument("--patch", type=int, default=64, help="HR patch side (pixels)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1e-4 paper, 4e-4 small)")
-    p.add_argument("--noise-max", type=float, default=None,
-                   help="max LR noise std-dev in reflectance (default: 25/255 paper, 5/255 small)")
+    p.add_argument(
+        "--lr", type=float, default=None, help="Adam learning rate (default: 1e-4 paper, 4e-4 small)"
+    )
+    p.add_argument(
+        "--noise-max",
+        type=float,
+        default=None,
+        help="max LR noise std-dev in reflectance (default: 25/255 paper, 5/255 small)",
+    )
     p.add_argument("--contrast-weight", type=float, default=0.01, help="lambda of the InfoNCE term")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     p.add_argument("--log-every", type=int, default=10, help="steps between metrics lines")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--init-from", default=None,
-                   help="start from these SR weights (fine-tuning); the network config is taken from them")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="start from these SR weights (fine-tuning); the network config is taken from them",
+    )
     return p
 
 
@@ -175,14 +204,26 @@ def cli_main(argv: list[str]) -> int:
         model = SRConfig.from_json(load_checkpoint(a.init_from, kind=KIND).config)
     small = model.preset == "small"
     cfg = SRTrainConfig(
-        data=tuple(str(Path(d)) for d in a.data), model=model, batch_size=a.batch_size, patch=a.patch,
+        data=tuple(str(Path(d)) for d in a.data),
+        model=model,
+        batch_size=a.batch_size,
+        patch=a.patch,
         lr=a.lr if a.lr is not None else (4e-4 if small else 1e-4),
         noise_max=a.noise_max if a.noise_max is not None else (5.0 / 255 if small else 25.0 / 255),
-        contrast_weight=a.contrast_weight, seed=a.seed, init_from=a.init_from,
+        contrast_weight=a.contrast_weight,
+        seed=a.seed,
+        init_from=a.init_from,
     )
-    lc = LaunchConfig(run_dir=a.out, workers=a.workers, gpus_per_worker=a.gpus_per_worker,
-                      threads_per_worker=a.threads_per_worker, steps=a.steps,
-                      checkpoint_every=a.checkpoint_every, log_every=a.log_every, resume=a.resume)
+    lc = LaunchConfig(
+        run_dir=a.out,
+        workers=a.workers,
+        gpus_per_worker=a.gpus_per_worker,
+        threads_per_worker=a.threads_per_worker,
+        steps=a.steps,
+        checkpoint_every=a.checkpoint_every,
+        log_every=a.log_every,
+        resume=a.resume,
+    )
     res = train_sr(cfg, lc)
     print(f"trained {res.steps_done} steps in {res.wall_s:.0f} s; weights: {res.final_checkpoint}")
     return 0

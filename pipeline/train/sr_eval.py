@@ -35,7 +35,9 @@ def load_rgb(folder: str | Path) -> torch.Tensor:
     folder = Path(folder)
     files = [_band_file(folder, b) for b in RGB_BANDS] if folder.is_dir() else [None]
     if not all(files):
-        raise DataError(f"'{folder}' lacks one of {list(RGB_BANDS)} as GeoTIFF; pass Sentinel-2 scene folders")
+        raise DataError(
+            f"'{folder}' lacks one of {list(RGB_BANDS)} as GeoTIFF; pass Sentinel-2 scene folders"
+        )
     img = np.stack([_read(f)[0] for f in files]).astype(np.float32) / 10000.0  # type: ignore[arg-type]
     return torch.from_numpy(img)[None]
 
@@ -69,8 +71,14 @@ def spectral_angle_deg(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.rad2deg(torch.arccos(cos.clamp(-1, 1))).mean())
 
 
-def evaluate(model: SRDiffusion, scenes: list[str | Path], steps: int, seed: int = 0,
-             lowfreq_consistency: bool | None = None, num_samples: int = 1) -> dict[str, dict[str, float]]:
+def evaluate(
+    model: SRDiffusion,
+    scenes: list[str | Path],
+    steps: int,
+    seed: int = 0,
+    lowfreq_consistency: bool | None = None,
+    num_samples: int = 1,
+) -> dict[str, dict[str, float]]:
     """Wald x4 fidelity per scene for the model and for bicubic (see module docstring)."""
     out: dict[str, dict[str, float]] = {}
     for sc in scenes:
@@ -78,8 +86,13 @@ def evaluate(model: SRDiffusion, scenes: list[str | Path], steps: int, seed: int
         lr = sensor_model(ref)
         bic = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
         t0 = time.time()
-        sr = model.super_resolve(lr, steps=steps, generator=torch.Generator().manual_seed(seed),
-                                 lowfreq_consistency=lowfreq_consistency, num_samples=num_samples)
+        sr = model.super_resolve(
+            lr,
+            steps=steps,
+            generator=torch.Generator().manual_seed(seed),
+            lowfreq_consistency=lowfreq_consistency,
+            num_samples=num_samples,
+        )
         dt = time.time() - t0
         row = {"sr_s": round(dt, 2)}
         # bicubic + the same back-projection as the model's low-frequency consistency: separates the
@@ -96,7 +109,9 @@ def evaluate(model: SRDiffusion, scenes: list[str | Path], steps: int, seed: int
 
 
 def cli_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.train.sr_eval", description="Wald x4 fidelity of SR weights")
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline.train.sr_eval", description="Wald x4 fidelity of SR weights"
+    )
     p.add_argument("--weights", default=None, help="SR checkpoint folder (default: shipped sr_small)")
     p.add_argument("--scenes", nargs="+", required=True, help="held-out Sentinel-2 scene folders")
     p.add_argument("--steps", type=int, nargs="+", default=[20], help="DDIM steps (several: one row each)")

@@ -15,7 +15,9 @@ from pipeline.errors import CheckpointError
 from pipeline.models.convert import cli_main, detect_kind, map_sr_state_dict, read_lightning_state_dict
 from pipeline.models.diffusion import SRDiffusion, get_preset
 
-MANIFEST = json.loads((Path(__file__).parent / "diffusion" / "data" / "sr_lightning_state_dict.json").read_text())
+MANIFEST = json.loads(
+    (Path(__file__).parent / "diffusion" / "data" / "sr_lightning_state_dict.json").read_text()
+)
 DTYPES = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32}
 
 
@@ -52,8 +54,18 @@ def _save_like_lightning(sd: dict[str, torch.Tensor], path: Path) -> None:
     sys.modules["easydict"] = mod
     try:
         hp = EasyDict(lit_model=EasyDict(args=EasyDict(scale=4)))
-        torch.save({"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "2.0.0", "state_dict": sd,
-                    "hyper_parameters": hp, "optimizer_states": [], "lr_schedulers": []}, path)
+        torch.save(
+            {
+                "epoch": 3,
+                "global_step": 1000,
+                "pytorch-lightning_version": "2.0.0",
+                "state_dict": sd,
+                "hyper_parameters": hp,
+                "optimizer_states": [],
+                "lr_schedulers": [],
+            },
+            path,
+        )
     finally:
         del sys.modules["easydict"]
 
@@ -108,7 +120,11 @@ def test_full_random_checkpoint_converts_loads_and_runs(tmp_path, capsys):
     model = load_sr_model(tmp_path / "paper")
     assert model.config.preset == "paper"
     ref = read_lightning_state_dict(path)
-    assert torch.equal(model.state_dict()["model.final_conv.block.3.bias"], ref["ema.final_conv.block.3.bias"])
+    assert torch.equal(
+        model.state_dict()["model.final_conv.block.3.bias"], ref["ema.final_conv.block.3.bias"]
+    )
     with torch.no_grad():
-        y = model.super_resolve(0.2 * torch.ones(1, 3, 16, 16), steps=2, generator=torch.Generator().manual_seed(0))
+        y = model.super_resolve(
+            0.2 * torch.ones(1, 3, 16, 16), steps=2, generator=torch.Generator().manual_seed(0)
+        )
     assert y.shape == (1, 3, 64, 64) and torch.isfinite(y).all()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import ClassVar
 
 import pytest
 import torch
@@ -16,11 +17,11 @@ import torch
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from ray import cloudpickle  # noqa: E402
+from ray import cloudpickle
 
-from pipeline.errors import ConfigError  # noqa: E402
-from pipeline.models.checkpoint import load_checkpoint  # noqa: E402
-from pipeline.train.launch import LaunchConfig, TrainTask, latest_checkpoint, launch  # noqa: E402
+from pipeline.errors import ConfigError
+from pipeline.models.checkpoint import load_checkpoint
+from pipeline.train.launch import LaunchConfig, TrainTask, latest_checkpoint, launch
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -30,7 +31,7 @@ class ToyTask:
 
     ema_decay = 0.9
     find_unused_parameters = False
-    description = {"task": "toy"}
+    description: ClassVar[dict[str, str]] = {"task": "toy"}
 
     def setup(self, rank, world_size, device):
         self.w_true = torch.arange(4, dtype=torch.float32).view(4, 1)
@@ -81,8 +82,9 @@ def test_two_worker_ddp_ranks_agree_and_checkpoints_resume(tmp_path):
         f.write(json.dumps({"step": 7, "loss": 1.0}) + "\n")
     with pytest.raises(ConfigError, match="--resume"):
         launch(ToyTask(), LaunchConfig(run_dir=run, workers=1, steps=8))
-    res2 = launch(ToyTask(), LaunchConfig(run_dir=run, workers=1, steps=8, checkpoint_every=4, resume=True,
-                                          log_every=2))
+    res2 = launch(
+        ToyTask(), LaunchConfig(run_dir=run, workers=1, steps=8, checkpoint_every=4, resume=True, log_every=2)
+    )
     assert res2.steps_done == 8
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [2, 4, 6, 8]

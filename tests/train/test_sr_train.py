@@ -18,9 +18,22 @@ REPO = Path(__file__).resolve().parents[2]
 #: A training patch of SPLIT.md (Austria, 2017-06-13), bundled as 12 GeoTIFFs.
 PATCH = REPO / "data" / "samples" / "catalog" / "S2A_MSIL2A_20170613T101031_87_48"
 
-TINY = SRConfig(preset="custom", rrdb_feat=8, rrdb_blocks=1, rrdb_grow=8, deg_channels=(8, 8, 8, 8, 16, 16),
-                moco_queue=32, unet_inner=8, unet_mults=(1, 2), unet_res_blocks=1, unet_attn_strides=(2,),
-                unet_norm_groups=4, unet_kv_dim=8, fold=4, norm_std=0.75)
+TINY = SRConfig(
+    preset="custom",
+    rrdb_feat=8,
+    rrdb_blocks=1,
+    rrdb_grow=8,
+    deg_channels=(8, 8, 8, 8, 16, 16),
+    moco_queue=32,
+    unet_inner=8,
+    unet_mults=(1, 2),
+    unet_res_blocks=1,
+    unet_attn_strides=(2,),
+    unet_norm_groups=4,
+    unet_kv_dim=8,
+    fold=4,
+    norm_std=0.75,
+)
 
 
 def test_empty_or_non_image_data_folder_is_a_training_data_error(tmp_path):
@@ -31,7 +44,9 @@ def test_empty_or_non_image_data_folder_is_a_training_data_error(tmp_path):
         cli_main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
     with pytest.raises(ConfigError, match="unknown SR preset"):
         cli_main(["--preset", "huge", "--data", str(PATCH), "--out", str(tmp_path / "run")])
-    tiny_cfg = SRTrainConfig(data=(str(PATCH),), model=TINY, patch=32, init_from=str(REPO / "pipeline" / "weights" / "sr_small"))
+    tiny_cfg = SRTrainConfig(
+        data=(str(PATCH),), model=TINY, patch=32, init_from=str(REPO / "pipeline" / "weights" / "sr_small")
+    )
     with pytest.raises(ConfigError, match="differs"):
         SRTask(tiny_cfg, 1).build_model()
 
@@ -45,9 +60,13 @@ def test_two_worker_ddp_sr_training_keeps_ranks_identical_and_resumes(tmp_path):
     assert len(digests) == 2 and digests[0] == digests[1], "ranks (incl. the MoCo queue) diverged under DDP"
     assert res.steps_done == 3
     model = load_sr_model(res.final_checkpoint)
-    out = model.super_resolve(0.1 * torch.ones(1, 3, 16, 16), steps=2, generator=torch.Generator().manual_seed(0))
+    out = model.super_resolve(
+        0.1 * torch.ones(1, 3, 16, 16), steps=2, generator=torch.Generator().manual_seed(0)
+    )
     assert out.shape == (1, 3, 64, 64) and torch.isfinite(out).all()
-    res2 = train_sr(cfg, LaunchConfig(run_dir=run, workers=1, steps=4, checkpoint_every=2, log_every=1, resume=True))
+    res2 = train_sr(
+        cfg, LaunchConfig(run_dir=run, workers=1, steps=4, checkpoint_every=2, log_every=1, resume=True)
+    )
     assert res2.steps_done == 4
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]

@@ -5,24 +5,24 @@ Images are float32 tensors (B, C, H, W) in reflectance units (0..~1.5) unless st
 """
 
 from pipeline.models.degradation.ops import (
+    NAIP_TO_S2_GAMMA,
     DegradationParams,
     DegradationRanges,
+    add_gaussian_noise,
     anisotropic_gaussian_kernel,
     bicubic_downsample,
     blur,
     degrade,
     harmonize_power_law,
     isotropic_gaussian_kernel,
-    add_gaussian_noise,
     sample_degradation,
     sensor_model,
-    NAIP_TO_S2_GAMMA,
 )
 
 __all__ = [
+    "NAIP_TO_S2_GAMMA",
     "DegradationParams",
     "DegradationRanges",
-    "NAIP_TO_S2_GAMMA",
     "add_gaussian_noise",
     "anisotropic_gaussian_kernel",
     "bicubic_downsample",

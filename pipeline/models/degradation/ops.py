@@ -26,7 +26,9 @@ import torch.nn.functional as F
 NAIP_TO_S2_GAMMA: tuple[float, float, float] = (0.439, 0.387, 0.397)
 
 
-def harmonize_power_law(x: torch.Tensor, gammas: torch.Tensor | tuple[float, ...], k: float = 1.0) -> torch.Tensor:
+def harmonize_power_law(
+    x: torch.Tensor, gammas: torch.Tensor | tuple[float, ...], k: float = 1.0
+) -> torch.Tensor:
     """Per-channel power law, eq. (9): (x/k)^(1/gamma_c) * k.
 
     Args:
@@ -68,7 +70,10 @@ def isotropic_gaussian_kernel(sigma: float | torch.Tensor, size: int = 21) -> to
 
 
 def anisotropic_gaussian_kernel(
-    lambda_1: torch.Tensor | float, lambda_2: torch.Tensor | float, theta: torch.Tensor | float, size: int = 21
+    lambda_1: torch.Tensor | float,
+    lambda_2: torch.Tensor | float,
+    theta: torch.Tensor | float,
+    size: int = 21,
 ) -> torch.Tensor:
     """Anisotropic Gaussian kernel(s): covariance R(theta) diag(l1^2, l2^2) R(theta)^T, sum 1.
 
@@ -120,7 +125,9 @@ def bicubic_downsample(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
     return F.interpolate(x, size=(h // factor, w // factor), mode="bicubic", align_corners=False)
 
 
-def add_gaussian_noise(x: torch.Tensor, sigma: torch.Tensor | float, generator: torch.Generator) -> torch.Tensor:
+def add_gaussian_noise(
+    x: torch.Tensor, sigma: torch.Tensor | float, generator: torch.Generator
+) -> torch.Tensor:
     """Add N(0, sigma^2) noise, eq. (11); sigma a float or a (B,) tensor (image units)."""
     s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, *([1] * (x.ndim - 1)))
     n = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
@@ -163,7 +170,9 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
 
 
-def sample_degradation(batch: int, ranges: DegradationRanges, generator: torch.Generator) -> DegradationParams:
+def sample_degradation(
+    batch: int, ranges: DegradationRanges, generator: torch.Generator
+) -> DegradationParams:
     """Draw `batch` random blur kernels and noise levels (CPU generator)."""
     if ranges.anisotropic:
         l1 = _uniform(batch, *ranges.aniso_lambda, generator)

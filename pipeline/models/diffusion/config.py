@@ -79,7 +79,9 @@ class SRConfig:
             raise ConfigError(f"only scale 4 (10 m -> 2.5 m) is implemented, got scale={self.scale}")
         for m in self.unet_mults:
             if (self.unet_inner * m) % self.unet_norm_groups:
-                raise ConfigError(f"U-Net width {self.unet_inner * m} is not divisible by {self.unet_norm_groups} groups")
+                raise ConfigError(
+                    f"U-Net width {self.unet_inner * m} is not divisible by {self.unet_norm_groups} groups"
+                )
 
     @property
     def pad_multiple(self) -> int:

@@ -44,9 +44,17 @@ class SRDiffusion(nn.Module):
         self.encoder = RRDBNet(c.in_channels, c.in_channels, c.rrdb_feat, c.rrdb_blocks, c.rrdb_grow)
         self.E = MoCo(c.in_channels, c.deg_channels, c.moco_queue, c.moco_momentum, c.moco_temperature)
         self.model = DiffUNet(
-            in_ch=c.in_channels, ctx_ch=c.rrdb_feat, deg_dim=c.deg_channels[-1], inner=c.unet_inner,
-            mults=c.unet_mults, res_blocks=c.unet_res_blocks, attn_strides=c.unet_attn_strides,
-            groups=c.unet_norm_groups, kv_dim=c.unet_kv_dim, fold=c.fold, dropout=c.dropout,
+            in_ch=c.in_channels,
+            ctx_ch=c.rrdb_feat,
+            deg_dim=c.deg_channels[-1],
+            inner=c.unet_inner,
+            mults=c.unet_mults,
+            res_blocks=c.unet_res_blocks,
+            attn_strides=c.unet_attn_strides,
+            groups=c.unet_norm_groups,
+            kv_dim=c.unet_kv_dim,
+            fold=c.fold,
+            dropout=c.dropout,
         )
         self.schedule = CosineSchedule.cosine(c.timesteps)
 
@@ -73,8 +81,15 @@ class SRDiffusion(nn.Module):
         return self.denormalize(self._up(lr_n)) + x0 * self.config.residual_scale
 
     # ------------------------------------------------------------------ training
-    def forward(self, hr: torch.Tensor, lr: torch.Tensor, lr_key: torch.Tensor, level: torch.Tensor,
-                noise: torch.Tensor, contrast_weight: float = 0.01) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self,
+        hr: torch.Tensor,
+        lr: torch.Tensor,
+        lr_key: torch.Tensor,
+        level: torch.Tensor,
+        noise: torch.Tensor,
+        contrast_weight: float = 0.01,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Training loss, eq. (8): L_elbo (L1 on x0, eq. 5) + L_consis (eq. 6) + lambda * L_contrast (eq. 7).
 
         Args:
@@ -104,15 +119,19 @@ class SRDiffusion(nn.Module):
     # ------------------------------------------------------------------ inference
     def _check_input(self, rgb: torch.Tensor) -> None:
         if not torch.is_tensor(rgb) or rgb.ndim != 4:
-            raise DataError(f"super_resolve expects a (B, 3, h, w) tensor, got {type(rgb).__name__} "
-                            f"{tuple(rgb.shape) if torch.is_tensor(rgb) else ''}")
+            raise DataError(
+                f"super_resolve expects a (B, 3, h, w) tensor, got {type(rgb).__name__} "
+                f"{tuple(rgb.shape) if torch.is_tensor(rgb) else ''}"
+            )
         if rgb.shape[1] != self.config.in_channels:
             raise DataError(
                 f"the SR weights take {self.config.in_channels} bands {list(RGB_BANDS)}, but the input has "
                 f"{rgb.shape[1]} channels; pass the R, G, B bands (B04, B03, B02) only"
             )
         if min(rgb.shape[-2:]) < 16:
-            raise DataError(f"SR tile {tuple(rgb.shape[-2:])} is smaller than 16x16 LR pixels; use larger tiles")
+            raise DataError(
+                f"SR tile {tuple(rgb.shape[-2:])} is smaller than 16x16 LR pixels; use larger tiles"
+            )
         if not torch.isfinite(rgb).all():
             raise DataError("SR input holds NaN/inf; fill nodata before super-resolution")
 
@@ -127,8 +146,9 @@ class SRDiffusion(nn.Module):
         with autocast:
             v = self.E.embed(x_lr)
             ctx = self.encoder.encode(x_lr)
-        x = sampler.initial_noise((b, self.config.in_channels, h * self.config.scale, w * self.config.scale),
-                                  generator, dev)
+        x = sampler.initial_noise(
+            (b, self.config.in_channels, h * self.config.scale, w * self.config.scale), generator, dev
+        )
         for i in range(len(sampler)):
             with autocast:
                 x0 = self.model(x, sampler.noise_level(i, b, dev), ctx, v).float()
@@ -136,8 +156,15 @@ class SRDiffusion(nn.Module):
         return x
 
     @torch.no_grad()
-    def super_resolve(self, rgb: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None,
-                      eta: float = 0.0, num_samples: int = 1, lowfreq_consistency: bool | None = None) -> torch.Tensor:
+    def super_resolve(
+        self,
+        rgb: torch.Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        eta: float = 0.0,
+        num_samples: int = 1,
+        lowfreq_consistency: bool | None = None,
+    ) -> torch.Tensor:
         """Super-resolve R, G, B reflectance x4 (10 m -> 2.5 m).
 
         Args:
@@ -156,12 +183,19 @@ class SRDiffusion(nn.Module):
         Returns:
             (B, 3, 4h, 4w) float32 reflectance on the input's device.
         """
-        return self.super_resolve_with_uncertainty(rgb, steps, generator, eta, num_samples, lowfreq_consistency)[0]
+        return self.super_resolve_with_uncertainty(
+            rgb, steps, generator, eta, num_samples, lowfreq_consistency
+        )[0]
 
     @torch.no_grad()
     def super_resolve_with_uncertainty(
-        self, rgb: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None,
-        eta: float = 0.0, num_samples: int = 1, lowfreq_consistency: bool | None = None,
+        self,
+        rgb: torch.Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        eta: float = 0.0,
+        num_samples: int = 1,
+        lowfreq_consistency: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Like `super_resolve` but returns (mean, std): std (B, 3, 4h, 4w) is the per-pixel standard
         deviation over `num_samples` samples (zeros when num_samples = 1), in reflectance units."""
@@ -170,7 +204,9 @@ class SRDiffusion(nn.Module):
             raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
         steps = self.config.default_steps if steps is None else steps
         if not isinstance(steps, int) or not 1 <= steps <= self.config.timesteps:
-            raise ConfigError(f"DDIM steps must be an integer in 1..{self.config.timesteps} (T), got {steps!r}")
+            raise ConfigError(
+                f"DDIM steps must be an integer in 1..{self.config.timesteps} (T), got {steps!r}"
+            )
         lfc = self.config.lowfreq_consistency if lowfreq_consistency is None else lowfreq_consistency
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
         was_training = self.training
@@ -178,7 +214,7 @@ class SRDiffusion(nn.Module):
         try:
             dev = next(self.parameters()).device
             x = rgb.to(dev, torch.float32)
-            b, _, h, w = x.shape
+            h, w = x.shape[-2:]
             m = self.config.pad_multiple
             ph, pw = (-h) % m, (-w) % m
             xp = F.pad(x, [0, pw, 0, ph], mode="reflect") if (ph or pw) else x
@@ -218,8 +254,12 @@ def inference_state_dict(model: SRDiffusion) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
 
 
-def save_sr_model(model: SRDiffusion, folder: str | Path, state_dict: dict[str, torch.Tensor] | None = None,
-                  dtype: torch.dtype | None = None) -> Path:
+def save_sr_model(
+    model: SRDiffusion,
+    folder: str | Path,
+    state_dict: dict[str, torch.Tensor] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
     """Write the inference weights as model.safetensors + config.json + bands.json.
 
     Args:
@@ -230,8 +270,9 @@ def save_sr_model(model: SRDiffusion, folder: str | Path, state_dict: dict[str, 
     sd = {k: v for k, v in sd.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
     if dtype is not None:
         sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
-    return save_checkpoint(folder, sd, config=model.config.to_json(), input_bands=list(RGB_BANDS),
-                           output_bands=list(RGB_BANDS))
+    return save_checkpoint(
+        folder, sd, config=model.config.to_json(), input_bands=list(RGB_BANDS), output_bands=list(RGB_BANDS)
+    )
 
 
 def load_sr_model(weights: str | Path | None = None, device: str | torch.device = "cpu") -> SRDiffusion:
@@ -257,7 +298,9 @@ def load_sr_model(weights: str | Path | None = None, device: str | torch.device 
     try:
         config = SRConfig.from_json(ck.config)
     except (TypeError, ConfigError) as exc:
-        raise CheckpointError(f"checkpoint '{folder}' has an unusable config.json ({exc}); re-export it") from exc
+        raise CheckpointError(
+            f"checkpoint '{folder}' has an unusable config.json ({exc}); re-export it"
+        ) from exc
     model = SRDiffusion(config)
     expected = inference_state_dict(model)
     missing = sorted(set(expected) - set(ck.state_dict))

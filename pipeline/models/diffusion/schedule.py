@@ -50,10 +50,14 @@ class CosineSchedule:
         alphas = 1.0 - betas
         ac = torch.cumprod(alphas, 0)
         ac_prev = torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
-        f32 = lambda a: a.to(torch.float32)  # noqa: E731
+        f32 = lambda a: a.to(torch.float32)
         return cls(
-            betas=f32(betas), alphas=f32(alphas), alphas_cumprod=f32(ac), alphas_cumprod_prev=f32(ac_prev),
-            sqrt_alphas_cumprod=f32(ac.sqrt()), sqrt_recip_alphas_cumprod=f32((1.0 / ac).sqrt()),
+            betas=f32(betas),
+            alphas=f32(alphas),
+            alphas_cumprod=f32(ac),
+            alphas_cumprod_prev=f32(ac_prev),
+            sqrt_alphas_cumprod=f32(ac.sqrt()),
+            sqrt_recip_alphas_cumprod=f32((1.0 / ac).sqrt()),
             sqrt_recipm1_alphas_cumprod=f32((1.0 / ac - 1).sqrt()),
             sqrt_alphas_cumprod_prev_ext=f32(torch.cat([torch.ones(1, dtype=torch.float64), ac]).sqrt()),
         )
@@ -103,7 +107,9 @@ class DDIMSampler:
         return self.pairs
 
     @staticmethod
-    def initial_noise(shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+    def initial_noise(
+        shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
         """x_T ~ N(0, I), drawn on the generator's device then moved (float32)."""
         return torch.randn(shape, generator=generator, device=generator.device).to(device)
 
@@ -112,8 +118,15 @@ class DDIMSampler:
         t = self.pairs[i][0]
         return self.schedule.sqrt_alphas_cumprod[t].repeat(batch).to(device)
 
-    def step(self, x0_pred: torch.Tensor, i: int, x_t: torch.Tensor, *, generator: torch.Generator | None = None,
-             eta: float = 0.0) -> torch.Tensor:
+    def step(
+        self,
+        x0_pred: torch.Tensor,
+        i: int,
+        x_t: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        eta: float = 0.0,
+    ) -> torch.Tensor:
         """One DDIM update x_t -> x_{t_prev} (Song et al. eq. 12) from the network's x0 prediction.
 
         Args:
@@ -137,5 +150,7 @@ class DDIMSampler:
         if eta > 0 and float(sigma) > 0:
             if generator is None:
                 raise ConfigError("eta > 0 draws noise: pass an explicit torch.Generator")
-            x_prev = x_prev + sigma * torch.randn(x_t.shape, generator=generator, device=generator.device).to(dev)
+            x_prev = x_prev + sigma * torch.randn(x_t.shape, generator=generator, device=generator.device).to(
+                dev
+            )
         return x_prev

@@ -55,7 +55,9 @@ class Block(nn.Module):
     def __init__(self, dim: int, dim_out: int, groups: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.block = nn.Sequential(
-            nn.GroupNorm(groups, dim), Swish(), nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
+            nn.GroupNorm(groups, dim),
+            Swish(),
+            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
             nn.Conv2d(dim, dim_out, 3, padding=1),
         )
 
@@ -70,7 +72,9 @@ class DAConv(nn.Module):
         super().__init__()
         self.channels = channels
         self.kernel = nn.Sequential(
-            nn.Linear(kv_dim, kv_dim, bias=False), nn.LeakyReLU(0.1, True), nn.Linear(kv_dim, channels * 9, bias=False)
+            nn.Linear(kv_dim, kv_dim, bias=False),
+            nn.LeakyReLU(0.1, True),
+            nn.Linear(kv_dim, channels * 9, bias=False),
         )
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
         self.act = nn.LeakyReLU(0.1, True)
@@ -91,7 +95,9 @@ class DABlock(nn.Module):
             nn.GroupNorm(groups, dim), Swish(), nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         )
         self.da_conv = DAConv(dim, kv_dim)
-        for prm in self.block.parameters():  # no effect on the output (quirk): frozen, so DDP sees no unused grads
+        for (
+            prm
+        ) in self.block.parameters():  # no effect on the output (quirk): frozen, so DDP sees no unused grads
             prm.requires_grad_(False)
 
     def forward(self, x: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
@@ -101,7 +107,9 @@ class DABlock(nn.Module):
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, dim: int, dim_out: int, emb_dim: int, kv_dim: int, groups: int, dropout: float) -> None:
+    def __init__(
+        self, dim: int, dim_out: int, emb_dim: int, kv_dim: int, groups: int, dropout: float
+    ) -> None:
         super().__init__()
         self.noise_func = FeatureWiseAffine(emb_dim, dim_out)
         self.block1 = Block(dim, dim_out, groups)
@@ -126,15 +134,25 @@ class SelfAttention(nn.Module):
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).chunk(3, dim=1)
         out = F.scaled_dot_product_attention(
-            q.reshape(b, 1, c, h * w).transpose(-1, -2), k.reshape(b, 1, c, h * w).transpose(-1, -2),
+            q.reshape(b, 1, c, h * w).transpose(-1, -2),
+            k.reshape(b, 1, c, h * w).transpose(-1, -2),
             v.reshape(b, 1, c, h * w).transpose(-1, -2),
         )  # (b, 1, hw, c), scale 1/sqrt(c)
         return self.out(out.transpose(-1, -2).reshape(b, c, h, w)) + x
 
 
 class ResnetBlocWithAttn(nn.Module):
-    def __init__(self, dim: int, dim_out: int, *, emb_dim: int, kv_dim: int, groups: int, dropout: float,
-                 with_attn: bool) -> None:
+    def __init__(
+        self,
+        dim: int,
+        dim_out: int,
+        *,
+        emb_dim: int,
+        kv_dim: int,
+        groups: int,
+        dropout: float,
+        with_attn: bool,
+    ) -> None:
         super().__init__()
         self.res_block = ResnetBlock(dim, dim_out, emb_dim, kv_dim, groups, dropout)
         self.with_attn = with_attn
@@ -172,9 +190,21 @@ class DiffUNet(nn.Module):
         inner, mults, res_blocks, attn_strides, groups, kv_dim, fold, dropout: see SRConfig.
     """
 
-    def __init__(self, *, in_ch: int, ctx_ch: int, deg_dim: int, inner: int, mults: tuple[int, ...],
-                 res_blocks: int, attn_strides: tuple[int, ...], groups: int, kv_dim: int, fold: int,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        in_ch: int,
+        ctx_ch: int,
+        deg_dim: int,
+        inner: int,
+        mults: tuple[int, ...],
+        res_blocks: int,
+        attn_strides: tuple[int, ...],
+        groups: int,
+        kv_dim: int,
+        fold: int,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.fold = fold
         emb = inner
@@ -200,8 +230,12 @@ class DiffUNet(nn.Module):
                 downs.append(Downsample(pre))
                 feat_ch.append(pre)
         self.downs = nn.ModuleList(downs)
-        self.mid = nn.ModuleList([ResnetBlocWithAttn(pre, pre, with_attn=True, **kw),
-                                  ResnetBlocWithAttn(pre, pre, with_attn=False, **kw)])
+        self.mid = nn.ModuleList(
+            [
+                ResnetBlocWithAttn(pre, pre, with_attn=True, **kw),
+                ResnetBlocWithAttn(pre, pre, with_attn=False, **kw),
+            ]
+        )
         ups: list[nn.Module] = []
         for ind in reversed(range(n)):
             attn = 2**ind in attn_strides
@@ -214,7 +248,9 @@ class DiffUNet(nn.Module):
         self.ups = nn.ModuleList(ups)
         self.final_conv = Block(pre, in_ch * fold * fold, groups)
 
-    def forward(self, x_t: torch.Tensor, level: torch.Tensor, ctx: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x_t: torch.Tensor, level: torch.Tensor, ctx: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor:
         """Args: x_t (B, C, H, W) noisy normalised HR; level (B,) sqrt(alpha_bar); ctx (B, ctx_ch, H/4, W/4);
         v (B, deg_dim). Returns the x0 prediction (B, C, H, W)."""
         emb = self.noise_level_mlp(level.reshape(-1).to(x_t.dtype))

@@ -24,7 +24,9 @@ def test_kernels_sum_to_one_and_are_21x21():
     k = isotropic_gaussian_kernel(2.5)
     assert k.shape == (21, 21)
     assert abs(float(k.sum()) - 1) < 1e-5
-    ka = anisotropic_gaussian_kernel(torch.tensor([0.2, 4.0]), torch.tensor([4.0, 1.0]), torch.tensor([0.3, math.pi]))
+    ka = anisotropic_gaussian_kernel(
+        torch.tensor([0.2, 4.0]), torch.tensor([4.0, 1.0]), torch.tensor([0.3, math.pi])
+    )
     assert ka.shape == (2, 21, 21)
     assert torch.allclose(ka.sum((1, 2)), torch.ones(2), atol=1e-5)
 

@@ -10,7 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.models.diffusion import CosineSchedule, DDIMSampler, get_preset
-from pipeline.models.diffusion.unet import DABlock, DiffUNet, Downsample, PositionalEncoding, ResnetBlocWithAttn, Upsample
+from pipeline.models.diffusion.unet import (
+    DABlock,
+    DiffUNet,
+    Downsample,
+    PositionalEncoding,
+    ResnetBlocWithAttn,
+    Upsample,
+)
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "golden_vectors.json").read_text())
 
@@ -19,13 +26,19 @@ def test_pixel_fold_is_pixel_unshuffle_with_the_reference_channel_order():
     g = GOLDEN["pixel_fold"]
     x = torch.tensor(g["input"])
     assert torch.equal(F.pixel_unshuffle(x, 2), torch.tensor(g["output"]))
-    assert torch.equal(F.pixel_shuffle(torch.tensor(g["unfold_example_input"]), 2), torch.tensor(g["unfold_example_output"]))
+    assert torch.equal(
+        F.pixel_shuffle(torch.tensor(g["unfold_example_input"]), 2), torch.tensor(g["unfold_example_output"])
+    )
 
 
 def test_positional_encoding_of_the_noise_level():
     g = GOLDEN["positional_encoding"]
-    assert torch.allclose(PositionalEncoding(8)(torch.tensor(g["dim8_levels"])), torch.tensor(g["dim8_output"]), atol=1e-6)
-    assert torch.allclose(PositionalEncoding(64)(torch.tensor(g["dim64_levels"])), torch.tensor(g["dim64_output"]), atol=1e-6)
+    assert torch.allclose(
+        PositionalEncoding(8)(torch.tensor(g["dim8_levels"])), torch.tensor(g["dim8_output"]), atol=1e-6
+    )
+    assert torch.allclose(
+        PositionalEncoding(64)(torch.tensor(g["dim64_levels"])), torch.tensor(g["dim64_output"]), atol=1e-6
+    )
 
 
 def test_context_resize_is_bilinear_without_align_corners():
@@ -60,9 +73,18 @@ def test_dablock_ignores_its_groupnorm_parameters():
 def test_paper_unet_layer_table_matches_the_reference():
     c = get_preset("paper")
     with torch.device("meta"):
-        net = DiffUNet(in_ch=3, ctx_ch=c.rrdb_feat, deg_dim=c.deg_channels[-1], inner=c.unet_inner, mults=c.unet_mults,
-                       res_blocks=c.unet_res_blocks, attn_strides=c.unet_attn_strides, groups=c.unet_norm_groups,
-                       kv_dim=c.unet_kv_dim, fold=c.fold)
+        net = DiffUNet(
+            in_ch=3,
+            ctx_ch=c.rrdb_feat,
+            deg_dim=c.deg_channels[-1],
+            inner=c.unet_inner,
+            mults=c.unet_mults,
+            res_blocks=c.unet_res_blocks,
+            attn_strides=c.unet_attn_strides,
+            groups=c.unet_norm_groups,
+            kv_dim=c.unet_kv_dim,
+            fold=c.fold,
+        )
     for key, typ, cin, cout, attn, res1x1 in GOLDEN["unet_layout"]["rows"]:
         group, idx = key.split(".")
         layer = getattr(net, group)[int(idx)]
@@ -83,8 +105,18 @@ def test_paper_unet_layer_table_matches_the_reference():
 def test_paper_unet_shape_check():
     sc = GOLDEN["unet_layout"]["shape_check"]
     c = get_preset("paper")
-    net = DiffUNet(in_ch=3, ctx_ch=64, deg_dim=256, inner=c.unet_inner, mults=c.unet_mults, res_blocks=c.unet_res_blocks,
-                   attn_strides=c.unet_attn_strides, groups=c.unet_norm_groups, kv_dim=c.unet_kv_dim, fold=c.fold)
+    net = DiffUNet(
+        in_ch=3,
+        ctx_ch=64,
+        deg_dim=256,
+        inner=c.unet_inner,
+        mults=c.unet_mults,
+        res_blocks=c.unet_res_blocks,
+        attn_strides=c.unet_attn_strides,
+        groups=c.unet_norm_groups,
+        kv_dim=c.unet_kv_dim,
+        fold=c.fold,
+    )
     with torch.no_grad():
         out = net(torch.randn(sc["x"]), torch.rand(1), torch.randn(sc["ctx"]), torch.randn(sc["k_v"]))
     assert list(out.shape) == sc["out"]

@@ -42,7 +42,9 @@ def test_small_output_shape_for_non_multiple_sizes_and_seeded_determinism(small)
 
 def test_batch_of_two_equals_two_single_calls_on_the_same_noise(small):
     x = _rgb(2, 16, 16)
-    batch = small.super_resolve(x, steps=2, generator=torch.Generator().manual_seed(1), lowfreq_consistency=False)
+    batch = small.super_resolve(
+        x, steps=2, generator=torch.Generator().manual_seed(1), lowfreq_consistency=False
+    )
     # x_T of the batch is one draw of shape (2, ...): reproduce it and feed each half alone.
     g = torch.Generator().manual_seed(1)
     noise = torch.randn((2, 3, 64, 64), generator=g)
@@ -61,8 +63,9 @@ def test_batch_of_two_equals_two_single_calls_on_the_same_noise(small):
 
 
 def test_uncertainty_map_over_several_samples(small):
-    mean, std = small.super_resolve_with_uncertainty(_rgb(1, 16, 16), steps=2, num_samples=2,
-                                                      generator=torch.Generator().manual_seed(0))
+    mean, std = small.super_resolve_with_uncertainty(
+        _rgb(1, 16, 16), steps=2, num_samples=2, generator=torch.Generator().manual_seed(0)
+    )
     assert mean.shape == std.shape == (1, 3, 64, 64) and (std >= 0).all() and std.sum() > 0
 
 
