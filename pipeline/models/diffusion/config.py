@@ -103,7 +103,7 @@ class SRConfig:
 
 PRESETS: dict[str, SRConfig] = {
     # The published DiffFuSR / BlindSRSNF "large" configuration (277 M parameters with EMA and MoCo).
-    "paper": SRConfig(preset="paper"),
+    "paper": SRConfig(preset="paper", lowfreq_consistency=True),
     # Trains on one CPU core in well under an hour; 1.6 M inference parameters. Pixel fold 4 (the
     # U-Net runs on the LR grid with 48 folded channels) instead of 2 makes it ~4x cheaper on CPU.
     "small": SRConfig(
