@@ -60,7 +60,10 @@ class FusionNetConfig:
         norm: "table" = the network sees inputs normalised by the fixed per-band table (reference v1);
             "relative" = each band (and guide channel) is divided by its mean over the image, and the
             correction is scaled back by the band's mean: the injected detail follows each band's own
-            brightness on unseen scenes (dark B01/SWIR over water and forest), the quantity ERGAS weighs.
+            brightness on unseen scenes (dark B01/SWIR over water and forest), the quantity ERGAS weighs;
+            "local" = inputs as "relative", and the correction is multiplied by the band's local level
+            (its bilinear upsampling) instead of its image mean: high-pass-modulation-style injection that
+            keeps spectral angles in dark pixels.
         arch: "rrdb" (two-branch RRDB net, ours and the published v1) or "mtf" (the published v2
             MTF detail-injection net; its inputs are the group's own bands only; nf/nb/gc apply).
     """
@@ -79,8 +82,8 @@ class FusionNetConfig:
     output_bands: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if self.norm not in ("table", "relative"):
-            raise ConfigError(f"fusion norm {self.norm!r} is not 'table' or 'relative'")
+        if self.norm not in ("table", "relative", "local"):
+            raise ConfigError(f"fusion norm {self.norm!r} is not 'table', 'relative' or 'local'")
         if self.arch not in ("rrdb", "mtf"):
             raise ConfigError(f"fusion arch {self.arch!r} is not 'rrdb' or 'mtf'")
         if self.group not in GROUPS_BY_NAME:
@@ -122,8 +125,8 @@ class FusionNetConfig:
 #: Presets by name. `paper`: 5+5+5 RRDB, 64 ch on the full grid (as the reference v1).
 #: `small`: CPU-sized, 32 ch, branches = conv + attention, three RRDB in a trunk on a 2x coarser grid.
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": dict(nf=64, gc=32, nb_branch=5, nb_trunk=5, trunk_stride=1, residual=True, norm="relative"),
-    "small": dict(nf=32, gc=16, nb_branch=0, nb_trunk=3, trunk_stride=2, residual=True, norm="relative"),
+    "paper": dict(nf=64, gc=32, nb_branch=5, nb_trunk=5, trunk_stride=1, residual=True, norm="local"),
+    "small": dict(nf=32, gc=16, nb_branch=0, nb_trunk=3, trunk_stride=2, residual=True, norm="local"),
 }
 
 

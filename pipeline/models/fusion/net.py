@@ -18,6 +18,8 @@ from pipeline.models.fusion.config import BAND_MEAN, BAND_STD, FusionNetConfig
 
 #: Floor of the per-image band mean (reflectance) in the brightness-relative normalisation.
 MIN_MEAN_REFLECTANCE = 0.005
+#: Floor of the local band level that scales the correction with norm="local" (reflectance).
+MIN_LOCAL_REFLECTANCE = 0.002
 
 
 class ResidualDenseBlock(nn.Module):
@@ -137,7 +139,7 @@ class FusionGroupNet(nn.Module):
     def forward(self, ms_up: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         lrelu = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
         x_ms, x_gd = ms_up, guide
-        if self.cfg.norm == "relative":
+        if self.cfg.norm in ("relative", "local"):
             x_ms, m_ms, std_ms = self._relative(ms_up, self.cfg.input_bands)
             x_gd = self._relative(guide, RGB_BANDS)[0]
         rgb = self.rgb_rrdb(lrelu(self.rgb_conv_first(x_gd)))
@@ -162,6 +164,11 @@ class FusionGroupNet(nn.Module):
         if self.cfg.norm == "relative":
             # relative units -> table units of the own bands: detail scales with each band's brightness here
             corr = corr * m_ms[:, -n_out:] / std_ms[:, -n_out:]
+        elif self.cfg.norm == "local":
+            # detail proportional to the local band level (the upsampled input itself): high-pass modulation,
+            # which keeps spectral angles in dark pixels (water, shadow) where additive detail distorts them
+            local = ((x_ms[:, -n_out:] + 1.0) * m_ms[:, -n_out:]).clamp_min(MIN_LOCAL_REFLECTANCE)
+            corr = corr * local / std_ms[:, -n_out:]
         f = self.cfg.factor
         if self.cfg.detail_only and corr.shape[-2] % f == 0 and corr.shape[-1] % f == 0:
             # High-pass the correction at the input grid's scale: subtract its block means (one per input pixel).
