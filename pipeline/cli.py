@@ -97,7 +97,7 @@ def cmd_search(argv: list[str]) -> int:
     layout = TileLayout(height=grid.height, width=grid.width, core=args.tile_size, halo=args.halo)
     if args.json:
         print(json.dumps({"items": [i["id"] for i in items], "skipped": dropped, "grid": grid.to_dict(),
-                          "tiles": len(layout.keys())}, indent=2))
+                          "tiles": len(layout.tile_keys())}, indent=2))
         return 0
     for item in items:
         props = item["properties"]
@@ -105,7 +105,7 @@ def cmd_search(argv: list[str]) -> int:
     for item_id, why in dropped.items():
         print(f"skipped {item_id}: {why}")
     h, w = grid.output_shape()
-    print(f"{len(items)} granule(s); AOI {grid.area_km2:.2f} km2 on {grid.crs}; {len(layout.keys())} tile(s); "
+    print(f"{len(items)} granule(s); AOI {grid.area_km2:.2f} km2 on {grid.crs}; {len(layout.tile_keys())} tile(s); "
           f"output {w} x {h} px x 12 bands at 2.5 m")
     return 0
 

@@ -12,7 +12,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.catalog.assets import map_band_assets
@@ -26,7 +26,7 @@ from pipeline.io.outputs import OutputDir
 from pipeline.io.work_store import DONE, EMPTY, WorkStore
 from pipeline.mosaic.metadata import output_item, versions
 from pipeline.mosaic.quicklook import write_quicklook
-from pipeline.tiling.grid import TileKey, TileLayout
+from pipeline.tiling.grid import TileLayout
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,8 @@ def _stage_ingest(cfg, items, grid, layout, store, progress) -> int:
 
     from pipeline.io.ingest import ingest_tile
 
-    todo = [k for k in layout.keys() if store.status("ingest")[k.row, k.col] == 0]
-    _say_resumed("ingest", len(layout.keys()) - len(todo), len(layout.keys()))
+    todo = [k for k in layout.tile_keys() if store.status("ingest")[k.row, k.col] == 0]
+    _say_resumed("ingest", len(layout.tile_keys()) - len(todo), len(layout.tile_keys()))
     task = ray.remote(_call_with_env).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
     items_ref, env = ray.put(items), _forwarded_env()
     futures = [task.remote(env, ingest_tile, items_ref, grid, layout, k, store,
@@ -147,7 +147,7 @@ def _stage_ingest(cfg, items, grid, layout, store, progress) -> int:
     failed: dict[str, str] = {}
     for result in _wait_all(futures, "ingest", progress):
         failed.update(result.get("failed", {}))
-    return len(layout.keys()) - len(todo), failed
+    return len(layout.tile_keys()) - len(todo), failed
 
 
 def _stage_infer(cfg, layout, store, progress) -> int:
@@ -158,7 +158,7 @@ def _stage_infer(cfg, layout, store, progress) -> int:
     from pipeline.inference.methods import MethodOptions
 
     ingest, infer = store.status("ingest"), store.status("infer")
-    todo = [k for k in layout.keys() if ingest[k.row, k.col] == DONE and infer[k.row, k.col] != DONE]
+    todo = [k for k in layout.tile_keys() if ingest[k.row, k.col] == DONE and infer[k.row, k.col] != DONE]
     resumed = int((infer == DONE).sum())
     _say_resumed("inference", resumed, resumed + len(todo))
     if not todo:
@@ -193,7 +193,7 @@ def _stage_mosaic(layout, store, mosaic_url, storage_options, progress) -> int:
     from pipeline.mosaic.assemble import assemble_core
 
     ingest, done = store.status("ingest"), store.status("mosaic")
-    todo = [k for k in layout.keys() if done[k.row, k.col] != DONE and ingest[k.row, k.col] != EMPTY]
+    todo = [k for k in layout.tile_keys() if done[k.row, k.col] != DONE and ingest[k.row, k.col] != EMPTY]
     _say_resumed("mosaic", int((done == DONE).sum()), int((done == DONE).sum()) + len(todo))
     task = ray.remote(_call_with_env).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
     env = _forwarded_env()
@@ -229,7 +229,7 @@ def _export(cfg: RunConfig, out: OutputDir, grid: SceneGrid, fingerprint: str, i
 
 def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
     """Run one region/date job end to end (resuming a previous attempt of the same job)."""
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     summary = RunSummary(out=cfg.output.out)
     out = OutputDir(cfg.output.out)
     out.check_writable()
@@ -241,7 +241,7 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
 
     grid = resolve_grid(cfg.query.bbox, cfg.crs)
     layout = TileLayout(height=grid.height, width=grid.width, core=cfg.tiling.core, halo=cfg.tiling.halo)
-    summary.area_km2, summary.tiles = grid.area_km2, len(layout.keys())
+    summary.area_km2, summary.tiles = grid.area_km2, len(layout.tile_keys())
     fingerprint = cfg.fingerprint(summary.granules)
     if out.exists("manifest.json"):
         manifest = out.read_json("manifest.json")
@@ -296,7 +296,7 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
     summary.timings_s["total"] = sum(summary.timings_s.values())
     out.write_json("manifest.json", {
         "status": "complete", "fingerprint": fingerprint, "started": started.isoformat(),
-        "finished": datetime.now(timezone.utc).isoformat(), "config": cfg.to_dict(), "grid": grid.to_dict(),
+        "finished": datetime.now(UTC).isoformat(), "config": cfg.to_dict(), "grid": grid.to_dict(),
         "layout": {"core": layout.core, "halo": layout.halo, "rows": layout.rows, "cols": layout.cols},
         "inputs": [{"id": i["id"], "collection": i.get("collection"), "datetime": i["properties"].get("datetime"),
                     "eo:cloud_cover": i["properties"].get("eo:cloud_cover")} for i in items],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pipeline.catalog.query import parse_datetime_range
 from pipeline.cluster.plan import load_plan, pending_units, unit_output
@@ -56,7 +56,7 @@ def run_plan(plan_file: str, base: RunConfig, *, progress: bool = True) -> PlanS
             except EmptySearchError as exc:
                 OutputDir(cfg.output.out).write_json("manifest.json", {
                     "status": "empty", "unit": unit.key, "reason": str(exc),
-                    "finished": datetime.now(timezone.utc).isoformat()})
+                    "finished": datetime.now(UTC).isoformat()})
                 summary.empty.append(unit.key)
             except DiffFuSRError as exc:
                 summary.failed[unit.key] = str(exc)

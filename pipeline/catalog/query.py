@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from pipeline.errors import ConfigError
@@ -48,7 +48,7 @@ class SearchQuery:
 
 
 def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_bbox(text: str) -> tuple[float, float, float, float]:
@@ -102,14 +102,14 @@ def _parse_instant(text: str, *, end: bool) -> datetime:
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
             d = date.fromisoformat(text)
-            t = datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+            t = datetime(d.year, d.month, d.day, tzinfo=UTC)
             return t.replace(hour=23, minute=59, second=59) if end else t
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ConfigError(
             f"--datetime part {text!r} is not an ISO date; use START/END like 2023-06-01/2023-06-30"
         ) from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def parse_datetime_range(text: str) -> tuple[datetime, datetime]:

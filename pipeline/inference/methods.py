@@ -50,7 +50,7 @@ class MethodOptions:
 class Bicubic:
     name: str = "bicubic"
 
-    def __call__(self, b10, b20, b60, *, generator):  # noqa: ANN001 - see SuperResolver
+    def __call__(self, b10, b20, b60, *, generator):
         return baselines.bicubic(b10, b20, b60)
 
 
@@ -58,7 +58,7 @@ class Bicubic:
 class GramSchmidt:
     name: str = "gs"
 
-    def __call__(self, b10, b20, b60, *, generator):  # noqa: ANN001
+    def __call__(self, b10, b20, b60, *, generator):
         return baselines.gram_schmidt(b10, b20, b60)
 
 
@@ -78,7 +78,7 @@ class DiffFuSR:
         self._sr = load_sr_model(weights=self.options.sr_weights, device=self.options.device)
         self._fusion = load_fusion_model(weights=self.options.fusion_weights, device=self.options.device)
 
-    def __call__(self, b10, b20, b60, *, generator):  # noqa: ANN001
+    def __call__(self, b10, b20, b60, *, generator):
         device = self.options.device
         b10, b20, b60 = (x.to(device) for x in (b10, b20, b60))
         sr_rgb = self._sr.super_resolve(baselines.rgb_of(b10), steps=self.options.steps, generator=generator)

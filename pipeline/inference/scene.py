@@ -84,7 +84,7 @@ def super_resolve_scene(
     halo = min(halo, (core // 2) // 6 * 6)
     layout = TileLayout(height=h, width=w, core=core, halo=halo)
     solver = get_method(method, options) if isinstance(method, str) else method
-    keys = layout.keys()
+    keys = layout.tile_keys()
     predictions: dict[TileKey, np.ndarray | None] = {}
     for start in range(0, len(keys), batch_size):
         chunk = keys[start : start + batch_size]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pipeline.bands import BAND_GROUPS, RGB_BANDS, GROUP_10M, s2_order_index
+from pipeline.bands import BAND_GROUPS, GROUP_10M, RGB_BANDS, s2_order_index
 
 
 def upsample(x: torch.Tensor, factor: int, mode: str = "bicubic") -> torch.Tensor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
@@ -75,9 +75,9 @@ def output_item(
         "bbox": bbox,
         "properties": {
             "datetime": None,
-            "start_datetime": start.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
-            "end_datetime": end.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
-            "created": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "start_datetime": start.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "end_datetime": end.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "gsd": TARGET_GSD_M,
             "proj:epsg": epsg,
             "proj:shape": [h, w],

@@ -70,7 +70,7 @@ class TileLayout:
         """Side of a tile's input window, 10 m pixels."""
         return self.core + 2 * self.halo
 
-    def keys(self) -> list[TileKey]:
+    def tile_keys(self) -> list[TileKey]:
         return [TileKey(row=r, col=c) for r in range(self.rows) for c in range(self.cols)]
 
     def window_origin(self, key: TileKey) -> tuple[int, int]:

@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from pipeline.catalog.query import bbox_from_geojson, parse_bbox, parse_datetime_range, parse_mgrs_tiles, resolve_query
+from pipeline.catalog.query import (
+    bbox_from_geojson,
+    parse_bbox,
+    parse_datetime_range,
+    parse_mgrs_tiles,
+    resolve_query,
+)
 from pipeline.errors import ConfigError
 
 

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from pipeline.errors import ConfigError
 from pipeline.eval.scene_io import read_scene
-from pipeline.inference.predict import predict_tiles
 from pipeline.inference.methods import get_method
+from pipeline.inference.predict import predict_tiles
 from pipeline.inference.scene import super_resolve_scene, tile_windows
 from pipeline.tiling.blend import blend_core, ramp_1d
 from pipeline.tiling.grid import TileLayout
@@ -24,7 +24,7 @@ sixes = st.integers(min_value=1, max_value=12).map(lambda k: 6 * k)
 def test_cores_tile_the_scene_exactly_once(h, w, core, halo):
     layout = TileLayout(height=h, width=w, core=core, halo=halo)
     cover = np.zeros((h, w), int)
-    for key in layout.keys():
+    for key in layout.tile_keys():
         y0, y1, x0, x1 = layout.core_bounds(key)
         cover[y0:y1, x0:x1] += 1
     assert (cover == 1).all()
@@ -45,7 +45,7 @@ def test_overlapping_ramps_sum_to_one(core, halo):
 def test_blending_identical_predictions_reproduces_them(h, w, value):
     layout = TileLayout(height=h, width=w, core=12, halo=6)
     pred = np.full((2, layout.window * 4, layout.window * 4), value, np.float32)
-    for key in layout.keys():
+    for key in layout.tile_keys():
         out = blend_core(layout, key, lambda k: pred, channels=2)
         np.testing.assert_allclose(out, value, rtol=1e-5, atol=1e-6)
 
@@ -71,7 +71,7 @@ def test_no_visible_step_at_tile_borders_on_real_imagery():
     layout = TileLayout(height=scene.b10.shape[1], width=scene.b10.shape[2], core=core, halo=halo)
     naive = np.zeros_like(blended)
     method = get_method("gs")
-    for key in layout.keys():
+    for key in layout.tile_keys():
         pred = predict_tiles(method, *(w[None] for w in tile_windows(layout, scene.groups, key)))[0]
         y0, y1, x0, x1 = layout.core_bounds(key)
         o = 4 * halo
