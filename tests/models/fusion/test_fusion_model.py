@@ -114,3 +114,15 @@ def test_missing_weights_folder_is_a_checkpoint_error(tmp_path: Path) -> None:
     (tmp_path / "w" / "10m").mkdir(parents=True)
     with pytest.raises(CheckpointError, match="lacks"):
         load_fusion_model(tmp_path / "w")
+
+
+def test_presets_are_brightness_equivariant() -> None:
+    # norm="local": inputs are divided by their image mean and the correction is scaled by the local band
+    # level, so scaling every input reflectance by k scales the output by k (dark and bright scenes alike).
+    model = _small(2)
+    for net in model.nets.values():
+        torch.nn.init.constant_(net.out_scale, 0.5)
+    b10, b20, b60, guide = (x + 0.05 for x in _inputs(seed=5))
+    out = model.fuse(b10, b20, b60, guide)
+    out2 = model.fuse(0.5 * b10, 0.5 * b20, 0.5 * b60, 0.5 * guide)
+    torch.testing.assert_close(out2, 0.5 * out, atol=1e-5, rtol=1e-4)
