@@ -27,14 +27,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.bands import BAND_GROUPS  # noqa: E402
-from pipeline.eval.protocol import WaldConfig, wald_scene  # noqa: E402
-from pipeline.eval.scene_io import read_scene  # noqa: E402
-from pipeline.models import baselines  # noqa: E402
-from pipeline.models.fusion import load_fusion_model  # noqa: E402
+from pipeline.bands import BAND_GROUPS
+from pipeline.eval.protocol import WaldConfig, wald_scene
+from pipeline.eval.scene_io import read_scene
+from pipeline.models import baselines
+from pipeline.models.fusion import load_fusion_model
 
 
-def _load_sr(weights: str | None):  # noqa: ANN202
+def _load_sr(weights: str | None):
     try:
         from pipeline.models.diffusion import load_sr_model
     except ImportError as exc:
@@ -49,11 +49,11 @@ def _load_sr(weights: str | None):  # noqa: ANN202
         return None
 
 
-def make_superresolver(fusion, sr, sr_steps: int):  # noqa: ANN001, ANN201
+def make_superresolver(fusion, sr, sr_steps: int):
     """A `superresolve(b10, b20, b60, method, seed=...)` for pipeline.eval.protocol.wald_scene."""
     cache: dict[str, torch.Tensor] = {}
 
-    def superresolve(b10, b20, b60, method: str, *, seed: int = 0, **_):  # noqa: ANN001, ANN202
+    def superresolve(b10, b20, b60, method: str, *, seed: int = 0, **_):
         key = (b10.tobytes()[:64], b10.shape)
         if cache.get("key") != key:
             cache.clear()

@@ -8,6 +8,11 @@ from pipeline.models.fusion.model import FusionModel, load_fusion_model, save_fu
 from pipeline.models.fusion.net import FusionGroupNet
 
 __all__ = [
-    "PRESETS", "FusionNetConfig", "preset_configs", "FusionModel", "load_fusion_model",
-    "save_fusion_model", "FusionGroupNet",
+    "PRESETS",
+    "FusionGroupNet",
+    "FusionModel",
+    "FusionNetConfig",
+    "load_fusion_model",
+    "preset_configs",
+    "save_fusion_model",
 ]

@@ -125,8 +125,8 @@ class FusionNetConfig:
 #: Presets by name. `paper`: 5+5+5 RRDB, 64 ch on the full grid (as the reference v1).
 #: `small`: CPU-sized, 32 ch, branches = conv + attention, three RRDB in a trunk on a 2x coarser grid.
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": dict(nf=64, gc=32, nb_branch=5, nb_trunk=5, trunk_stride=1, residual=True, norm="local"),
-    "small": dict(nf=32, gc=16, nb_branch=0, nb_trunk=3, trunk_stride=2, residual=True, norm="local"),
+    "paper": {"nf": 64, "gc": 32, "nb_branch": 5, "nb_trunk": 5, "trunk_stride": 1, "residual": True, "norm": "local"},
+    "small": {"nf": 32, "gc": 16, "nb_branch": 0, "nb_trunk": 3, "trunk_stride": 2, "residual": True, "norm": "local"},
 }
 
 

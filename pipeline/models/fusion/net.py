@@ -137,7 +137,7 @@ class FusionGroupNet(nn.Module):
         return refl / m - 1.0, m, std_t
 
     def forward(self, ms_up: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-        lrelu = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
+        lrelu = lambda t: F.leaky_relu(t, 0.2)
         x_ms, x_gd = ms_up, guide
         if self.cfg.norm in ("relative", "local"):
             x_ms, m_ms, std_ms = self._relative(ms_up, self.cfg.input_bands)

@@ -127,4 +127,4 @@ def sample_crops(
     return torch.stack(outs[0]), torch.stack(outs[1]), torch.stack(outs[2])
 
 
-__all__ = ["WaldPair", "make_wald_pair", "sample_crops", "normalise", "denormalise", "min_scene_size_10m"]
+__all__ = ["WaldPair", "denormalise", "make_wald_pair", "min_scene_size_10m", "normalise", "sample_crops"]

@@ -77,7 +77,7 @@ def test_converted_v1_runs(converted: dict) -> None:
     _check_forward(load_fusion_model(converted["v1"][3]))
 
 
-def _check_forward(model) -> None:  # noqa: ANN001
+def _check_forward(model) -> None:
     g = torch.Generator().manual_seed(3)
     out = model.fuse(torch.rand(1, 4, 6, 6, generator=g) * 0.3, torch.rand(1, 6, 3, 3, generator=g) * 0.3,
                      torch.rand(1, 2, 1, 1, generator=g) * 0.3, torch.rand(1, 3, 24, 24, generator=g) * 0.3)
