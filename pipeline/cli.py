@@ -172,12 +172,13 @@ def _print_run_summary(s) -> None:
 def cmd_superres(argv: list[str]) -> int:
     from tqdm import tqdm
 
+    from pipeline.config import DEFAULT_METHOD
     from pipeline.superres import superres_folder
 
     p = _Parser(prog="difffusr superres", description="Band GeoTIFFs of one scene -> one 12-band GeoTIFF at 4x the finest band.")
     p.add_argument("in_dir", help="folder with B01.tif ... B12.tif (any GSD with Sentinel-2's 1:2:6 ratios)")
     p.add_argument("out_tif", help="output GeoTIFF (bands in order B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B11 B12)")
-    _add_model_args(p, "gs")
+    _add_model_args(p, DEFAULT_METHOD)
     args = p.parse_args(argv)
     bars: list = []  # created at the first tile, so that an input error prints nothing but its one line
 

@@ -15,7 +15,7 @@ from pipeline.errors import ConfigError
 from pipeline.inference.methods import METHODS, MethodOptions
 from pipeline.io.cog import DTYPES
 
-DEFAULT_METHOD = "gs"
+DEFAULT_METHOD = "difffusr"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -122,3 +122,18 @@ def test_rerun_of_a_complete_job_does_nothing(demo_run, capsys):
     assert main(argv) == 0
     assert "already complete" in capsys.readouterr().out
     assert (out / "mosaic.tif").stat().st_mtime_ns == before
+
+
+def test_run_with_the_learned_method_gives_the_same_product_layout(stac_api, ray_local, tmp_path):
+    out = tmp_path / "difffusr"
+    argv = ["run", "--stac-url", stac_api, "--bbox", DEMO_BBOX, "--datetime", DEMO_DATETIME, "--method", "difffusr",
+            "--steps", "2", "--out", str(out), "--quiet", "--tile-size", "132", "--halo", "6"]
+    assert main(argv) == 0
+    with rasterio.open(out / "mosaic.tif") as src:
+        assert src.count == 12 and src.res == (2.5, 2.5) and src.descriptions == S2_BANDS
+        dn = src.read()
+    valid = dn[S2_BANDS.index("B08")] > 0
+    assert valid.mean() > 0.5
+    assert np.median(dn[S2_BANDS.index("B08")][valid]) > 2 * np.median(dn[S2_BANDS.index("B04")][valid])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["method"] == "difffusr" and manifest["config"]["model"]["steps"] == 2
