@@ -10,43 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class ResidualDenseBlock(nn.Module):
-    """5 densely connected 3x3 convs, LeakyReLU 0.2, residual scaled by 0.2."""
-
-    def __init__(self, nf: int, gc: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(nf, gc, 3, 1, 1)
-        self.conv2 = nn.Conv2d(nf + gc, gc, 3, 1, 1)
-        self.conv3 = nn.Conv2d(nf + 2 * gc, gc, 3, 1, 1)
-        self.conv4 = nn.Conv2d(nf + 3 * gc, gc, 3, 1, 1)
-        self.conv5 = nn.Conv2d(nf + 4 * gc, nf, 3, 1, 1)
-        self.lrelu = nn.LeakyReLU(0.2, inplace=True)
-        for m in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5):
-            nn.init.kaiming_normal_(m.weight)
-            m.weight.data *= 0.1
-            nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = self.lrelu(self.conv1(x))
-        x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))
-        x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
-        x4 = self.lrelu(self.conv4(torch.cat((x, x1, x2, x3), 1)))
-        x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
-        return x5 * 0.2 + x
-
-
-class RRDB(nn.Module):
-    """Residual-in-residual dense block: 3 RDBs, residual scaled by 0.2."""
-
-    def __init__(self, nf: int, gc: int) -> None:
-        super().__init__()
-        self.rdb1 = ResidualDenseBlock(nf, gc)
-        self.rdb2 = ResidualDenseBlock(nf, gc)
-        self.rdb3 = ResidualDenseBlock(nf, gc)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
+from pipeline.models.rrdb import RRDB
 
 
 class RRDBNet(nn.Module):

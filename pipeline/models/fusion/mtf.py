@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.fusion.net import RRDB
+from pipeline.models.fusion.net import FUSION_RDB_NAMES, RRDB
 
 #: Per-band MTF at Nyquist used to initialise the filters (S2 values of the reference, by band position).
 _S2_MTF = [0.29, 0.30, 0.28, 0.24, 0.23, 0.23, 0.25, 0.25, 0.27, 0.28, 0.30, 0.30]
@@ -79,7 +79,7 @@ class MTFDetailNet(nn.Module):
             self.pads.append(k // 2)
         self.register_buffer("mtf_ratios", torch.full((n_bands,), ratio, dtype=torch.int32))
         self.detail_net = nn.Sequential(
-            nn.Conv2d(2, nf, 3, 1, 1), nn.LeakyReLU(0.2), *[RRDB(nf, gc) for _ in range(nb // 2)], nn.Conv2d(nf, 1, 3, 1, 1)
+            nn.Conv2d(2, nf, 3, 1, 1), nn.LeakyReLU(0.2), *[RRDB(nf, gc, FUSION_RDB_NAMES) for _ in range(nb // 2)], nn.Conv2d(nf, 1, 3, 1, 1)
         )
         self.gain_estimator = nn.Sequential(nn.Conv2d(3, nf // 2, 3, 1, 1), nn.LeakyReLU(0.2), nn.Conv2d(nf // 2, 1, 1))
         self.refinement = nn.Sequential(

@@ -15,6 +15,7 @@ from torch import nn
 
 from pipeline.bands import RGB_BANDS
 from pipeline.models.fusion.config import BAND_MEAN, BAND_STD, FusionNetConfig
+from pipeline.models.rrdb import RRDB
 
 #: Floor of the per-image band mean (reflectance) in the brightness-relative normalisation.
 MIN_MEAN_REFLECTANCE = 0.005
@@ -22,41 +23,8 @@ MIN_MEAN_REFLECTANCE = 0.005
 MIN_LOCAL_REFLECTANCE = 0.002
 
 
-class ResidualDenseBlock(nn.Module):
-    """Five 3x3 convs with dense connections, LeakyReLU 0.2, residual scaled by 0.2 (ESRGAN RDB)."""
-
-    def __init__(self, nf: int, gc: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(nf, gc, 3, 1, 1)
-        self.conv2 = nn.Conv2d(nf + gc, gc, 3, 1, 1)
-        self.conv3 = nn.Conv2d(nf + 2 * gc, gc, 3, 1, 1)
-        self.conv4 = nn.Conv2d(nf + 3 * gc, gc, 3, 1, 1)
-        self.conv5 = nn.Conv2d(nf + 4 * gc, nf, 3, 1, 1)
-        for conv in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5):
-            nn.init.kaiming_normal_(conv.weight, a=0.2)
-            conv.weight.data.mul_(0.1)
-            nn.init.zeros_(conv.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = F.leaky_relu(self.conv1(x), 0.2)
-        x2 = F.leaky_relu(self.conv2(torch.cat((x, x1), 1)), 0.2)
-        x3 = F.leaky_relu(self.conv3(torch.cat((x, x1, x2), 1)), 0.2)
-        x4 = F.leaky_relu(self.conv4(torch.cat((x, x1, x2, x3), 1)), 0.2)
-        x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
-        return x5 * 0.2 + x
-
-
-class RRDB(nn.Module):
-    """Residual-in-residual dense block: three RDBs, residual scaled by 0.2."""
-
-    def __init__(self, nf: int, gc: int) -> None:
-        super().__init__()
-        self.RDB1 = ResidualDenseBlock(nf, gc)
-        self.RDB2 = ResidualDenseBlock(nf, gc)
-        self.RDB3 = ResidualDenseBlock(nf, gc)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.RDB3(self.RDB2(self.RDB1(x))) * 0.2 + x
+#: Parameter names of the reference fusion nets' inner dense blocks.
+FUSION_RDB_NAMES = ("RDB1", "RDB2", "RDB3")
 
 
 class ChannelAttention(nn.Module):
@@ -102,9 +70,9 @@ class FusionGroupNet(nn.Module):
         nf, gc = cfg.nf, cfg.gc
         n_in, n_out = len(cfg.input_bands), len(cfg.output_bands)
         self.rgb_conv_first = nn.Conv2d(3, nf, 3, 1, 1)
-        self.rgb_rrdb = nn.Sequential(*[RRDB(nf, gc) for _ in range(cfg.nb_branch)])
+        self.rgb_rrdb = nn.Sequential(*[RRDB(nf, gc, FUSION_RDB_NAMES) for _ in range(cfg.nb_branch)])
         self.ms_conv_first = nn.Conv2d(n_in, nf, 3, 1, 1)
-        self.ms_rrdb = nn.Sequential(*[RRDB(nf, gc) for _ in range(cfg.nb_branch)])
+        self.ms_rrdb = nn.Sequential(*[RRDB(nf, gc, FUSION_RDB_NAMES) for _ in range(cfg.nb_branch)])
         self.rgb_channel_attention = ChannelAttention(nf)
         self.ms_channel_attention = ChannelAttention(nf)
         self.spatial_attention_rgb = SpatialAttention()
@@ -116,7 +84,7 @@ class FusionGroupNet(nn.Module):
             self.trunk_up = nn.Conv2d(nf, nf * s * s, 1)
             nn.init.zeros_(self.trunk_up.weight)
             nn.init.zeros_(self.trunk_up.bias)
-        self.fusion_rrdb = nn.Sequential(*[RRDB(nf, gc) for _ in range(cfg.nb_trunk)])
+        self.fusion_rrdb = nn.Sequential(*[RRDB(nf, gc, FUSION_RDB_NAMES) for _ in range(cfg.nb_trunk)])
         self.upconv1 = nn.Conv2d(nf, nf, 3, 1, 1)
         self.upconv2 = nn.Conv2d(nf, nf, 3, 1, 1)
         self.HRconv = nn.Conv2d(nf, nf, 3, 1, 1)
