@@ -95,8 +95,19 @@ def runner(module: torch.nn.Module, args: tuple, dtype: str, device: str) -> Cal
 def benchmark(preset: str, tile: int, *, repeats: int, dtypes: tuple[str, ...], device: str = "cpu",
               components: tuple[str, ...] | None = None, ceiling_n: int = 2048) -> dict:
     """Run the component benchmark; returns a JSON-able dict with one row per (component, dtype)."""
+    try:
+        return _benchmark(preset, tile, repeats=repeats, dtypes=dtypes, device=device, components=components,
+                          ceiling_n=ceiling_n)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _benchmark(preset: str, tile: int, *, repeats: int, dtypes: tuple[str, ...], device: str,
+               components: tuple[str, ...] | None, ceiling_n: int) -> dict:
     g = torch.Generator().manual_seed(0)
     comps = build_components(preset, tile, generator=g)
+    # subnormal floats (tiny activations of freshly initialised nets) are very slow on x86: flush them
+    flush = torch.set_flush_denormal(True)
     ceilings = {
         "fp32": matmul_ceiling(torch.float32, n=ceiling_n, device=device),
         "bf16_cl": matmul_ceiling(torch.bfloat16, n=ceiling_n, device=device),
@@ -115,7 +126,15 @@ def benchmark(preset: str, tile: int, *, repeats: int, dtypes: tuple[str, ...], 
                 "gflop_per_s": gflops, "ceiling_gflop_per_s": ceilings[dtype],
                 "share_of_ceiling": gflops / ceilings[dtype],
             })
-    return {"benchmark": "components", "preset": preset, "lr_tile_10m_px": tile, "output_tile_2_5m_px": 4 * tile,
+    # the ceiling again after the components (take the best), so a busy moment at the start does not skew it
+    ceilings = {
+        "fp32": max(ceilings["fp32"], matmul_ceiling(torch.float32, n=ceiling_n, device=device)),
+        "bf16_cl": max(ceilings["bf16_cl"], matmul_ceiling(torch.bfloat16, n=ceiling_n, device=device)),
+    }
+    for r in rows:
+        r["ceiling_gflop_per_s"] = ceilings[r["dtype"]]
+        r["share_of_ceiling"] = r["gflop_per_s"] / ceilings[r["dtype"]]
+    return {"benchmark": "components", "preset": preset, "flush_denormal": flush, "lr_tile_10m_px": tile, "output_tile_2_5m_px": 4 * tile,
             "device": device, "ceilings_gflop_per_s": ceilings, "machine": machine(), "rows": rows}
 
 

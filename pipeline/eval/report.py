@@ -75,7 +75,7 @@ def _mean_pm_std(results: list[SceneResult], method: str, pick, keys: tuple[str,
     if len(results) == 1:
         return [fmt(mean[k], k) for k in keys]
     std = _mean_over_scenes(results, method, pick, stat=np.nanstd)
-    return [f"{fmt(mean[k], k)} ± {fmt(std[k], k)}" for k in keys]
+    return [fmt(mean[k], k) if math.isnan(mean[k]) else f"{fmt(mean[k], k)} ± {fmt(std[k], k)}" for k in keys]
 
 
 def _jsonable(obj):  # noqa: ANN001, ANN202
