@@ -23,7 +23,7 @@ def sweep(scene_dir: str, steps: list[int], *, sr_weights: str | None = None, fu
           crop: int | None = None, seed: int = 0, baselines: tuple[str, ...] = BASELINES) -> dict:
     """Wald x4 scores and wall time per DDIM step count (and for the baselines)."""
     from pipeline.eval.protocol import WaldConfig, wald_scene
-    from pipeline.eval.scene_io import read_scene
+    from pipeline.io.scene_files import read_scene
     from pipeline.inference.methods import MethodOptions
 
     scene = read_scene(scene_dir)

@@ -28,7 +28,7 @@ DEMO_PATCH = "S2A_MSIL2A_20170613T101031_87_48"
 
 def real_windows(window: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`n` windows of `window` 10 m px (multiple of 6) from the demo scene, reflect-padded when larger."""
-    from pipeline.eval.scene_io import read_scene
+    from pipeline.io.scene_files import read_scene
 
     scene = read_scene(CATALOG / DEMO_PATCH)
     out = []

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.bands import BAND_GROUPS
 from pipeline.eval.protocol import WaldConfig, wald_scene
-from pipeline.eval.scene_io import read_scene
+from pipeline.io.scene_files import read_scene
 from pipeline.models import baselines
 from pipeline.models.fusion import load_fusion_model
 

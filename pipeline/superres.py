@@ -8,7 +8,7 @@ from pathlib import Path
 from affine import Affine
 
 from pipeline.errors import OutputError
-from pipeline.eval.scene_io import read_scene
+from pipeline.io.scene_files import read_scene
 from pipeline.inference.methods import MethodOptions
 from pipeline.inference.scene import super_resolve_scene
 from pipeline.io.cog import write_geotiff

@@ -4,7 +4,7 @@ Public surface::
 
     from pipeline.eval import metrics                      # psnr, ssim, sam_deg, ergas, r2, cross_correlation, rmse
     from pipeline.eval.opensr import consistency, synthesis, correctness, OpenSRConfig
-    from pipeline.eval.scene_io import read_scene, read_product
+    from pipeline.io.scene_files import read_scene, read_product
     from pipeline.eval.protocol import WaldConfig, wald_scene, consistency_check
     from pipeline.eval.cli import cli_main                 # `difffusr eval wald|consistency`
 """

@@ -68,7 +68,7 @@ def run_wald(args: argparse.Namespace, command: str) -> Path:
     from pipeline.eval.opensr import OpenSRConfig
     from pipeline.eval.protocol import WaldConfig, wald_scene
     from pipeline.eval.report import write_wald_report
-    from pipeline.eval.scene_io import read_scene
+    from pipeline.io.scene_files import read_scene
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in _METHODS]
@@ -91,7 +91,7 @@ def run_consistency(args: argparse.Namespace, command: str) -> Path:
     from pipeline.eval.opensr import OpenSRConfig
     from pipeline.eval.protocol import consistency_check
     from pipeline.eval.report import write_consistency_report
-    from pipeline.eval.scene_io import match_product_to_scene, read_product, read_scene
+    from pipeline.io.scene_files import match_product_to_scene, read_product, read_scene
 
     out = _out_dir(args.out)
     product = read_product(args.product)

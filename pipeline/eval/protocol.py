@@ -21,7 +21,7 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.eval import metrics as M
 from pipeline.eval import opensr
 from pipeline.eval.resample import degrade
-from pipeline.eval.scene_io import Scene
+from pipeline.io.scene_files import Scene
 
 #: The SR factor of every method (10 m -> 2.5 m).
 SR_FACTOR: int = 4

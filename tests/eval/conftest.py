@@ -34,7 +34,7 @@ def finland() -> Path:
 @pytest.fixture(scope="session")
 def product(tmp_path_factory, finland) -> Path:
     """The Finland held-out scene super-resolved by bicubic interpolation, as a 12-band float32 GeoTIFF at 2.5 m."""
-    from pipeline.eval.scene_io import read_scene
+    from pipeline.io.scene_files import read_scene
     from pipeline.inference.scene import super_resolve_scene
 
     scene = read_scene(finland)

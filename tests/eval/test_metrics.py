@@ -109,7 +109,7 @@ def test_ssim_matches_scikit_image_on_a_real_band():
     use_sample_covariance=False, data_range=1) of the held-out Finland B08 against itself rolled by (1, -2) px."""
     from pathlib import Path
 
-    from pipeline.eval.scene_io import read_scene
+    from pipeline.io.scene_files import read_scene
 
     scene = read_scene(Path(__file__).resolve().parents[2] / "data/samples/heldout/S2B_MSIL2A_20170924T93020_69_24")
     ref = scene.b10[3].astype(np.float64)

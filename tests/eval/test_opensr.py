@@ -13,7 +13,7 @@ from scipy import ndimage
 from pipeline.errors import ConfigError
 from pipeline.eval import opensr as O
 from pipeline.eval.resample import degrade
-from pipeline.eval.scene_io import read_scene
+from pipeline.io.scene_files import read_scene
 
 HELDOUT = Path(__file__).resolve().parents[2] / "data" / "samples" / "heldout" / "S2A_MSIL2A_20170617T113321_4_55"
 

@@ -14,7 +14,7 @@ from rasterio.windows import Window
 from pipeline.bands import S2_BANDS
 from pipeline.errors import AssetError, ConfigError, DataError
 from pipeline.eval.protocol import WaldConfig, consistency_check, crop_for_ratio, wald_scene
-from pipeline.eval.scene_io import match_product_to_scene, read_product, read_scene
+from pipeline.io.scene_files import match_product_to_scene, read_product, read_scene
 
 SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples" / "heldout"
 IRELAND = SAMPLES / "S2A_MSIL2A_20170617T113321_4_55"

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import ConfigError
-from pipeline.eval.scene_io import read_scene
+from pipeline.io.scene_files import read_scene
 from pipeline.inference.methods import get_method
 from pipeline.inference.predict import predict_tiles
 from pipeline.inference.scene import super_resolve_scene, tile_windows
