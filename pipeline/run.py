@@ -102,18 +102,18 @@ def _ensure_ray(cfg: RunConfig) -> bool:
     return True
 
 
-def _wait_all(futures: list, desc: str, progress: bool, total: int | None = None) -> list:
-    """ray.get with a progress bar; re-raises a user error from a task as itself."""
+def _wait_all(futures: list, desc: str, progress: bool) -> list:
+    """ray.get of one-tile tasks with a progress bar; re-raises a user error from a task as itself."""
     import ray
     from tqdm import tqdm
 
     results = []
     pending = list(futures)
-    with tqdm(total=total or len(futures), desc=desc, unit="tile", file=sys.stderr, disable=not progress) as bar:
+    with tqdm(total=len(futures), desc=desc, unit="tile", file=sys.stderr, disable=not progress) as bar:
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             results.append(_get(ready[0]))
-            bar.update(results[-1].get("tiles", 1) if isinstance(results[-1], dict) else 1)
+            bar.update(1)
     return results
 
 
