@@ -30,6 +30,23 @@ TRAINING_ONLY_PREFIXES: tuple[str, ...] = ("E.encoder_k.", "E.queue", "E.queue_p
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "sr_small"
 
 
+def denoiser_from_config(c: SRConfig) -> DiffUNet:
+    """The pixel-folded U-Net denoiser that a preset's config describes."""
+    return DiffUNet(
+        in_ch=c.in_channels,
+        ctx_ch=c.rrdb_feat,
+        deg_dim=c.deg_channels[-1],
+        inner=c.unet_inner,
+        mults=c.unet_mults,
+        res_blocks=c.unet_res_blocks,
+        attn_strides=c.unet_attn_strides,
+        groups=c.unet_norm_groups,
+        kv_dim=c.unet_kv_dim,
+        fold=c.fold,
+        dropout=c.dropout,
+    )
+
+
 class SRDiffusion(nn.Module):
     """Conditional diffusion SR x4 of R, G, B reflectance (B04, B03, B02).
 
@@ -43,19 +60,7 @@ class SRDiffusion(nn.Module):
         self.config = c
         self.encoder = RRDBNet(c.in_channels, c.in_channels, c.rrdb_feat, c.rrdb_blocks, c.rrdb_grow)
         self.E = MoCo(c.in_channels, c.deg_channels, c.moco_queue, c.moco_momentum, c.moco_temperature)
-        self.model = DiffUNet(
-            in_ch=c.in_channels,
-            ctx_ch=c.rrdb_feat,
-            deg_dim=c.deg_channels[-1],
-            inner=c.unet_inner,
-            mults=c.unet_mults,
-            res_blocks=c.unet_res_blocks,
-            attn_strides=c.unet_attn_strides,
-            groups=c.unet_norm_groups,
-            kv_dim=c.unet_kv_dim,
-            fold=c.fold,
-            dropout=c.dropout,
-        )
+        self.model = denoiser_from_config(c)
         self.schedule = CosineSchedule.cosine(c.timesteps)
 
     # ------------------------------------------------------------------ normalisation

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.models.diffusion import CosineSchedule, DDIMSampler, get_preset
+from pipeline.models.diffusion.model import denoiser_from_config
 from pipeline.models.diffusion.unet import (
     DABlock,
-    DiffUNet,
     Downsample,
     PositionalEncoding,
     ResnetBlocWithAttn,
@@ -73,18 +73,7 @@ def test_dablock_ignores_its_groupnorm_parameters():
 def test_paper_unet_layer_table_matches_the_reference():
     c = get_preset("paper")
     with torch.device("meta"):
-        net = DiffUNet(
-            in_ch=3,
-            ctx_ch=c.rrdb_feat,
-            deg_dim=c.deg_channels[-1],
-            inner=c.unet_inner,
-            mults=c.unet_mults,
-            res_blocks=c.unet_res_blocks,
-            attn_strides=c.unet_attn_strides,
-            groups=c.unet_norm_groups,
-            kv_dim=c.unet_kv_dim,
-            fold=c.fold,
-        )
+        net = denoiser_from_config(c)
     for key, typ, cin, cout, attn, res1x1 in GOLDEN["unet_layout"]["rows"]:
         group, idx = key.split(".")
         layer = getattr(net, group)[int(idx)]
@@ -105,18 +94,7 @@ def test_paper_unet_layer_table_matches_the_reference():
 def test_paper_unet_shape_check():
     sc = GOLDEN["unet_layout"]["shape_check"]
     c = get_preset("paper")
-    net = DiffUNet(
-        in_ch=3,
-        ctx_ch=64,
-        deg_dim=256,
-        inner=c.unet_inner,
-        mults=c.unet_mults,
-        res_blocks=c.unet_res_blocks,
-        attn_strides=c.unet_attn_strides,
-        groups=c.unet_norm_groups,
-        kv_dim=c.unet_kv_dim,
-        fold=c.fold,
-    )
+    net = denoiser_from_config(c)
     with torch.no_grad():
         out = net(torch.randn(sc["x"]), torch.rand(1), torch.randn(sc["ctx"]), torch.randn(sc["k_v"]))
     assert list(out.shape) == sc["out"]
