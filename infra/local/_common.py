@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import time
@@ -20,11 +21,34 @@ class LocalServiceError(DiffFuSRError):
     """A loopback service (STAC API, PostgreSQL, S3) could not be set up, started or stopped."""
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that is free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """Return a TCP port that is free on ``host`` right now.
+
+    The port is drawn below the kernel's ephemeral range (and above Ray's worker ports, 10002-19999):
+    an OS-picked port lies inside that range, where any outgoing connection (a database client, Ray,
+    boto) may take it between this call and the server's bind, a race CI hit once.
+    """
+    lo_ephemeral, _ = _ephemeral_range()
+    lo, hi = 20000, max(20001, lo_ephemeral - 1)
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randint(lo, hi)
+        if port_is_free(port, host):
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # crowded host: let the OS pick
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+ADDRESS_IN_USE = "address already in use"
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -22,13 +22,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from infra.local._common import LocalServiceError, free_port, http_ok, log_tail, port_is_free, stop_pid
+from infra.local._common import ADDRESS_IN_USE, LocalServiceError, free_port, http_ok, log_tail, port_is_free, stop_pid
 
 STATE_FILE = "s3_server.json"
 
@@ -73,6 +74,7 @@ class S3Server:
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.startup_s: float | None = None
+        self._tmp_log: Path | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -94,22 +96,40 @@ class S3Server:
         """Start moto and wait until it answers; returns the endpoint URL."""
         t0 = time.perf_counter()
         cfg = self.config
-        self.port = cfg.port or free_port(cfg.host)
+        # A port we picked ourselves can still be taken before moto binds it: pick another and retry.
+        attempts = 1 if cfg.port else 3
+        for attempt in range(attempts):
+            self.port = cfg.port or free_port(cfg.host)
+            try:
+                self._launch_and_wait()
+                break
+            except LocalServiceError as e:
+                if attempt + 1 == attempts or ADDRESS_IN_USE not in str(e).lower():
+                    raise
+        self.startup_s = time.perf_counter() - t0
+        return self.endpoint_url
+
+    def _launch_and_wait(self) -> None:
+        cfg = self.config
         if not port_is_free(self.port, cfg.host):
-            raise LocalServiceError(f"port {self.port} on {cfg.host} is in use; pick another port")
-        log = open(cfg.log_path, "ab") if cfg.log_path else subprocess.DEVNULL  # noqa: SIM115
-        try:
+            raise LocalServiceError(f"port {self.port} on {cfg.host}: {ADDRESS_IN_USE}; pick another port")
+        if cfg.log_path:
+            log_path = Path(cfg.log_path)
+        else:  # a throwaway log, so that a failed start can say why (e.g. the port was taken)
+            if self._tmp_log is not None:
+                self._tmp_log.unlink(missing_ok=True)
+            fd, name = tempfile.mkstemp(prefix="difffusr-moto-", suffix=".log")
+            os.close(fd)
+            log_path = self._tmp_log = Path(name)
+        with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", cfg.host, "-p", str(self.port)],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 env=dict(os.environ, MOTO_CALL_RESET_API="false"))
-        finally:
-            if log is not subprocess.DEVNULL:
-                log.close()
         deadline = time.monotonic() + cfg.timeout_s
         while not http_ok(f"{self.endpoint_url}/moto-api/"):
             if self.proc.poll() is not None:
-                tail = log_tail(cfg.log_path) if cfg.log_path else ""
+                tail = log_tail(log_path)
                 self.proc = None
                 raise LocalServiceError(f"moto server exited during start-up (is moto[server] installed? "
                                         f"pip install -e '.[test]'){': ' + tail if tail else ''}")
@@ -117,8 +137,6 @@ class S3Server:
                 self.stop()
                 raise LocalServiceError(f"moto server not ready on {self.endpoint_url} after {cfg.timeout_s:.0f} s")
             time.sleep(0.05)
-        self.startup_s = time.perf_counter() - t0
-        return self.endpoint_url
 
     def stop(self) -> None:
         """Stop the moto process by PID (all buckets are lost)."""
@@ -127,6 +145,9 @@ class S3Server:
             with contextlib.suppress(Exception):
                 self.proc.wait(timeout=5)
             self.proc = None
+        if self._tmp_log is not None:
+            self._tmp_log.unlink(missing_ok=True)
+            self._tmp_log = None
 
     def __enter__(self) -> Self:
         self.start()

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from infra.local._common import (
+    ADDRESS_IN_USE,
     REPO_ROOT,
     SETUP_HINT,
     LocalServiceError,
@@ -149,9 +150,9 @@ class StacServer:
         cfg = self.config
         check_prerequisites(cfg)
         collections, items = read_catalog(cfg.catalog, cfg.href_base)
+        if cfg.port and not port_is_free(cfg.port, cfg.host):
+            raise LocalServiceError(f"port {cfg.port} on {cfg.host} is in use; pick another --port or stop what uses it")
         port = cfg.port or free_port(cfg.host)
-        if not port_is_free(port, cfg.host):
-            raise LocalServiceError(f"port {port} on {cfg.host} is in use; pick another --port or stop what uses it")
         if cfg.state_dir is None:
             self.state_dir, self._owns_dir = Path(tempfile.mkdtemp(prefix="difffusr-stac-")), True
         else:
@@ -197,21 +198,37 @@ class StacServer:
                    STAC_FASTAPI_TITLE="difffusr local STAC API", STAC_FASTAPI_LANDING_ID="difffusr-local",
                    STAC_FASTAPI_DESCRIPTION=f"Loopback STAC API serving {Path(cfg.catalog).resolve()}",
                    STAC_FASTAPI_VERSION="1.0.0")
-        with open(sd / "uvicorn.log", "ab") as log:
-            api = subprocess.Popen(
-                [str(cfg.venv / "bin" / "uvicorn"), "--factory", "stac_fastapi.pgstac.app:create_app",
-                 "--host", cfg.host, "--port", str(port), "--log-level", "warning"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=sd)
-        state["pids"]["uvicorn"] = api.pid  # imports while pgstac loads
+
+        def launch_api(port: int) -> subprocess.Popen:
+            with open(sd / "uvicorn.log", "ab") as log:
+                api = subprocess.Popen(
+                    [str(cfg.venv / "bin" / "uvicorn"), "--factory", "stac_fastapi.pgstac.app:create_app",
+                     "--host", cfg.host, "--port", str(port), "--log-level", "warning"],
+                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=sd)
+            state["pids"]["uvicorn"] = api.pid
+            return api
+
+        api = launch_api(port)  # imports while pgstac loads
         for name, docs in (("collections", collections), ("items", items)):
             (sd / f"{name}.ndjson").write_text("".join(json.dumps(d) + "\n" for d in docs))
         run_loader(cfg.venv, pg_port, sd / "collections.ndjson", sd / "items.ndjson", log=sd / "load.log")
         phases["pgstac_load"] = round(time.perf_counter() - t0, 2)
-        url = f"http://{cfg.host}:{port}"
-        state["url"] = url
         want = {c["id"] for c in collections}
-        self._wait(lambda: http_ok(f"{url}/collections") and all(http_ok(f"{url}/collections/{c}") for c in want),
-                   api, "stac-fastapi-pgstac", sd / "uvicorn.log")
+        # A port we picked ourselves can still be taken before uvicorn binds it: pick another and relaunch.
+        attempts = 1 if cfg.port else 3
+        for attempt in range(attempts):
+            url = f"http://{cfg.host}:{port}"
+            try:
+                self._wait(lambda u=url: http_ok(f"{u}/collections")
+                           and all(http_ok(f"{u}/collections/{c}") for c in want),
+                           api, "stac-fastapi-pgstac", sd / "uvicorn.log")
+                break
+            except LocalServiceError as e:
+                if attempt + 1 == attempts or ADDRESS_IN_USE not in str(e).lower():
+                    raise
+                port = free_port(cfg.host)
+                api = launch_api(port)
+        state["url"] = url
         phases["api"] = round(time.perf_counter() - t0, 2)
         self.url = url
 

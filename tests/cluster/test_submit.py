@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from infra.local._common import free_port
 from pipeline import cli
 from pipeline.cluster.submit import (
     _submit_with_retry,
@@ -43,12 +43,6 @@ print("digests", worker[1], head[1])
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _warm_up(url: str, budget_s: float = 120.0) -> None:
     """Wait until the head's job agent takes jobs (slow on a loaded machine): run `true` once."""
     from ray.job_submission import JobSubmissionClient
@@ -72,7 +66,7 @@ def cluster():
     os.environ.update(env)
     from ray.cluster_utils import Cluster
 
-    port = _free_port()
+    port = free_port()
 
     def node_args() -> dict:
         # Own ports for each node's agent: Ray's fixed default (52365) clashes with any other Ray on
@@ -80,8 +74,8 @@ def cluster():
         return {
             "object_store_memory": 96 * 2**20,
             "num_cpus": 1,
-            "dashboard_agent_listen_port": _free_port(),
-            "metrics_export_port": _free_port(),
+            "dashboard_agent_listen_port": free_port(),
+            "metrics_export_port": free_port(),
         }
 
     c = Cluster(
@@ -184,7 +178,7 @@ def test_user_errors_say_what_to_fix(monkeypatch, cluster):
         forwarded_env({}, ["NOEQUALS"])
     start = time.monotonic()
     with pytest.raises(ConfigError, match="cannot reach the Ray Jobs API"):
-        cli_status(["x", "--address", f"http://127.0.0.1:{_free_port()}"])
+        cli_status(["x", "--address", f"http://127.0.0.1:{free_port()}"])
     assert time.monotonic() - start < 30
 
 

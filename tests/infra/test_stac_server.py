@@ -110,3 +110,28 @@ def test_cli_start_stop(tmp_path: Path, stac_api: str) -> None:
     assert stop.returncode == 0, stop.stderr
     assert not pid_matches(pids["uvicorn"], "uvicorn") and not pid_matches(pids["postgres"], "postgres")
     assert not state.exists()
+
+
+def test_port_taken_before_bind_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port picked for us but taken by someone else before uvicorn binds it (a race CI met) costs a retry."""
+    import socket
+
+    import infra.local.stac_server as stac_server_module
+    from infra.local._common import free_port
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        picks = iter([taken])
+        monkeypatch.setattr(stac_server_module, "free_port", lambda host="127.0.0.1": next(picks, None) or free_port(host))
+        with StacServer(StacServerConfig(catalog=SAMPLE_CATALOG)) as server:
+            assert server.url is not None and urlparse(server.url).port != taken
+            assert _ids(_post_search(server.url, {"ids": [FINLAND]})) == {FINLAND}
+
+
+def test_free_port_avoids_the_ephemeral_range() -> None:
+    from infra.local._common import _ephemeral_range, free_port
+
+    lo, _ = _ephemeral_range()
+    assert all(20000 <= free_port() < lo for _ in range(20))
