@@ -43,7 +43,8 @@ test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
 lint: setup
-	$(BIN)/python -m ruff check pipeline tests || true
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -m ruff check pipeline tests infra benchmarks
 
 clean:
 	rm -rf out .pytest_cache

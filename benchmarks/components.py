@@ -79,7 +79,7 @@ def runner(module: torch.nn.Module, args: tuple, dtype: str, device: str) -> Cal
     if dtype == "bf16_cl":
         module = module.to(memory_format=torch.channels_last)
         args = tuple(a.contiguous(memory_format=torch.channels_last) if a.dim() == 4 else a for a in args)
-        autocast = lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)  # noqa: E731
+        autocast = lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     else:
         module = module.to(memory_format=torch.contiguous_format)
         args = tuple(a.contiguous() for a in args)
@@ -140,9 +140,10 @@ def _benchmark(preset: str, tile: int, *, repeats: int, dtypes: tuple[str, ...],
 
 def markdown(result: dict) -> str:
     """A Markdown table of a component benchmark result."""
-    lines = [f"preset `{result['preset']}`, LR tile {result['lr_tile_10m_px']} px (output {result['output_tile_2_5m_px']} px), "
-             f"matmul ceiling fp32 {result['ceilings_gflop_per_s']['fp32']:.0f} / bf16 "
-             f"{result['ceilings_gflop_per_s']['bf16_cl']:.0f} GFLOP/s", "",
+    lines = [(f"preset `{result['preset']}`, LR tile {result['lr_tile_10m_px']} px "
+              f"(output {result['output_tile_2_5m_px']} px), "
+              f"matmul ceiling fp32 {result['ceilings_gflop_per_s']['fp32']:.0f} / bf16 "
+              f"{result['ceilings_gflop_per_s']['bf16_cl']:.0f} GFLOP/s"), "",
              "| component | dtype | params | GFLOP | median s | GFLOP/s | share of ceiling |", "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['component']} | {r['dtype']} | {r['params'] / 1e6:.2f} M | {r['gflop']:.2f} | "

@@ -23,14 +23,14 @@ def sweep(scene_dir: str, steps: list[int], *, sr_weights: str | None = None, fu
           crop: int | None = None, seed: int = 0, baselines: tuple[str, ...] = BASELINES) -> dict:
     """Wald x4 scores and wall time per DDIM step count (and for the baselines)."""
     from pipeline.eval.protocol import WaldConfig, wald_scene
-    from pipeline.io.scene_files import read_scene
     from pipeline.inference.methods import MethodOptions
+    from pipeline.io.scene_files import read_scene
 
     scene = read_scene(scene_dir)
     cfg = WaldConfig(crop=crop, seed=seed)
     rows = []
 
-    def row(label: str, mr) -> dict:  # noqa: ANN001
+    def row(label: str, mr) -> dict:
         return {"label": label, "seconds": mr.seconds,
                 **{f"{g}_{k}": mr.groups[g][k] for g in ("10m", "20m", "60m", "all") for k in ("psnr", "ssim", "ergas")},
                 "10m_sam_deg": mr.groups["10m"]["sam_deg"],

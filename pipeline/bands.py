@@ -41,7 +41,7 @@ class BandGroup:
     @property
     def factor_to_target(self) -> int:
         """Upsampling factor from the group's grid to the 2.5 m grid (4, 8 or 24)."""
-        return int(round(self.gsd_m / TARGET_GSD_M))
+        return round(self.gsd_m / TARGET_GSD_M)
 
     @property
     def factor_to_10m(self) -> int:

@@ -93,7 +93,7 @@ def _ensure_ray(cfg: RunConfig) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     if cfg.compute.ray_address:
         ray.init(address=cfg.compute.ray_address, **kwargs)
     else:

@@ -8,10 +8,10 @@ from pathlib import Path
 from affine import Affine
 
 from pipeline.errors import OutputError
-from pipeline.io.scene_files import read_scene
 from pipeline.inference.methods import MethodOptions
 from pipeline.inference.scene import super_resolve_scene
 from pipeline.io.cog import write_geotiff
+from pipeline.io.scene_files import read_scene
 from pipeline.tiling.grid import SR_FACTOR
 
 

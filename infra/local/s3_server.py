@@ -29,7 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from infra.local._common import ADDRESS_IN_USE, LocalServiceError, free_port, http_ok, log_tail, port_is_free, stop_pid
+from infra.local._common import (
+    ADDRESS_IN_USE,
+    LocalServiceError,
+    free_port,
+    http_ok,
+    log_tail,
+    port_is_free,
+    stop_pid,
+)
 
 STATE_FILE = "s3_server.json"
 

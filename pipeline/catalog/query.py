@@ -104,7 +104,7 @@ def _parse_instant(text: str, *, end: bool) -> datetime:
             d = date.fromisoformat(text)
             t = datetime(d.year, d.month, d.day, tzinfo=UTC)
             return t.replace(hour=23, minute=59, second=59) if end else t
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        dt = datetime.fromisoformat(text)  # Python >= 3.11 reads a trailing "Z"
     except ValueError:
         raise ConfigError(
             f"--datetime part {text!r} is not an ISO date; use START/END like 2023-06-01/2023-06-30"

@@ -69,16 +69,16 @@ def search_items(query: SearchQuery, *, timeout_s: float = 60.0) -> list[dict[st
     stac_io = StacApiIO(max_retries=retry, timeout=timeout_s)
     try:
         client = pystac_client.Client.open(query.stac_url, modifier=modifier, stac_io=stac_io)
-        kwargs: dict[str, Any] = dict(
-            collections=[query.collection],
-            bbox=list(query.bbox),
-            datetime=query.datetime_range,
-            max_items=query.max_items,
-        )
+        kwargs: dict[str, Any] = {
+            "collections": [query.collection],
+            "bbox": list(query.bbox),
+            "datetime": query.datetime_range,
+            "max_items": query.max_items,
+        }
         if query.max_cloud is not None and client.conforms_to("QUERY"):
             kwargs["query"] = {"eo:cloud_cover": {"lte": query.max_cloud}}
         found = [item.to_dict() for item in client.search(**kwargs).items()]
-    except Exception as exc:  # pystac-client raises APIError, requests errors, JSON errors ...
+    except Exception as exc:  # noqa: BLE001 -- pystac-client raises APIError, requests errors, JSON errors ...
         raise CatalogError(
             f"STAC search at {query.stac_url!r} (collection {query.collection!r}) failed: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}; check --stac-url and --collection"

@@ -50,7 +50,7 @@ def _out_dir(path: str) -> Path:
     return out
 
 
-def _method_options(args: argparse.Namespace):  # noqa: ANN202
+def _method_options(args: argparse.Namespace):
     from pipeline.inference.methods import MethodOptions
 
     if args.steps is None and args.sr_weights is None and args.fusion_weights is None:

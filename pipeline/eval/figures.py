@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from pipeline.bands import BAND_GROUPS, S2_BANDS  # noqa: E402
+from pipeline.bands import BAND_GROUPS, S2_BANDS
 
 #: Bands drawn for each group: (R, G, B) composites; a single band is drawn in grey.
 DISPLAY_BANDS: dict[str, tuple[str, ...]] = {
@@ -43,7 +43,7 @@ def _nearest_up(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.repeat(np.repeat(x, fy, axis=-2), fx, axis=-1)
 
 
-def _clean(ax) -> None:  # noqa: ANN001
+def _clean(ax) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
 

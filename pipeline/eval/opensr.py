@@ -194,7 +194,7 @@ def histogram_match(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
         if not src_ok.any() or not ref_vals.size:
             continue
         src = x[b][src_ok]
-        s_vals, s_idx, s_cnt = np.unique(src, return_inverse=True, return_counts=True)
+        _, s_idx, s_cnt = np.unique(src, return_inverse=True, return_counts=True)
         r_vals, r_cnt = np.unique(ref_vals, return_counts=True)
         s_q = np.cumsum(s_cnt) / src.size
         r_q = np.cumsum(r_cnt) / ref_vals.size

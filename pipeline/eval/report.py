@@ -62,14 +62,14 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _mean_over_scenes(results: list[SceneResult], method: str, pick, stat=np.nanmean) -> dict[str, float]:  # noqa: ANN001
+def _mean_over_scenes(results: list[SceneResult], method: str, pick, stat=np.nanmean) -> dict[str, float]:
     dicts = [pick(r.methods[method]) for r in results]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN (e.g. SAM of one band) stays NaN
         return {k: float(stat([d[k] for d in dicts])) for k in dicts[0]}
 
 
-def _mean_pm_std(results: list[SceneResult], method: str, pick, keys: tuple[str, ...]) -> list[str]:  # noqa: ANN001
+def _mean_pm_std(results: list[SceneResult], method: str, pick, keys: tuple[str, ...]) -> list[str]:
     """Table cells "mean ± std over scenes" (just the mean for one scene)."""
     mean = _mean_over_scenes(results, method, pick)
     if len(results) == 1:
@@ -78,7 +78,7 @@ def _mean_pm_std(results: list[SceneResult], method: str, pick, keys: tuple[str,
     return [fmt(mean[k], k) if math.isnan(mean[k]) else f"{fmt(mean[k], k)} ± {fmt(std[k], k)}" for k in keys]
 
 
-def _jsonable(obj):  # noqa: ANN001, ANN202
+def _jsonable(obj):
     if isinstance(obj, dict):
         return {k: _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -97,10 +97,10 @@ def write_wald_report(results: list[SceneResult], cfg: WaldConfig, out: Path, *,
     figdir.mkdir(exist_ok=True)
     methods = list(results[0].methods)
     lines = [f"# Wald x{cfg.ratio} evaluation", "", f"Command: `{command}`", "",
-             f"Scenes: {', '.join(f'{r.scene} ({r.shape10[0]}x{r.shape10[1]} px at the native 10 m grid)' for r in results)}. "
-             f"Methods: {', '.join(methods)}. Seed {cfg.seed}.", "",
-             f"Protocol: every band degraded x{cfg.ratio} with the sensor model (Gaussian MTF 0.3 at Nyquist + boxcar), "
-             "super-resolved x4, and scored at its native resolution (SR degraded onto the 10/20/60 m grid).", "",
+             (f"Scenes: {', '.join(f'{r.scene} ({r.shape10[0]}x{r.shape10[1]} px at the native 10 m grid)' for r in results)}. "
+              f"Methods: {', '.join(methods)}. Seed {cfg.seed}."), "",
+             (f"Protocol: every band degraded x{cfg.ratio} with the sensor model (Gaussian MTF 0.3 at Nyquist + boxcar), "
+              "super-resolved x4, and scored at its native resolution (SR degraded onto the 10/20/60 m grid)."), "",
              CONVENTIONS, ""]
     lines += [f"## Mean over {len(results)} scene(s)" + (" (± standard deviation over scenes)" if len(results) > 1 else ""), ""]
     for group in [g.name for g in BAND_GROUPS] + ["all"]:
@@ -168,9 +168,9 @@ def write_consistency_report(res: ConsistencyResult, out: Path, *, command: str)
     head = ("R² ↑", "CC ↑", "SSIM ↑", "PSNR dB ↑", "MSE ↓", "ERGAS ↓", "SAM ° ↓", "Reflectance L1 ↓", "Spectral ° ↓", "Spatial px ↓", "Synthesis")
     rows = [[g] + [fmt(res.groups[g][k], k) for k in keys] for g in res.groups]
     lines = [f"# Consistency of {res.product} with its inputs", "", f"Command: `{command}`", "",
-             f"Inputs: {res.inputs}. The SR product is degraded back to each band's native grid with the sensor model "
-             "(factor 4 / 8 / 24 for the 10 / 20 / 60 m groups) and compared with the native input pixels "
-             "(no-reference validation, DiffFuSR paper IV-E.2). ERGAS uses h/l = 1/factor of the group.", "",
+             (f"Inputs: {res.inputs}. The SR product is degraded back to each band's native grid with the sensor model "
+              "(factor 4 / 8 / 24 for the 10 / 20 / 60 m groups) and compared with the native input pixels "
+              "(no-reference validation, DiffFuSR paper IV-E.2). ERGAS uses h/l = 1/factor of the group."), "",
              CONVENTIONS, "", table(["group", *head], rows), ""]
     rows = [[b] + [fmt(res.bands[b][k], k) for k in ("r2", "cc", "ssim", "psnr", "mse")] for b in S2_BANDS]
     lines += ["Per band:", "", table(["band", "R²", "CC", "SSIM", "PSNR", "MSE"], rows), ""]

@@ -53,11 +53,11 @@ def write_geotiff(
     path = Path(path)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".cog-") as tmp:
         plain = Path(tmp) / "plain.tif"
-        profile = dict(
-            driver="GTiff", height=height, width=width, count=len(S2_BANDS), dtype=dtype, crs=crs,
-            transform=transform, nodata=0 if dtype == "uint16" else float("nan"), tiled=True, blockxsize=512,
-            blockysize=512, compress="ZSTD", BIGTIFF="IF_SAFER",
-        )
+        profile = {
+            "driver": "GTiff", "height": height, "width": width, "count": len(S2_BANDS), "dtype": dtype, "crs": crs,
+            "transform": transform, "nodata": 0 if dtype == "uint16" else float("nan"), "tiled": True, "blockxsize": 512,
+            "blockysize": 512, "compress": "ZSTD", "BIGTIFF": "IF_SAFER",
+        }
         with rasterio.open(plain, "w", **profile) as dst:
             for y0 in range(0, height, row_block):
                 y1 = min(height, y0 + row_block)

@@ -68,7 +68,7 @@ class SceneGrid:
 
 def utm_crs_for(lon: float, lat: float) -> str:
     """The WGS84/UTM zone CRS ("EPSG:326zz" north, "EPSG:327zz" south) containing a point."""
-    zone = min(int(math.floor((lon + 180.0) / 6.0)) + 1, 60)
+    zone = min(math.floor((lon + 180.0) / 6.0) + 1, 60)
     return f"EPSG:{32600 + zone if lat >= 0 else 32700 + zone}"
 
 

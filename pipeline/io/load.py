@@ -84,7 +84,7 @@ def _load_group(items: list[dict[str, Any]], band_keys: list[str], geobox) -> np
             chunks=None,
             preserve_original_order=True,
         )
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- GDAL/odc raise many types; _find_unreadable names the culprit
         item_id, what = _find_unreadable(items, band_keys)
         raise UnreadableAssetError(
             f"cannot read {what}; fix or remove the granule, or pass --skip-bad-assets to leave such granules "

@@ -45,7 +45,7 @@ class OutputDir:
             self.fs.makedirs(self.root, exist_ok=True)
             self.fs.pipe_file(f"{self.root}/.write-test", b"ok")
             self.fs.rm_file(f"{self.root}/.write-test")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- any fsspec backend error means "not writable"
             raise OutputError(f"--out {self.url!r} is not writable ({type(exc).__name__}: {exc}); check the bucket and credentials") from None
 
     def makedirs(self) -> None:

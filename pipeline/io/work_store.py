@@ -43,7 +43,7 @@ class WorkStore:
         """Create the arrays unless they exist for the same job; refuse a store of another job."""
         try:
             root = self._open("a")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- any fsspec/zarr error means "cannot create"
             raise OutputError(f"cannot create the work store at {self.url!r}: {exc}; check --out is writable") from None
         old = root.attrs.get("fingerprint")
         if old == fingerprint:

@@ -36,13 +36,13 @@ def _dockerfile_requirements(path: Path) -> list[str]:
     """Quoted requirements, one per line, between the BEGIN/END dependencies markers."""
     text = path.read_text()
     block = text[text.index("# BEGIN dependencies") : text.index("# END dependencies")]
-    return re.findall(r'^\s+"([^"]+)"\s*\\?$', block, flags=re.M)
+    return re.findall(r'^\s+"([^"]+)"\s*\\?$', block, flags=re.MULTILINE)
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_hadolint_passes(dockerfile):
     out = subprocess.run(
-        [_hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60
+        [_hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60, check=False
     )
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -58,11 +58,11 @@ def test_image_installs_exactly_the_project_dependencies(dockerfile):
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_image_is_multi_stage_and_runs_as_non_root(dockerfile):
     text = dockerfile.read_text()
-    stages = re.findall(r"^FROM \S+ AS (\w+)$", text, flags=re.M)
+    stages = re.findall(r"^FROM \S+ AS (\w+)$", text, flags=re.MULTILINE)
     assert stages == ["build", "runtime"]
     runtime = text[text.index("AS runtime") :]
     assert "COPY --from=build /opt/venv /opt/venv" in runtime
-    users = re.findall(r"^USER (\S+)$", runtime, flags=re.M)
+    users = re.findall(r"^USER (\S+)$", runtime, flags=re.MULTILINE)
     assert users and not users[-1].startswith(("0", "root"))
 
 

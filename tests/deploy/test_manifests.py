@@ -159,6 +159,7 @@ def test_cronjob_creates_the_rayjob_of_the_previous_month(rendered, tmp_path):
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
         cwd=REPO,
     )
     assert out.returncode == 0, out.stderr
@@ -173,7 +174,7 @@ def test_yamllint_passes_on_k8s_manifests():
     rules = "line-length: {max: 130}, document-start: disable, truthy: {check-keys: false}"
     config = "{extends: default, rules: {" + rules + "}}"
     out = subprocess.run(
-        [sys.executable, "-m", "yamllint", "-d", config, *files], capture_output=True, text=True
+        [sys.executable, "-m", "yamllint", "-d", config, *files], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stdout + out.stderr
 

@@ -71,7 +71,7 @@ def test_phase_correlation_recovers_a_known_shift_of_a_real_band(triplet):
 
 
 def test_histogram_match_takes_the_reference_distribution(triplet):
-    lr, sr, hr = triplet
+    _, sr, hr = triplet
     matched = O.histogram_match(sr * 1.7 + 0.05, hr)
     for b in range(hr.shape[0]):
         # same distribution (up to interpolation between tied reference values) ...

@@ -54,8 +54,8 @@ def test_zarr_v3_round_trip_on_s3(s3_server: S3Server, s3_env: dict[str, str]) -
     with rasterio.open(HELDOUT / "B02.tif") as src:
         b02 = src.read(1)
     ds = xr.Dataset({"B02": (("y", "x"), b02)})
-    ds.to_zarr("s3://difffusr-zarr/t.zarr", zarr_format=3, mode="w")
-    back = xr.open_zarr("s3://difffusr-zarr/t.zarr", zarr_format=3)
+    ds.to_zarr("s3://difffusr-zarr/t.zarr", zarr_format=3, mode="w", consolidated=False)
+    back = xr.open_zarr("s3://difffusr-zarr/t.zarr", zarr_format=3, consolidated=False)
     np.testing.assert_array_equal(back.B02.values, b02)
 
 

@@ -65,7 +65,7 @@ def test_work_store_round_trip_and_refusal_of_another_job(tmp_path):
     b10[0, 0, 0] = np.nan
     store.write_tile(key, b10, b20, b60)
     store.mark("ingest", key, DONE)
-    r10, r20, r60 = store.read_tiles([key])
+    r10, _, r60 = store.read_tiles([key])
     np.testing.assert_array_equal(r10[0], b10)
     np.testing.assert_array_equal(r60[0], b60)
     assert store.status("ingest").tolist() == [[0, 0], [0, 1]]

@@ -24,7 +24,7 @@ OUTPUTS = ("mosaic.zarr", "mosaic.tif", "quicklook.png", "item.json", "manifest.
 
 
 def _query(url, **kw):
-    args = dict(stac_url=url, collection="sentinel-2-l2a", bbox=DEMO_BBOX, datetime_range=DEMO_DATETIME)
+    args = {"stac_url": url, "collection": "sentinel-2-l2a", "bbox": DEMO_BBOX, "datetime_range": DEMO_DATETIME}
     return resolve_query(**{**args, **kw})
 
 

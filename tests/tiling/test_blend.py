@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import ConfigError
-from pipeline.io.scene_files import read_scene
 from pipeline.inference.methods import get_method
 from pipeline.inference.predict import predict_tiles
 from pipeline.inference.scene import super_resolve_scene, tile_windows
+from pipeline.io.scene_files import read_scene
 from pipeline.tiling.blend import blend_core, ramp_1d
 from pipeline.tiling.grid import TileLayout
 from tests.conftest import HELDOUT
