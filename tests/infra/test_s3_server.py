@@ -9,7 +9,7 @@ import s3fs
 
 from infra.local.s3_server import S3Server, upload_folder
 from infra.local.stac_server import read_catalog
-from tests.plugins.services import SAMPLE_CATALOG
+from tests.plugins.services import SAMPLE_CATALOG, first_port_pick_taken
 
 HELDOUT = SAMPLE_CATALOG.parent / "heldout" / "S2A_MSIL2A_20170617T113321_4_55"
 
@@ -74,19 +74,9 @@ def test_stac_api_with_s3_hrefs(stac_api_s3: str, s3_env: dict[str, str]) -> Non
 
 def test_port_taken_before_bind_is_replaced(monkeypatch) -> None:
     """A port picked for us but taken before moto binds it costs a retry, not a failed test session."""
-    import socket
-
     import infra.local.s3_server as s3_server_module
-    from infra.local._common import free_port
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        taken = squatter.getsockname()[1]
-        picks = iter([taken])
-        monkeypatch.setattr(s3_server_module, "free_port", lambda host="127.0.0.1": next(picks, None) or free_port(host))
-        with S3Server() as server:
-            assert server.port != taken
-            with server.patched_env():
-                fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": server.endpoint_url}, skip_instance_cache=True)
-                assert fs.ls("") == []
+    with first_port_pick_taken(monkeypatch, s3_server_module) as taken, S3Server() as server, server.patched_env():
+        assert server.port != taken
+        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": server.endpoint_url}, skip_instance_cache=True)
+        assert fs.ls("") == []

@@ -14,7 +14,7 @@ import pytest
 
 from infra.local._common import REPO_ROOT, LocalServiceError, pid_matches
 from infra.local.stac_server import StacServer, StacServerConfig, read_catalog
-from tests.plugins.services import SAMPLE_CATALOG
+from tests.plugins.services import SAMPLE_CATALOG, first_port_pick_taken
 
 AUSTRIA = "S2A_MSIL2A_20170613T101031_87_48"
 IRELAND = {"S2A_MSIL2A_20170617T113321_36_85", "S2A_MSIL2A_20170617T113321_4_55"}
@@ -114,20 +114,12 @@ def test_cli_start_stop(tmp_path: Path, stac_api: str) -> None:
 
 def test_port_taken_before_bind_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
     """A port picked for us but taken by someone else before uvicorn binds it (a race CI met) costs a retry."""
-    import socket
-
     import infra.local.stac_server as stac_server_module
-    from infra.local._common import free_port
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        taken = squatter.getsockname()[1]
-        picks = iter([taken])
-        monkeypatch.setattr(stac_server_module, "free_port", lambda host="127.0.0.1": next(picks, None) or free_port(host))
-        with StacServer(StacServerConfig(catalog=SAMPLE_CATALOG)) as server:
-            assert server.url is not None and urlparse(server.url).port != taken
-            assert _ids(_post_search(server.url, {"ids": [FINLAND]})) == {FINLAND}
+    with first_port_pick_taken(monkeypatch, stac_server_module) as taken, \
+            StacServer(StacServerConfig(catalog=SAMPLE_CATALOG)) as server:
+        assert server.url is not None and urlparse(server.url).port != taken
+        assert _ids(_post_search(server.url, {"ids": [FINLAND]})) == {FINLAND}
 
 
 def test_free_port_avoids_the_ephemeral_range() -> None:

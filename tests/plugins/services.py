@@ -21,12 +21,15 @@ command to run.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-from infra.local._common import REPO_ROOT, LocalServiceError
+from infra.local._common import REPO_ROOT, LocalServiceError, free_port
 from infra.local.s3_server import S3Server, upload_folder
 from infra.local.stac_server import StacServer, StacServerConfig
 
@@ -91,3 +94,18 @@ def stac_api_s3(s3_server: S3Server) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def first_port_pick_taken(monkeypatch: pytest.MonkeyPatch, module: ModuleType) -> Iterator[int]:
+    """Make ``module.free_port`` first return a port that something already listens on; yields that port.
+
+    Reproduces the race where a port picked as free is taken before the server binds it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        picks = iter([taken])
+        monkeypatch.setattr(module, "free_port", lambda host="127.0.0.1": next(picks, None) or free_port(host))
+        yield taken
