@@ -12,6 +12,13 @@ Methods:
 
     .venv/bin/python benchmarks/fusion_heldout.py --scenes data/samples/heldout/* \
         [--fusion-weights DIR] [--sr-weights DIR] [--sr-steps 20] [--json out.json]
+
+Validation block of a training scene (model selection without the held-out scenes): `--row-frac A B`
+scores only the rows [A H, B H) of each scene (rounded to 60 m rows), e.g. the Virginia rows that
+`difffusr train fusion --holdout DIR --holdout-frac 0.2` leaves out of training:
+
+    .venv/bin/python benchmarks/fusion_heldout.py --scenes /work/shared/data/s2/virginia_eastern_shore_l1c \
+        --row-frac 0.8 1 --fusion-weights RUN/weights
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.bands import BAND_GROUPS
 from pipeline.eval.protocol import WaldConfig, wald_scene
-from pipeline.io.scene_files import read_scene
+from pipeline.io.scene_files import Scene, read_scene
 from pipeline.models import baselines
 from pipeline.models.fusion import load_fusion_model
 
@@ -49,8 +56,11 @@ def _load_sr(weights: str | None):
         return None
 
 
-def make_superresolver(fusion, sr, sr_steps: int):
-    """A `superresolve(b10, b20, b60, method, seed=...)` for pipeline.eval.protocol.wald_scene."""
+def make_superresolver(fusion, sr, sr_steps: int, sr_cache: str | None = None):
+    """A `superresolve(b10, b20, b60, method, seed=...)` for pipeline.eval.protocol.wald_scene.
+
+    `sr_cache`: a folder keeping each scene's SR guide (keyed by its input, steps and seed) across runs.
+    """
     cache: dict[str, torch.Tensor] = {}
 
     def superresolve(b10, b20, b60, method: str, *, seed: int = 0, **_):
@@ -68,13 +78,39 @@ def make_superresolver(fusion, sr, sr_steps: int):
                 gd = baselines.upsample(baselines.rgb_of(t10), 4)
             else:  # one SR draw per scene, shared by gs[sr] and fusion[sr]
                 if "sr" not in cache:
-                    g = torch.Generator().manual_seed(seed)
-                    cache["sr"] = sr.super_resolve(baselines.rgb_of(t10), steps=sr_steps, generator=g).float()
+                    import hashlib
+
+                    rgb = baselines.rgb_of(t10)
+                    digest = hashlib.sha256(rgb.numpy().tobytes() + repr((sr_steps, seed)).encode()).hexdigest()[:16]
+                    path = Path(sr_cache) / f"sr_{digest}.pt" if sr_cache else None
+                    if path is not None and path.is_file():
+                        cache["sr"] = torch.load(path, weights_only=True)
+                    else:
+                        g = torch.Generator().manual_seed(seed)
+                        cache["sr"] = sr.super_resolve(rgb, steps=sr_steps, generator=g).float()
+                        if path is not None:
+                            path.parent.mkdir(parents=True, exist_ok=True)
+                            torch.save(cache["sr"], path)
                 gd = cache["sr"]
             out = baselines.gram_schmidt(t10, t20, t60, gd) if kind == "gs" else fusion.fuse(t10, t20, t60, gd)
         return out[0].numpy().astype(np.float32)
 
     return superresolve
+
+
+def cut_rows(scene: Scene, lo: float, hi: float) -> Scene:
+    """The rows [lo H, hi H) of a scene (10 m rows, rounded inwards to whole 60 m pixels)."""
+    import dataclasses
+    import math
+
+    h = scene.b10.shape[-2]
+    r0, r1 = math.ceil(lo * h / 6) * 6, int(hi * h) // 6 * 6
+    if r1 - r0 < 24:
+        raise SystemExit(f"--row-frac {lo} {hi} leaves {max(0, r1 - r0)} rows of {scene.name} (need >= 24)")
+    a, b, c, d, e, f = scene.transform
+    return dataclasses.replace(scene, b10=scene.b10[:, r0:r1], b20=scene.b20[:, r0 // 2 : r1 // 2],
+                               b60=scene.b60[:, r0 // 6 : r1 // 6], transform=(a, b, c, d, e, f + r0 * e),
+                               name=f"{scene.name}[rows {r0}:{r1}]")
 
 
 def cost_table(side10: int = 12) -> None:
@@ -114,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sr-steps", type=int, default=20)
     p.add_argument("--no-sr", action="store_true", help="skip the SR guide even when available")
     p.add_argument("--json", default=None)
+    p.add_argument("--sr-cache", default=None, metavar="DIR",
+                   help="keep the SR guide of each scene here and reuse it (keyed by input, steps, seed; not by SR weights)")
+    p.add_argument("--row-frac", nargs=2, type=float, default=None, metavar=("A", "B"),
+                   help="score only rows [A H, B H) of each scene (a validation block of a training scene)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     if a.cost:
@@ -122,11 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     fusion = load_fusion_model(a.fusion_weights)
     sr = None if a.no_sr else _load_sr(a.sr_weights)
     methods = ["bicubic", "gs[bicubic]", "fusion[bicubic]"] + (["gs[sr]", "fusion[sr]"] if sr is not None else [])
-    sres = make_superresolver(fusion, sr, a.sr_steps)
+    sres = make_superresolver(fusion, sr, a.sr_steps, a.sr_cache)
     results = []
     t0 = time.time()
     for folder in a.scenes:
-        results.append(wald_scene(read_scene(folder), methods, WaldConfig(ratio=4), superresolve=sres))
+        scene = read_scene(folder)
+        if a.row_frac is not None:
+            scene = cut_rows(scene, *a.row_frac)
+        results.append(wald_scene(scene, methods, WaldConfig(ratio=4), superresolve=sres))
     rows = {}
     for m in methods:
         agg: dict[str, dict[str, float]] = {}

@@ -1,6 +1,7 @@
 """Wald-protocol training of the three fusion group networks on native Sentinel-2 scenes.
 
-`difffusr train fusion --preset small --data DIR... --workers N --out RUN_DIR [--steps N] [--resume]`
+`difffusr train fusion --preset small --data DIR... --workers N --out RUN_DIR [--steps N] [--resume]
+    [--sr-guide CACHE_DIR --sr-guide-prob 0.7] [--holdout DIR --holdout-frac 0.2]`
 
 Each step draws, per group, a batch of crops from Wald pairs (pipeline.models.fusion.wald) of the
 training scenes and updates that group's network (L1 loss on per-band normalised reflectance, paper
@@ -9,6 +10,16 @@ Runs on the project's Ray Train DDP launcher (pipeline.train.launch: checkpoints
 metrics.jsonl, loss_curve.png); every rank draws its own crops. At the end the exported weights are
 also written as `RUN_DIR/weights/{10m,20m,60m}` (the format `load_fusion_model` and the shipped
 weights use).
+
+SR-aware guide (`--sr-guide CACHE_DIR`): for every trained group and scene, `--sr-guide-draws` draws of
+the diffusion SR of the Wald-degraded native RGB (pipeline.models.fusion.srguide) are computed once
+(`--sr-guide-steps` DDIM steps, SR weights `--sr-weights`, default the shipped ones) and cached in
+CACHE_DIR; each training crop then takes its guide (and its R, G, B inputs) from a cached SR draw with
+probability `--sr-guide-prob`, else the native guide of the default Wald pair.
+
+Validation block (`--holdout DIR --holdout-frac F`): the last F of the rows of scene DIR (one of --data)
+are left out of training (the scene is cut to its first (1 - F) rows, rounded down to 1440 m), so they
+can select models (`benchmarks/fusion_heldout.py --scenes DIR --row-frac 0.8 1`).
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from pipeline.bands import BAND_GROUPS, NATIVE_GSD_M, RGB_BANDS, S2_BANDS
 from pipeline.errors import ConfigError, TrainingDataError
 from pipeline.models.fusion.config import PRESETS, FusionNetConfig, preset_configs
 from pipeline.models.fusion.model import BUNDLE_KIND, FusionModel, load_fusion_model, save_fusion_model
+from pipeline.models.fusion.srguide import SRGuide, load_sr_guides, make_sr_guide, save_sr_guides
 from pipeline.models.fusion.wald import WaldPair, make_wald_pair, min_scene_size_10m, sample_crops
 
 #: Reflectance = DN / DN_SCALE (L2A without BOA offset, and L1C TOA).
@@ -54,6 +66,13 @@ class FusionTrainConfig:
         ema: EMA decay of the exported weights (0 = off).
         init: optional fusion weights folder to start from (a previous run, or converted published weights).
         groups: the group networks to train (default all three; the others keep their initial weights).
+        sr_guide: cache folder of the SR-aware guides; None = off (native guides only).
+        sr_guide_prob: probability that a crop uses an SR guide (when sr_guide is set).
+        sr_guide_draws: SR draws (random MTF and seed) per scene and group.
+        sr_guide_steps: DDIM steps of those draws.
+        sr_weights: diffusion SR weights for the guides (None = the shipped ones).
+        holdout: a scene folder of `data` whose last `holdout_frac` of rows are excluded from training.
+        holdout_frac: fraction of rows held out (the cut is rounded down to a multiple of 144 rows).
     """
 
     preset: str = "small"
@@ -73,6 +92,13 @@ class FusionTrainConfig:
     ema: float = 0.999
     init: str | None = None
     groups: tuple[str, ...] = ("10m", "20m", "60m")
+    sr_guide: str | None = None
+    sr_guide_prob: float = 0.7
+    sr_guide_draws: int = 3
+    sr_guide_steps: int = 4
+    sr_weights: str | None = None
+    holdout: str | None = None
+    holdout_frac: float = 0.2
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -88,6 +114,20 @@ class FusionTrainConfig:
         bad = [g for g in self.groups if g not in ("10m", "20m", "60m")] or ([] if self.groups else ["(none)"])
         if bad:
             raise ConfigError(f"--groups {bad} invalid; choose among 10m 20m 60m")
+        if not 0.0 <= self.sr_guide_prob <= 1.0 or self.sr_guide_draws < 1 or self.sr_guide_steps < 1:
+            raise ConfigError("--sr-guide-prob must lie in [0, 1], --sr-guide-draws and --sr-guide-steps >= 1")
+        if self.sr_guide is not None:
+            object.__setattr__(self, "sr_guide", str(Path(self.sr_guide).resolve()))
+        if self.init is not None:
+            object.__setattr__(self, "init", str(Path(self.init).resolve()))
+        if self.sr_weights is not None:
+            object.__setattr__(self, "sr_weights", str(Path(self.sr_weights).resolve()))
+        if self.holdout is not None:
+            object.__setattr__(self, "holdout", str(Path(self.holdout).resolve()))
+            if self.holdout not in self.data:
+                raise ConfigError(f"--holdout '{self.holdout}' is not one of the --data scenes")
+            if not 0.0 < self.holdout_frac < 1.0:
+                raise ConfigError(f"--holdout-frac must lie in (0, 1), got {self.holdout_frac}")
         unit = max({"10m": 4, "20m": 8, "60m": 24}[g] for g in self.groups)
         if self.crop % unit:
             raise ConfigError(f"--crop {self.crop} must be a multiple of {unit} (the largest group factor trained)")
@@ -170,14 +210,83 @@ def _crop_to(scene: dict[str, torch.Tensor], mult: int) -> dict[str, torch.Tenso
     return {b: t[..., : h2 // (NATIVE_GSD_M[b] // 10), : w2 // (NATIVE_GSD_M[b] // 10)] for b, t in scene.items()}
 
 
+#: Held-out rows are cut at a multiple of this many 10 m rows (one 60 m Wald x24 block).
+HOLDOUT_UNIT: int = 144
+
+
+def holdout_cut(scene: dict[str, torch.Tensor], frac: float) -> dict[str, torch.Tensor]:
+    """Keep the first rows of a scene, leaving out (at least) its last `frac` of rows (validation block).
+
+    The cut row is floor((1 - frac) H / 144) * 144 on the 10 m grid, so all band grids stay nested.
+    """
+    h = scene["B02"].shape[-2]
+    cut = int(h * (1.0 - frac)) // HOLDOUT_UNIT * HOLDOUT_UNIT
+    if cut < HOLDOUT_UNIT:
+        raise TrainingDataError(f"--holdout-frac {frac} leaves fewer than {HOLDOUT_UNIT} training rows of {h}")
+    return {b: t[..., : cut // (NATIVE_GSD_M[b] // 10), :] for b, t in scene.items()}
+
+
+def _sr_guide_file(cfg: FusionTrainConfig, scene_dir: str, group: str, shape: tuple[int, ...]) -> Path:
+    key = repr((scene_dir, tuple(shape), group, cfg.sr_guide_draws, cfg.sr_guide_steps, cfg.seed, cfg.sr_weights))
+    return Path(cfg.sr_guide) / f"{Path(scene_dir).name}_{group}_{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+
+
+def prepare_sr_guides(
+    cfg: FusionTrainConfig, scenes: dict[str, dict[str, torch.Tensor]], configs: dict[str, FusionNetConfig],
+    *, sr_model=None, log=print,
+) -> dict[str, dict[str, list[SRGuide]]]:
+    """Load (or compute once and cache in `cfg.sr_guide`) the SR guide draws of every trained group and scene.
+
+    Args:
+        cfg: the training config (sr_guide folder, draws, steps, seed, SR weights).
+        scenes: scene folder -> bands (after the holdout cut), as the sampler gets them.
+        configs: group -> net config.
+        sr_model: an SR model to use (default: `load_sr_model(cfg.sr_weights)`, loaded only if needed).
+
+    Returns:
+        group -> scene folder -> list of SRGuide (scenes too small for the group are absent).
+    """
+    out: dict[str, dict[str, list[SRGuide]]] = {}
+    for g in cfg.groups:
+        out[g] = {}
+        for name, sc in scenes.items():
+            c = _crop_to(sc, min_scene_size_10m(configs[g]))
+            if c is None:
+                continue
+            path = _sr_guide_file(cfg, name, g, tuple(c["B02"].shape))
+            if not path.is_file():
+                if sr_model is None:
+                    from pipeline.models.diffusion import load_sr_model
+
+                    sr_model = load_sr_model(cfg.sr_weights, device="cpu")
+                import time
+
+                t0 = time.time()
+                gen = torch.Generator().manual_seed(_seed(cfg.seed, 7, Path(name).name, g))
+                guides = [make_sr_guide(c, configs[g], sr_model, steps=cfg.sr_guide_steps, generator=gen)
+                          for _ in range(cfg.sr_guide_draws)]
+                save_sr_guides(path, guides)
+                log(f"SR guides {g} {Path(name).name} {tuple(guides[0].sr.shape[-2:])}: {len(guides)} draws "
+                    f"x {cfg.sr_guide_steps} steps in {time.time() - t0:.0f} s -> {path}")
+            out[g][name] = load_sr_guides(path)
+    return out
+
+
 class WaldSampler:
-    """Per-group Wald pairs of all scenes, rebuilt with fresh random blur on demand."""
+    """Per-group Wald pairs of all scenes, rebuilt with fresh random blur on demand.
+
+    With `sr_guides`, every scene that has SR guide draws also gets an SR-guided pair (a random draw),
+    and each crop comes from it with probability `sr_prob` (pipeline.models.fusion.srguide).
+    """
 
     def __init__(self, scenes: dict[str, dict[str, torch.Tensor]], configs: dict[str, FusionNetConfig], crop: int,
-                 generator: torch.Generator):
+                 generator: torch.Generator, *, sr_guides: dict[str, dict[str, list[SRGuide]]] | None = None,
+                 sr_prob: float = 0.0):
         self.gen = generator
         self.crop = crop
         self.configs = configs
+        self.sr_guides = sr_guides or {}
+        self.sr_prob = sr_prob
         self.scenes: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
         self.weights: dict[str, torch.Tensor] = {}
         for g in BAND_GROUPS:
@@ -199,16 +308,32 @@ class WaldSampler:
             # Scenes drawn with probability ~ sqrt(area): big scenes dominate less, tiny patches are not overused.
             self.weights[g.name] = torch.tensor([math.sqrt(s["B02"].numel()) for s in usable.values()])
         self.pairs: dict[str, list[WaldPair]] = {}
+        self.sr_pairs: dict[str, list[WaldPair | None]] = {}
         self.regenerate()
 
     def regenerate(self) -> None:
         for name, scs in self.scenes.items():
             self.pairs[name] = [make_wald_pair(s, self.configs[name], generator=self.gen) for s in scs.values()]
+            guides = self.sr_guides.get(name, {})
+            srp: list[WaldPair | None] = []
+            for scene_name, s in scs.items():
+                draws = guides.get(scene_name) if self.sr_prob > 0 else None
+                if not draws:
+                    srp.append(None)
+                    continue
+                k = int(torch.randint(0, len(draws), (), generator=self.gen))
+                srp.append(make_wald_pair(s, self.configs[name], generator=self.gen, sr_guide=draws[k]))
+            self.sr_pairs[name] = srp
 
     def batch(self, group: str, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         idx = torch.multinomial(self.weights[group], n, replacement=True, generator=self.gen)
+        use_sr = torch.rand(n, generator=self.gen) < self.sr_prob
         f = self.configs[group].factor
-        parts = [sample_crops(self.pairs[group][int(i)], self.crop, 1, generator=self.gen, align=f) for i in idx]
+        parts = []
+        for i, u in zip(idx.tolist(), use_sr.tolist(), strict=True):
+            sr_pair = self.sr_pairs[group][i]
+            pair = sr_pair if (u and sr_pair is not None) else self.pairs[group][i]
+            parts.append(sample_crops(pair, self.crop, 1, generator=self.gen, align=f))
         return tuple(torch.cat([p[k] for p in parts]) for k in range(3))  # type: ignore[return-value]
 
 
@@ -221,6 +346,14 @@ def lr_factor(step: int, steps: int, warmup: int = 50) -> float:
 
 def _seed(*parts: int) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:7], "little")
+
+
+def load_training_scenes(cfg: FusionTrainConfig) -> dict[str, dict[str, torch.Tensor]]:
+    """Read every --data scene; the --holdout scene is cut to its training rows."""
+    scenes = {d: read_scene(d) for d in cfg.data}
+    if cfg.holdout is not None:
+        scenes[cfg.holdout] = holdout_cut(scenes[cfg.holdout], cfg.holdout_frac)
+    return scenes
 
 
 class FusionTask:
@@ -242,7 +375,8 @@ class FusionTask:
 
     def setup(self, rank: int, world_size: int, device: torch.device) -> None:
         self.rank, self.device = rank, device
-        self.scenes = {d: read_scene(d) for d in self.cfg.data}
+        self.scenes = load_training_scenes(self.cfg)
+        self._sr_guides: dict[str, dict[str, list[SRGuide]]] | None = None
 
     def build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
@@ -267,7 +401,10 @@ class FusionTask:
             # Wald pairs with fresh random blur; a function of (seed, epoch, rank) so resuming reproduces it.
             gen = torch.Generator().manual_seed(_seed(self.cfg.seed, epoch, rank))
             configs = {k: v for k, v in self._configs.items() if k in self.cfg.groups}
-            self._sampler = WaldSampler(self.scenes, configs, self.cfg.crop, gen)
+            if self.cfg.sr_guide is not None and self._sr_guides is None:
+                self._sr_guides = prepare_sr_guides(self.cfg, self.scenes, configs)
+            self._sampler = WaldSampler(self.scenes, configs, self.cfg.crop, gen, sr_guides=self._sr_guides,
+                                        sr_prob=self.cfg.sr_guide_prob if self.cfg.sr_guide else 0.0)
             self._epoch = epoch
         self._sampler.gen.manual_seed(_seed(self.cfg.seed, step, rank, 1))
         return {g: self._sampler.batch(g, self.cfg.batch) for g in self.cfg.groups}
@@ -304,6 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last checkpoint")
     p.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32")
     p.add_argument("--groups", nargs="+", default=["10m", "20m", "60m"], help="group networks to train")
+    p.add_argument("--sr-guide", default=None, metavar="CACHE_DIR",
+                   help="train with SR-aware guides (diffusion SR of the Wald-degraded RGB), cached in CACHE_DIR")
+    p.add_argument("--sr-guide-prob", type=float, default=0.7, help="probability a crop uses an SR guide")
+    p.add_argument("--sr-guide-draws", type=int, default=3, help="SR draws per scene and group")
+    p.add_argument("--sr-guide-steps", type=int, default=4, help="DDIM steps of the SR guides")
+    p.add_argument("--sr-weights", default=None, metavar="DIR", help="SR weights for the guides (default shipped)")
+    p.add_argument("--holdout", default=None, metavar="DIR", help="a --data scene whose last rows are not trained on")
+    p.add_argument("--holdout-frac", type=float, default=0.2, help="fraction of --holdout rows left out")
     p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start a local one)")
     return p
 
@@ -316,10 +461,15 @@ def cli_main(argv: list[str]) -> int:
     cfg = FusionTrainConfig(preset=a.preset, data=tuple(a.data), out=a.out, steps=a.steps, batch=a.batch,
                             crop=a.crop, lr=a.lr, seed=a.seed, ckpt_every=a.ckpt_every, log_every=a.log_every,
                             resume=a.resume, bf16=a.bf16, workers=a.workers, ema=a.ema, init=a.init,
-                            groups=tuple(a.groups))
+                            groups=tuple(a.groups), sr_guide=a.sr_guide, sr_guide_prob=a.sr_guide_prob,
+                            sr_guide_draws=a.sr_guide_draws, sr_guide_steps=a.sr_guide_steps,
+                            sr_weights=a.sr_weights, holdout=a.holdout, holdout_frac=a.holdout_frac)
     for d in cfg.data:
         if not Path(d).is_dir():
             raise TrainingDataError(f"--data '{d}' is not a folder; pass scene folders of per-band GeoTIFFs")
+    if cfg.sr_guide is not None:  # compute the SR guide cache once here, not in every rank
+        configs = {k: v for k, v in preset_configs(cfg.preset).items() if k in cfg.groups}
+        prepare_sr_guides(cfg, load_training_scenes(cfg), configs)
     result = launch(FusionTask(cfg), LaunchConfig(
         run_dir=cfg.out, workers=cfg.workers, steps=cfg.steps, checkpoint_every=cfg.ckpt_every,
         log_every=cfg.log_every, resume=cfg.resume, grad_clip=0.0, ray_address=a.ray_address))

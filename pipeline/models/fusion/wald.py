@@ -4,6 +4,8 @@ For group g with factor f to 2.5 m (4, 8, 24): every input band is degraded by f
 Gaussian blur + boxcar) and bilinearly upsampled back onto g's native grid; the target is g's native
 bands; the guide is the native 10 m RGB degraded to g's grid. The network thus learns the mapping
 "group grid / f -> group grid" that it applies at inference from the native grid to 2.5 m.
+With an `SRGuide` (pipeline.models.fusion.srguide) the guide is instead the diffusion SR of the
+Wald-degraded RGB, as at inference (`difffusr train fusion --sr-guide`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 
 from pipeline.bands import RGB_BANDS, group_of
 from pipeline.models.fusion.config import BAND_MEAN, BAND_STD, FusionNetConfig
+from pipeline.models.fusion.srguide import SRGuide
 from pipeline.models.sensor import default_sigma, gaussian_blur, upsample, wald_degrade
 
 #: Range of the system MTF at the coarse Nyquist drawn per band for the training blur (blind degradation);
@@ -59,7 +62,8 @@ class WaldPair:
 
 
 def make_wald_pair(
-    scene: dict[str, torch.Tensor], cfg: FusionNetConfig, *, generator: torch.Generator, random_blur: bool = True
+    scene: dict[str, torch.Tensor], cfg: FusionNetConfig, *, generator: torch.Generator, random_blur: bool = True,
+    sr_guide: SRGuide | None = None,
 ) -> WaldPair:
     """Build the Wald pair of one group from a whole scene.
 
@@ -69,6 +73,9 @@ def make_wald_pair(
         cfg: the group network's config (input/output bands, factor).
         generator: draws the per-band blur (MTF in TRAIN_MTF_RANGE) and the guide blur.
         random_blur: False -> the default sensor blur (MTF 0.3) and an exact guide (evaluation).
+        sr_guide: an SR guide draw of this scene and group (pipeline.models.fusion.srguide): the guide is
+            its SR (no extra blur) and the R, G, B inputs are its degraded RGB, the one the SR saw (as at
+            inference); the other bands are degraded as usual.
 
     Returns:
         WaldPair on the group grid (side = H_10 / group's 10 m ratio).
@@ -78,6 +85,10 @@ def make_wald_pair(
     ins = []
     for b in cfg.input_bands:
         native = scene[b]
+        if sr_guide is not None and b in RGB_BANDS:
+            lr = sr_guide.rgb_lr[:, RGB_BANDS.index(b) : RGB_BANDS.index(b) + 1]
+            ins.append(upsample(lr, f * group_of(b).factor_to_10m // g_ratio))
+            continue
         if random_blur:
             u = float(torch.rand((), generator=generator))
             mtf = TRAIN_MTF_RANGE[0] + u * (TRAIN_MTF_RANGE[1] - TRAIN_MTF_RANGE[0])
@@ -88,9 +99,15 @@ def make_wald_pair(
         up = f * group_of(b).factor_to_10m // g_ratio
         ins.append(upsample(lr, up))
     ms_up = normalise(torch.cat(ins, 1), cfg.input_bands)
-    rgb = torch.cat([scene[b] for b in RGB_BANDS], 1)
-    guide = wald_degrade(rgb, g_ratio) if g_ratio > 1 else rgb
-    if random_blur and float(torch.rand((), generator=generator)) < 0.5:
+    h, w = scene[cfg.output_bands[0]].shape[-2:]
+    if sr_guide is not None:
+        guide = sr_guide.sr
+        if tuple(guide.shape[-2:]) != (h, w):
+            raise ValueError(f"SR guide is {tuple(guide.shape[-2:])}, the {cfg.group} group grid is {(h, w)}")
+    else:
+        rgb = torch.cat([scene[b] for b in RGB_BANDS], 1)
+        guide = wald_degrade(rgb, g_ratio) if g_ratio > 1 else rgb
+    if sr_guide is None and random_blur and float(torch.rand((), generator=generator)) < 0.5:
         guide = gaussian_blur(guide, float(torch.rand((), generator=generator)) * GUIDE_MAX_EXTRA_SIGMA)
     guide = normalise(guide, RGB_BANDS)
     target = normalise(torch.cat([scene[b] for b in cfg.output_bands], 1), cfg.output_bands)
