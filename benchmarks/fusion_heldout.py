@@ -39,6 +39,7 @@ from pipeline.eval.protocol import WaldConfig, wald_scene
 from pipeline.io.scene_files import Scene, read_scene
 from pipeline.models import baselines
 from pipeline.models.fusion import load_fusion_model
+from pipeline.train.fusion import sr_weights_digest
 
 
 def _load_sr(weights: str | None):
@@ -56,10 +57,11 @@ def _load_sr(weights: str | None):
         return None
 
 
-def make_superresolver(fusion, sr, sr_steps: int, sr_cache: str | None = None):
+def make_superresolver(fusion, sr, sr_steps: int, sr_cache: str | None = None, sr_key: str = ""):
     """A `superresolve(b10, b20, b60, method, seed=...)` for pipeline.eval.protocol.wald_scene.
 
-    `sr_cache`: a folder keeping each scene's SR guide (keyed by its input, steps and seed) across runs.
+    `sr_cache`: a folder keeping each scene's SR guide (keyed by its input, steps, seed and `sr_key`, the
+    SR weights' digest) across runs.
     """
     cache: dict[str, torch.Tensor] = {}
 
@@ -81,7 +83,7 @@ def make_superresolver(fusion, sr, sr_steps: int, sr_cache: str | None = None):
                     import hashlib
 
                     rgb = baselines.rgb_of(t10)
-                    digest = hashlib.sha256(rgb.numpy().tobytes() + repr((sr_steps, seed)).encode()).hexdigest()[:16]
+                    digest = hashlib.sha256(rgb.numpy().tobytes() + repr((sr_steps, seed, sr_key)).encode()).hexdigest()[:16]
                     path = Path(sr_cache) / f"sr_{digest}.pt" if sr_cache else None
                     if path is not None and path.is_file():
                         cache["sr"] = torch.load(path, weights_only=True)
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-sr", action="store_true", help="skip the SR guide even when available")
     p.add_argument("--json", default=None)
     p.add_argument("--sr-cache", default=None, metavar="DIR",
-                   help="keep the SR guide of each scene here and reuse it (keyed by input, steps, seed; not by SR weights)")
+                   help="keep the SR guide of each scene here and reuse it (keyed by input, steps, seed and SR weights)")
     p.add_argument("--row-frac", nargs=2, type=float, default=None, metavar=("A", "B"),
                    help="score only rows [A H, B H) of each scene (a validation block of a training scene)")
     a = p.parse_args(argv)
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     fusion = load_fusion_model(a.fusion_weights)
     sr = None if a.no_sr else _load_sr(a.sr_weights)
     methods = ["bicubic", "gs[bicubic]", "fusion[bicubic]"] + (["gs[sr]", "fusion[sr]"] if sr is not None else [])
-    sres = make_superresolver(fusion, sr, a.sr_steps, a.sr_cache)
+    sres = make_superresolver(fusion, sr, a.sr_steps, a.sr_cache, sr_weights_digest(a.sr_weights))
     results = []
     t0 = time.time()
     for folder in a.scenes:

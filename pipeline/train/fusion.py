@@ -226,8 +226,22 @@ def holdout_cut(scene: dict[str, torch.Tensor], frac: float) -> dict[str, torch.
     return {b: t[..., : cut // (NATIVE_GSD_M[b] // 10), :] for b, t in scene.items()}
 
 
+def sr_weights_digest(weights: str | None) -> str:
+    """Digest of the SR weights' files: the cached guides go stale when the weights change, not only their path."""
+    from pipeline.models.diffusion.model import DEFAULT_WEIGHTS
+
+    folder = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    h = hashlib.sha256()
+    for f in sorted([*folder.glob("*.safetensors"), folder / "config.json"]):
+        if f.is_file():
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _sr_guide_file(cfg: FusionTrainConfig, scene_dir: str, group: str, shape: tuple[int, ...]) -> Path:
-    key = repr((scene_dir, tuple(shape), group, cfg.sr_guide_draws, cfg.sr_guide_steps, cfg.seed, cfg.sr_weights))
+    key = repr((scene_dir, tuple(shape), group, cfg.sr_guide_draws, cfg.sr_guide_steps, cfg.seed,
+                sr_weights_digest(cfg.sr_weights)))
     return Path(cfg.sr_guide) / f"{Path(scene_dir).name}_{group}_{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
 
 

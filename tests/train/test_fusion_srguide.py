@@ -102,6 +102,24 @@ def test_cache_is_written_once_and_reused(tmp_path: Path, scene) -> None:
     assert len(load_sr_guides(next((tmp_path / "c").glob("*.pt")))) == 2
 
 
+def test_cache_goes_stale_when_the_sr_weights_change(tmp_path: Path, scene) -> None:
+    """Guides cached for one set of SR weights are not reused for other weights at the same path."""
+    import shutil
+
+    weights = tmp_path / "sr"
+    shutil.copytree(REPO / "pipeline/weights/sr_small", weights)
+    cfg = FusionTrainConfig(data=(str(AUSTRIA),), groups=("10m",), crop=16, sr_guide=str(tmp_path / "c"),
+                            sr_guide_draws=1, sr_guide_steps=1, sr_weights=str(weights))
+    configs = {"10m": preset_configs("small")["10m"]}
+    sr = FakeSR()
+    prepare_sr_guides(cfg, {cfg.data[0]: scene}, configs, sr_model=sr, log=lambda m: None)
+    prepare_sr_guides(cfg, {cfg.data[0]: scene}, configs, sr_model=sr, log=lambda m: None)
+    assert sr.calls == 1
+    (weights / "model.safetensors").write_bytes((weights / "model.safetensors").read_bytes() + b" ")  # "retrained"
+    prepare_sr_guides(cfg, {cfg.data[0]: scene}, configs, sr_model=sr, log=lambda m: None)
+    assert sr.calls == 2 and len(list((tmp_path / "c").glob("*.pt"))) == 2
+
+
 @pytest.mark.parametrize("prob", [0.0, 1.0])
 def test_sampler_draws_sr_guided_crops_with_the_given_probability(tmp_path: Path, scene, prob: float) -> None:
     cfg = FusionTrainConfig(data=(str(AUSTRIA),), groups=("10m",), crop=16, sr_guide=str(tmp_path), sr_guide_draws=1)
