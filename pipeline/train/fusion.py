@@ -73,6 +73,8 @@ class FusionTrainConfig:
         sr_weights: diffusion SR weights for the guides (None = the shipped ones).
         holdout: a scene folder of `data` whose last `holdout_frac` of rows are excluded from training.
         holdout_frac: fraction of rows held out (the cut is rounded down to a multiple of 144 rows).
+        trunk_stride: overrides the preset's trunk grid (1 = output grid, 2/4 = that much coarser); None keeps
+            the preset's. Each group's exported config records it, so nets of different strides combine.
     """
 
     preset: str = "small"
@@ -99,6 +101,7 @@ class FusionTrainConfig:
     sr_weights: str | None = None
     holdout: str | None = None
     holdout_frac: float = 0.2
+    trunk_stride: int | None = None
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -122,6 +125,8 @@ class FusionTrainConfig:
             object.__setattr__(self, "init", str(Path(self.init).resolve()))
         if self.sr_weights is not None:
             object.__setattr__(self, "sr_weights", str(Path(self.sr_weights).resolve()))
+        if self.trunk_stride is not None and self.trunk_stride not in (1, 2, 4):
+            raise ConfigError(f"--trunk-stride must be 1, 2 or 4, got {self.trunk_stride}")
         if self.holdout is not None:
             object.__setattr__(self, "holdout", str(Path(self.holdout).resolve()))
             if self.holdout not in self.data:
@@ -131,6 +136,11 @@ class FusionTrainConfig:
         unit = max({"10m": 4, "20m": 8, "60m": 24}[g] for g in self.groups)
         if self.crop % unit:
             raise ConfigError(f"--crop {self.crop} must be a multiple of {unit} (the largest group factor trained)")
+
+    def net_configs(self) -> dict[str, FusionNetConfig]:
+        """The three group nets' configs: the preset's, with the trunk stride override if given."""
+        overrides = {} if self.trunk_stride is None else {"trunk_stride": self.trunk_stride}
+        return preset_configs(self.preset, **overrides)
 
 
 def _band_file(folder: Path, band: str) -> Path:
@@ -394,7 +404,7 @@ class FusionTask:
 
     def build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
-        model = FusionModel(preset_configs(self.cfg.preset)).train()
+        model = FusionModel(self.cfg.net_configs()).train()
         if self.cfg.init:  # weights of the same layout (a previous run of this preset)
             try:
                 model.load_state_dict(load_fusion_model(self.cfg.init).state_dict(), strict=True)
@@ -463,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sr-weights", default=None, metavar="DIR", help="SR weights for the guides (default shipped)")
     p.add_argument("--holdout", default=None, metavar="DIR", help="a --data scene whose last rows are not trained on")
     p.add_argument("--holdout-frac", type=float, default=0.2, help="fraction of --holdout rows left out")
+    p.add_argument("--trunk-stride", type=int, default=None, choices=(1, 2, 4),
+                   help="trunk grid of the trained nets: 1 = output grid, 2/4 = coarser (default: the preset's)")
     p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start a local one)")
     return p
 
@@ -477,12 +489,13 @@ def cli_main(argv: list[str]) -> int:
                             resume=a.resume, bf16=a.bf16, workers=a.workers, ema=a.ema, init=a.init,
                             groups=tuple(a.groups), sr_guide=a.sr_guide, sr_guide_prob=a.sr_guide_prob,
                             sr_guide_draws=a.sr_guide_draws, sr_guide_steps=a.sr_guide_steps,
-                            sr_weights=a.sr_weights, holdout=a.holdout, holdout_frac=a.holdout_frac)
+                            sr_weights=a.sr_weights, holdout=a.holdout, holdout_frac=a.holdout_frac,
+                            trunk_stride=a.trunk_stride)
     for d in cfg.data:
         if not Path(d).is_dir():
             raise TrainingDataError(f"--data '{d}' is not a folder; pass scene folders of per-band GeoTIFFs")
     if cfg.sr_guide is not None:  # compute the SR guide cache once here, not in every rank
-        configs = {k: v for k, v in preset_configs(cfg.preset).items() if k in cfg.groups}
+        configs = {k: v for k, v in cfg.net_configs().items() if k in cfg.groups}
         prepare_sr_guides(cfg, load_training_scenes(cfg), configs)
     result = launch(FusionTask(cfg), LaunchConfig(
         run_dir=cfg.out, workers=cfg.workers, steps=cfg.steps, checkpoint_every=cfg.ckpt_every,

@@ -155,6 +155,30 @@ def test_cli_flags_reach_the_config(tmp_path: Path) -> None:
         FusionTrainConfig(data=(str(AUSTRIA),), holdout=str(tmp_path))
 
 
+def test_trunk_stride_override_and_mixed_strides_round_trip(tmp_path: Path) -> None:
+    """`--trunk-stride` changes the trained nets' trunk grid; nets of different strides load as one model."""
+    from pipeline.models.fusion import FusionModel, load_fusion_model, save_fusion_model
+
+    a = build_parser().parse_args(["--data", str(AUSTRIA), "--out", str(tmp_path), "--trunk-stride", "1"])
+    cfg = FusionTrainConfig(data=(str(AUSTRIA),), trunk_stride=a.trunk_stride)
+    assert {g: c.trunk_stride for g, c in cfg.net_configs().items()} == {"10m": 1, "20m": 1, "60m": 1}
+    assert FusionTrainConfig(data=(str(AUSTRIA),)).net_configs()["60m"].trunk_stride == 2  # the preset's
+    with pytest.raises(ConfigError, match="trunk-stride"):
+        FusionTrainConfig(data=(str(AUSTRIA),), trunk_stride=3)
+    mixed = {**preset_configs("small"), "60m": cfg.net_configs()["60m"]}
+    torch.manual_seed(0)
+    model = FusionModel(mixed).eval()
+    back = load_fusion_model(save_fusion_model(model, tmp_path / "w"))
+    assert {g: back.configs[g].trunk_stride for g in ("10m", "20m", "60m")} == {"10m": 2, "20m": 2, "60m": 1}
+    g = torch.Generator().manual_seed(0)
+    b10, b20, b60 = (0.05 + 0.2 * torch.rand((1, c, s, s), generator=g) for c, s in ((4, 12), (6, 6), (2, 2)))
+    guide = 0.05 + 0.2 * torch.rand((1, 3, 48, 48), generator=g)
+    with torch.no_grad():
+        out = back.fuse(b10, b20, b60, guide)
+        assert out.shape == (1, 12, 48, 48) and torch.isfinite(out).all()
+        torch.testing.assert_close(out, model.fuse(b10, b20, b60, guide))
+
+
 def test_benchmark_row_frac_cuts_a_nested_validation_block() -> None:
     import importlib.util
 
