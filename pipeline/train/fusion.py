@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,9 +250,10 @@ def sr_weights_digest(weights: str | None) -> str:
     return h.hexdigest()[:16]
 
 
-def _sr_guide_file(cfg: FusionTrainConfig, scene_dir: str, group: str, shape: tuple[int, ...]) -> Path:
-    key = repr((scene_dir, tuple(shape), group, cfg.sr_guide_draws, cfg.sr_guide_steps, cfg.seed,
-                sr_weights_digest(cfg.sr_weights)))
+def _sr_guide_file(
+    cfg: FusionTrainConfig, scene_dir: str, group: str, shape: tuple[int, ...], weights_digest: str
+) -> Path:
+    key = repr((scene_dir, tuple(shape), group, cfg.sr_guide_draws, cfg.sr_guide_steps, cfg.seed, weights_digest))
     return Path(cfg.sr_guide) / f"{Path(scene_dir).name}_{group}_{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
 
 
@@ -271,20 +273,19 @@ def prepare_sr_guides(
         group -> scene folder -> list of SRGuide (scenes too small for the group are absent).
     """
     out: dict[str, dict[str, list[SRGuide]]] = {}
+    weights_digest = sr_weights_digest(cfg.sr_weights)  # once: every scene and group shares the weights
     for g in cfg.groups:
         out[g] = {}
         for name, sc in scenes.items():
             c = _crop_to(sc, min_scene_size_10m(configs[g]))
             if c is None:
                 continue
-            path = _sr_guide_file(cfg, name, g, tuple(c["B02"].shape))
+            path = _sr_guide_file(cfg, name, g, tuple(c["B02"].shape), weights_digest)
             if not path.is_file():
                 if sr_model is None:
                     from pipeline.models.diffusion import load_sr_model
 
                     sr_model = load_sr_model(cfg.sr_weights, device="cpu")
-                import time
-
                 t0 = time.time()
                 gen = torch.Generator().manual_seed(_seed(cfg.seed, 7, Path(name).name, g))
                 guides = [make_sr_guide(c, configs[g], sr_model, steps=cfg.sr_guide_steps, generator=gen)
