@@ -28,7 +28,7 @@ import argparse
 import hashlib
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -350,7 +350,8 @@ class WaldSampler:
                 srp.append(make_wald_pair(s, self.configs[name], generator=self.gen, sr_guide=draws[k]))
             self.sr_pairs[name] = srp
 
-    def batch(self, group: str, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def batch(self, group: str, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """n crops of one group: (ms_up, guide, target, lr) as `sample_crops` returns them."""
         idx = torch.multinomial(self.weights[group], n, replacement=True, generator=self.gen)
         use_sr = torch.rand(n, generator=self.gen) < self.sr_prob
         f = self.configs[group].factor
@@ -359,7 +360,7 @@ class WaldSampler:
             sr_pair = self.sr_pairs[group][i]
             pair = sr_pair if (u and sr_pair is not None) else self.pairs[group][i]
             parts.append(sample_crops(pair, self.crop, 1, generator=self.gen, align=f))
-        return tuple(torch.cat([p[k] for p in parts]) for k in range(3))  # type: ignore[return-value]
+        return tuple(torch.cat([p[k] for p in parts]) for k in range(4))  # type: ignore[return-value]
 
 
 def lr_factor(step: int, steps: int, warmup: int = 50) -> float:
@@ -405,10 +406,16 @@ class FusionTask:
 
     def build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
-        model = FusionModel(self.cfg.net_configs()).train()
-        if self.cfg.init:  # weights of the same layout (a previous run of this preset)
+        configs = self.cfg.net_configs()
+        init = load_fusion_model(self.cfg.init) if self.cfg.init else None
+        if init is not None and self.cfg.trunk_stride is None:
+            # Each net keeps the trunk grid of the weights it starts from (the shipped 60 m net's differs
+            # from the preset's); settings without parameters (backproject) come from the preset.
+            configs = {k: replace(c, trunk_stride=init.configs[k].trunk_stride) for k, c in configs.items()}
+        model = FusionModel(configs).train()
+        if init is not None:  # weights of the same layout (a previous run of this preset)
             try:
-                model.load_state_dict(load_fusion_model(self.cfg.init).state_dict(), strict=True)
+                model.load_state_dict(init.state_dict(), strict=True)
             except RuntimeError as exc:
                 raise ConfigError(f"--init '{self.cfg.init}' does not fit the {self.cfg.preset!r} preset: {exc}") from exc
         self._configs = model.configs
@@ -435,7 +442,7 @@ class FusionTask:
         return {g: self._sampler.batch(g, self.cfg.batch) for g in self.cfg.groups}
 
     def train_step(self, model: torch.nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        inputs = {k: (v[0].to(self.device), v[1].to(self.device)) for k, v in batch.items()}
+        inputs = {k: (v[0].to(self.device), v[1].to(self.device), v[3].to(self.device)) for k, v in batch.items()}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             preds = model(inputs)
         losses = {k: (preds[k].float() - batch[k][2].to(self.device)).abs().mean() for k in preds}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.bands import BAND_GROUPS
-from pipeline.models.sensor import default_sigma, gaussian_blur, upsample, wald_degrade
+from pipeline.models.sensor import backproject, default_sigma, gaussian_blur, upsample, wald_degrade
 
 
 @pytest.mark.parametrize("factor", [1, 2, 4, 8, 24])
@@ -75,3 +75,21 @@ def test_bad_arguments_raise() -> None:
         wald_degrade(torch.zeros(3, 8, 8), 2)
     with pytest.raises(ValueError, match="mode"):
         upsample(torch.zeros(1, 1, 2, 2), 2, mode="nearest")
+
+
+@pytest.mark.parametrize("factor", [4, 8, 24])
+def test_backprojection_converges_onto_the_measurement(factor: int) -> None:
+    # White noise is the worst case (most energy near Nyquist, where the sensor passes least).
+    lr = torch.rand(1, 2, 12, 12, generator=torch.Generator().manual_seed(factor))
+    x = upsample(lr, factor)
+    errs = [float((wald_degrade(backproject(x, lr, factor, iterations=n), factor) - lr).abs().mean()) for n in (0, 5, 50)]
+    assert errs[1] < 0.3 * errs[0] and errs[2] < 1e-3
+
+
+def test_backprojection_keeps_consistent_images_and_constants() -> None:
+    lr = torch.full((1, 3, 6, 6), 0.2)
+    torch.testing.assert_close(backproject(torch.full((1, 3, 24, 24), 0.2), lr, 4, iterations=5), torch.full((1, 3, 24, 24), 0.2))
+    x = torch.rand(1, 1, 24, 24, generator=torch.Generator().manual_seed(1))
+    assert backproject(x, lr[:, :1], 4, iterations=0) is x
+    with pytest.raises(ValueError, match="is not lr"):
+        backproject(x, lr[:, :1], 8, iterations=1)

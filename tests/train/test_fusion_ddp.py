@@ -37,3 +37,26 @@ def test_two_worker_ddp_training_and_resume(tmp_path: Path, monkeypatch: pytest.
     out = model.fuse(torch.rand(1, 4, 6, 6, generator=g), torch.rand(1, 6, 3, 3, generator=g),
                      torch.rand(1, 2, 1, 1, generator=g), torch.rand(1, 3, 24, 24, generator=g))
     assert out.shape == (1, 12, 24, 24)
+
+
+def test_init_keeps_each_nets_trunk_grid_and_one_step_back_projects(tmp_path: Path) -> None:
+    """--init from the shipped weights (60 m trunk on the full grid, the preset's is 2x coarser) loads them exactly,
+    and one training step runs through the back-projection onto the measured bands, with gradients."""
+    from pipeline.models.fusion.model import SHIPPED_WEIGHTS
+    from pipeline.train.fusion import FusionTask, FusionTrainConfig
+
+    cfg = FusionTrainConfig(data=tuple(map(str, SCENES)), init=str(SHIPPED_WEIGHTS), groups=("10m", "20m"), crop=24,
+                            batch=2, out=str(tmp_path / "run"), bf16=False)
+    task = FusionTask(cfg)
+    task.setup(0, 1, torch.device("cpu"))
+    model = task.build_model()
+    assert {k: c.trunk_stride for k, c in model.configs.items()} == {"10m": 2, "20m": 2, "60m": 1}
+    assert all(c.backproject == 5 for c in model.configs.values())
+    shipped = load_fusion_model().state_dict()
+    assert all(torch.equal(v, shipped[k]) for k, v in model.state_dict().items())
+    batch = task.get_batch(0, 0, 1)
+    assert batch["10m"][3].shape == (2, 4, 6, 6) and batch["20m"][3].shape == (2, 6, 3, 3)
+    loss, metrics = task.train_step(model, batch, 0)
+    loss.backward()
+    assert set(metrics) == {"l1_10m", "l1_20m"} and torch.isfinite(loss)
+    assert model.nets["10m"].conv_last.weight.grad.abs().sum() > 0

@@ -126,7 +126,7 @@ def test_sampler_draws_sr_guided_crops_with_the_given_probability(tmp_path: Path
     configs = {"10m": preset_configs("small")["10m"]}
     guides = prepare_sr_guides(cfg, {cfg.data[0]: scene}, configs, sr_model=FakeSR(), log=lambda m: None)
     s = WaldSampler({cfg.data[0]: scene}, configs, 16, torch.Generator().manual_seed(0), sr_guides=guides, sr_prob=prob)
-    _, guide, _ = s.batch("10m", 6)
+    _, guide, _, _ = s.batch("10m", 6)
     # the stand-in SR is MARK reflectance brighter: ~3 normalised units above the native guide
     from pipeline.bands import RGB_BANDS
     from pipeline.models.fusion.config import BAND_STD

@@ -10,6 +10,7 @@ import torch
 from pipeline.errors import TrainingDataError
 from pipeline.models.fusion import preset_configs
 from pipeline.models.fusion.wald import make_wald_pair, min_scene_size_10m, sample_crops
+from pipeline.models.sensor import upsample
 from pipeline.train.fusion import WaldSampler, _crop_to, lr_factor, read_scene
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +43,7 @@ def test_wald_pair_shapes_per_group(scene: dict[str, torch.Tensor], group: str, 
     n_in, n_out = len(cfg.input_bands), len(cfg.output_bands)
     assert pair.ms_up.shape == (1, n_in, side, side)
     assert pair.guide.shape == (1, 3, side, side) and pair.target.shape == (1, n_out, side, side)
+    assert pair.lr.shape == (1, n_out, side // cfg.factor, side // cfg.factor)
     # the upsampled degraded own bands stay close to the target (same bands, coarser)
     assert float((pair.ms_up[:, -n_out:] - pair.target).abs().mean()) < 0.5
 
@@ -60,14 +62,29 @@ def test_crops_are_seeded(scene: dict[str, torch.Tensor]) -> None:
     assert a[0].shape == (3, 4, 24, 24) and a[2].shape == (3, 4, 24, 24)
 
 
+def test_crops_carry_the_measured_bands_under_them(scene: dict[str, torch.Tensor]) -> None:
+    """The LR crop is the one the upsampled input was made from, turned and flipped with it."""
+    cfg = preset_configs("small")["10m"]
+    pair = make_wald_pair(scene, cfg, generator=torch.Generator().manual_seed(0))
+    for seed in range(6):
+        ms, _, _, lr = sample_crops(pair, 24, 2, generator=torch.Generator().manual_seed(seed), align=cfg.factor)
+        assert lr.shape == (2, 4, 6, 6)
+        # bilinear upsampling of the LR crop reproduces the ms_up crop away from the crop edge
+        up = upsample(lr, cfg.factor)
+        torch.testing.assert_close(up[..., 4:-4, 4:-4], ms[:, -4:, 4:-4, 4:-4], atol=1e-5, rtol=0)
+    unaligned = sample_crops(pair, 24, 1, generator=torch.Generator().manual_seed(0), align=1)[3]
+    assert unaligned.shape[-2:] == (0, 0)
+
+
 def test_sampler_refuses_a_group_without_a_large_enough_scene() -> None:
     scenes = {"sahara": read_scene(SAHARA)}
     with pytest.raises(TrainingDataError, match="60m group"):
         WaldSampler(scenes, preset_configs("small"), 24, torch.Generator().manual_seed(0))
     cfgs = {k: v for k, v in preset_configs("small").items() if k != "60m"}
     s = WaldSampler(scenes, cfgs, 24, torch.Generator().manual_seed(0))
-    ms, gd, tgt = s.batch("20m", 2)
+    ms, gd, tgt, lr = s.batch("20m", 2)
     assert ms.shape == (2, 10, 24, 24) and gd.shape == (2, 3, 24, 24) and tgt.shape == (2, 6, 24, 24)
+    assert lr.shape == (2, 6, 3, 3)  # the measured 20 m bands under each crop (x8 coarser)
 
 
 def test_lr_schedule_warms_up_and_decays() -> None:

@@ -66,6 +66,10 @@ class FusionNetConfig:
             keeps spectral angles in dark pixels.
         arch: "rrdb" (two-branch RRDB net, ours and the published v1) or "mtf" (the published v2
             MTF detail-injection net; its inputs are the group's own bands only; nf/nb/gc apply).
+        backproject: iterations of sensor-consistency back-projection of the output onto the group's own
+            measured bands (`pipeline.models.sensor.backproject`, default sensor MTF 0.3) after the network,
+            at inference and in training; 0 = off (the reference nets). It restores the low frequencies the
+            sensor measured, which `detail_only` alone leaves at their bilinear (blurred) values.
     """
 
     group: str
@@ -78,6 +82,7 @@ class FusionNetConfig:
     residual: bool = True
     detail_only: bool = True
     norm: str = "table"
+    backproject: int = 0
     input_bands: tuple[str, ...] = field(default=())
     output_bands: tuple[str, ...] = field(default=())
 
@@ -90,6 +95,8 @@ class FusionNetConfig:
             raise ConfigError(f"fusion group {self.group!r} is not one of {sorted(GROUPS_BY_NAME)}")
         if self.trunk_stride not in (1, 2, 4):
             raise ConfigError(f"trunk_stride must be 1, 2 or 4, got {self.trunk_stride}")
+        if self.backproject < 0:
+            raise ConfigError(f"fusion backproject must be >= 0 iterations, got {self.backproject}")
         if min(self.nf, self.gc) < 1 or min(self.nb_branch, self.nb_trunk) < 0:
             raise ConfigError(f"invalid fusion net sizes nf={self.nf} gc={self.gc}")
         g = GROUPS_BY_NAME[self.group]
@@ -125,8 +132,10 @@ class FusionNetConfig:
 #: Presets by name. `paper`: 5+5+5 RRDB, 64 ch on the full grid (as the reference v1).
 #: `small`: CPU-sized, 32 ch, branches = conv + attention, three RRDB in a trunk on a 2x coarser grid.
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"nf": 64, "gc": 32, "nb_branch": 5, "nb_trunk": 5, "trunk_stride": 1, "residual": True, "norm": "local"},
-    "small": {"nf": 32, "gc": 16, "nb_branch": 0, "nb_trunk": 3, "trunk_stride": 2, "residual": True, "norm": "local"},
+    "paper": {"nf": 64, "gc": 32, "nb_branch": 5, "nb_trunk": 5, "trunk_stride": 1, "residual": True, "norm": "local",
+              "backproject": 5},
+    "small": {"nf": 32, "gc": 16, "nb_branch": 0, "nb_trunk": 3, "trunk_stride": 2, "residual": True, "norm": "local",
+              "backproject": 5},
 }
 
 

@@ -18,7 +18,7 @@ from pipeline.models.fusion.config import FusionNetConfig
 from pipeline.models.fusion.mtf import MTFDetailNet
 from pipeline.models.fusion.net import FusionGroupNet
 from pipeline.models.fusion.wald import denormalise, normalise
-from pipeline.models.sensor import upsample
+from pipeline.models.sensor import backproject, upsample
 
 CHECKPOINT_KIND = "fusion"
 #: One checkpoint holding all three networks (keys `nets.<group>.*`), as the training launcher exports it.
@@ -58,9 +58,23 @@ class FusionModel(torch.nn.Module):
         idx = [order.index(b) for b in cfg.input_bands]
         return normalise(stack[:, idx], cfg.input_bands), normalise(guide_rgb, RGB_BANDS)
 
-    def forward(self, inputs: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Training forward: group -> (ms_up, guide) normalised -> group -> normalised prediction."""
-        return {k: self.nets[k](ms, gd) for k, (ms, gd) in inputs.items()}
+    def group_output(self, name: str, ms: torch.Tensor, gd: torch.Tensor, lr_own: torch.Tensor) -> torch.Tensor:
+        """One group net's prediction, back-projected onto its own measured bands when its config says so.
+
+        ms, gd: the normalised network inputs on the output grid; lr_own: (B, n_out, H/f, W/f) the group's own
+        bands on their measured grid, normalised like the prediction (the projection is linear and keeps
+        constants, so it commutes with the per-band normalisation).
+        """
+        cfg = self.configs[name]
+        pred = self.nets[name](ms, gd)
+        if cfg.backproject:
+            with torch.autocast(pred.device.type, enabled=False):  # a bf16 residual would be mostly rounding
+                pred = backproject(pred.float(), lr_own.float(), cfg.factor, iterations=cfg.backproject)
+        return pred
+
+    def forward(self, inputs: dict[str, tuple[torch.Tensor, ...]]) -> dict[str, torch.Tensor]:
+        """Training forward: group -> (ms_up, guide, lr_own) normalised -> group -> normalised prediction."""
+        return {k: self.group_output(k, *t) for k, t in inputs.items()}
 
     @torch.no_grad()
     def fuse(
@@ -73,6 +87,9 @@ class FusionModel(torch.nn.Module):
             b20: (B, 6, H/2, W/2) B05 B06 B07 B8A B11 B12 at 20 m.
             b60: (B, 2, H/6, W/6) B01 B09 at 60 m.
             guide_rgb: (B, 3, 4H, 4W) RGB (B04, B03, B02) at 2.5 m, e.g. the diffusion SR output.
+
+        Each group's output is back-projected onto that group's measured bands (b10, b20 or b60) when its
+        config sets `backproject` (the shipped weights do): degraded by the sensor model it reproduces them.
 
         Returns:
             (B, 12, 4H, 4W) float32 reflectance in pipeline.bands.S2_BANDS order, >= 0, NaN-free.
@@ -96,11 +113,13 @@ class FusionModel(torch.nn.Module):
             "60m": upsample(b60.to(dev, torch.float32), 24),
         }
         guide = guide_rgb.to(dev, torch.float32)
+        measured = {"10m": b10, "20m": b20, "60m": b60}
         outs: dict[str, torch.Tensor] = {}
         for g in BAND_GROUPS:
+            cfg = self.configs[g.name]
             ms, gd = self.group_inputs(g.name, up, guide)
-            pred = self.nets[g.name](ms, gd)
-            outs[g.name] = denormalise(pred, self.configs[g.name].output_bands)
+            lr_own = normalise(measured[g.name].to(dev, torch.float32), g.bands)[:, [g.bands.index(b) for b in cfg.output_bands]]
+            outs[g.name] = denormalise(self.group_output(g.name, ms, gd, lr_own), cfg.output_bands)
         by_band = {b: outs[g.name][:, i] for g in BAND_GROUPS for i, b in enumerate(self.configs[g.name].output_bands)}
         out = torch.stack([by_band[b] for b in S2_BANDS], 1)
         return torch.nan_to_num(out, nan=0.0).clamp_min(0.0)

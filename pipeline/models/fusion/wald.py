@@ -54,11 +54,14 @@ class WaldPair:
         ms_up: (1, n_in, h, w) degraded inputs upsampled back onto the group grid.
         guide: (1, 3, h, w) RGB guide (B04, B03, B02) on the group grid.
         target: (1, n_out, h, w) native bands of the group.
+        lr: (1, n_out, h / f, w / f) the group's own degraded bands before upsampling (what the sensor
+            "measured"), for the back-projection of the prediction.
     """
 
     ms_up: torch.Tensor
     guide: torch.Tensor
     target: torch.Tensor
+    lr: torch.Tensor
 
 
 def make_wald_pair(
@@ -83,10 +86,12 @@ def make_wald_pair(
     f = cfg.factor
     g_ratio = group_of(cfg.output_bands[0]).factor_to_10m
     ins = []
+    measured: dict[str, torch.Tensor] = {}
     for b in cfg.input_bands:
         native = scene[b]
         if sr_guide is not None and b in RGB_BANDS:
             lr = sr_guide.rgb_lr[:, RGB_BANDS.index(b) : RGB_BANDS.index(b) + 1]
+            measured[b] = lr
             ins.append(upsample(lr, f * group_of(b).factor_to_10m // g_ratio))
             continue
         if random_blur:
@@ -96,6 +101,7 @@ def make_wald_pair(
         else:
             sigma = default_sigma(f)
         lr = wald_degrade(native, f, sigma=sigma)
+        measured[b] = lr
         up = f * group_of(b).factor_to_10m // g_ratio
         ins.append(upsample(lr, up))
     ms_up = normalise(torch.cat(ins, 1), cfg.input_bands)
@@ -112,24 +118,31 @@ def make_wald_pair(
     guide = normalise(guide, RGB_BANDS)
     target = normalise(torch.cat([scene[b] for b in cfg.output_bands], 1), cfg.output_bands)
     h, w = target.shape[-2:]
-    return WaldPair(ms_up=ms_up[..., :h, :w], guide=guide[..., :h, :w], target=target)
+    lr_own = normalise(torch.cat([measured[b] for b in cfg.output_bands], 1), cfg.output_bands)
+    return WaldPair(ms_up=ms_up[..., :h, :w], guide=guide[..., :h, :w], target=target,
+                    lr=lr_own[..., : h // f, : w // f])
 
 
 def sample_crops(
     pair: WaldPair, size: int, n: int, *, generator: torch.Generator, augment: bool = True, align: int = 1
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw n random crops (with random flips / 90-degree turns) from a pair.
 
     `align`: crop offsets are multiples of this (the group factor keeps the degraded input's pixels
-    aligned with the crop, as at inference).
+    aligned with the crop, as at inference); then the measured bands `pair.lr` are cropped and turned
+    with the rest.
 
     Returns:
-        (ms_up (n, n_in, size, size), guide (n, 3, size, size), target (n, n_out, size, size)).
+        (ms_up (n, n_in, size, size), guide (n, 3, size, size), target (n, n_out, size, size),
+        lr (n, n_out, size / f, size / f)), f = the pair's grid ratio; lr is empty (n, n_out, 0, 0) unless
+        `align` and `size` are multiples of f.
     """
     h, w = pair.target.shape[-2:]
     if h < size or w < size:
         raise ValueError(f"scene grid {h}x{w} is smaller than the crop size {size}")
-    outs: list[list[torch.Tensor]] = [[], [], []]
+    f = h // pair.lr.shape[-2] if pair.lr.shape[-2] else 0
+    crop_lr = f > 0 and align % f == 0 and size % f == 0
+    outs: list[list[torch.Tensor]] = [[], [], [], []]
     for _ in range(n):
         y = int(torch.randint(0, (h - size) // align + 1, (), generator=generator)) * align
         x = int(torch.randint(0, (w - size) // align + 1, (), generator=generator)) * align
@@ -141,7 +154,10 @@ def sample_crops(
             if flip:
                 c = torch.flip(c, (2,))
             outs[i].append(c)
-    return torch.stack(outs[0]), torch.stack(outs[1]), torch.stack(outs[2])
+        lr = pair.lr[0, :, y // f : (y + size) // f, x // f : (x + size) // f] if crop_lr else pair.lr[0, :, :0, :0]
+        lr = torch.rot90(lr, k, (1, 2))
+        outs[3].append(torch.flip(lr, (2,)) if flip else lr)
+    return torch.stack(outs[0]), torch.stack(outs[1]), torch.stack(outs[2]), torch.stack(outs[3])
 
 
 __all__ = ["WaldPair", "denormalise", "make_wald_pair", "min_scene_size_10m", "normalise", "sample_crops"]
