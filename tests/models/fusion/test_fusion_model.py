@@ -92,6 +92,8 @@ def test_paper_preset_matches_reference_layout() -> None:
 
 def test_shipped_weights_load_and_run() -> None:
     model = load_fusion_model()
+    # the held-out numbers in docs/fusion.md are with the projection onto the measured bands
+    assert {k: c.backproject for k, c in model.configs.items()} == {"10m": 5, "20m": 5, "60m": 5}
     out = model.fuse(*_inputs())
     assert out.shape == (1, 12, 24, 48) and torch.isfinite(out).all()
 
