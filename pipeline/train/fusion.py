@@ -65,7 +65,8 @@ class FusionTrainConfig:
         bf16: bfloat16 autocast for the forward pass (about 2x faster on this CPU).
         workers: DDP ranks (Ray Train workers).
         ema: EMA decay of the exported weights (0 = off).
-        init: optional fusion weights folder to start from (a previous run, or converted published weights).
+        init: optional fusion weights folder to start from (a previous run, or converted published weights);
+            each net keeps the trunk grid of these weights unless `trunk_stride` is given.
         groups: the group networks to train (default all three; the others keep their initial weights).
         sr_guide: cache folder of the SR-aware guides; None = off (native guides only).
         sr_guide_prob: probability that a crop uses an SR guide (when sr_guide is set).
@@ -467,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the exported weights (0 = off)")
-    p.add_argument("--init", default=None, metavar="WEIGHTS", help="start from these fusion weights")
+    p.add_argument("--init", default=None, metavar="WEIGHTS",
+                   help="start from these fusion weights (each net keeps their trunk grid unless --trunk-stride is given)")
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last checkpoint")
