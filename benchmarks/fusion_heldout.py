@@ -24,7 +24,10 @@ scores only the rows [A H, B H) of each scene (rounded to 60 m rows), e.g. the V
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -80,8 +83,6 @@ def make_superresolver(fusion, sr, sr_steps: int, sr_cache: str | None = None, s
                 gd = baselines.upsample(baselines.rgb_of(t10), 4)
             else:  # one SR draw per scene, shared by gs[sr] and fusion[sr]
                 if "sr" not in cache:
-                    import hashlib
-
                     rgb = baselines.rgb_of(t10)
                     digest = hashlib.sha256(rgb.numpy().tobytes() + repr((sr_steps, seed, sr_key)).encode()).hexdigest()[:16]
                     path = Path(sr_cache) / f"sr_{digest}.pt" if sr_cache else None
@@ -102,9 +103,6 @@ def make_superresolver(fusion, sr, sr_steps: int, sr_cache: str | None = None, s
 
 def cut_rows(scene: Scene, lo: float, hi: float) -> Scene:
     """The rows [lo H, hi H) of a scene (10 m rows, rounded inwards to whole 60 m pixels)."""
-    import dataclasses
-    import math
-
     h = scene.b10.shape[-2]
     r0, r1 = math.ceil(lo * h / 6) * 6, int(hi * h) // 6 * 6
     if r1 - r0 < 24:

@@ -56,12 +56,14 @@ class WaldPair:
         target: (1, n_out, h, w) native bands of the group.
         lr: (1, n_out, h / f, w / f) the group's own degraded bands before upsampling (what the sensor
             "measured"), for the back-projection of the prediction.
+        factor: f, the ratio of the group grid to the grid of `lr`.
     """
 
     ms_up: torch.Tensor
     guide: torch.Tensor
     target: torch.Tensor
     lr: torch.Tensor
+    factor: int
 
 
 def make_wald_pair(
@@ -117,10 +119,9 @@ def make_wald_pair(
         guide = gaussian_blur(guide, float(torch.rand((), generator=generator)) * GUIDE_MAX_EXTRA_SIGMA)
     guide = normalise(guide, RGB_BANDS)
     target = normalise(torch.cat([scene[b] for b in cfg.output_bands], 1), cfg.output_bands)
-    h, w = target.shape[-2:]
     lr_own = normalise(torch.cat([measured[b] for b in cfg.output_bands], 1), cfg.output_bands)
     return WaldPair(ms_up=ms_up[..., :h, :w], guide=guide[..., :h, :w], target=target,
-                    lr=lr_own[..., : h // f, : w // f])
+                    lr=lr_own[..., : h // f, : w // f], factor=f)
 
 
 def sample_crops(
@@ -134,14 +135,14 @@ def sample_crops(
 
     Returns:
         (ms_up (n, n_in, size, size), guide (n, 3, size, size), target (n, n_out, size, size),
-        lr (n, n_out, size / f, size / f)), f = the pair's grid ratio; lr is empty (n, n_out, 0, 0) unless
+        lr (n, n_out, size / f, size / f)), f = `pair.factor`; lr is empty (n, n_out, 0, 0) unless
         `align` and `size` are multiples of f.
     """
     h, w = pair.target.shape[-2:]
     if h < size or w < size:
         raise ValueError(f"scene grid {h}x{w} is smaller than the crop size {size}")
-    f = h // pair.lr.shape[-2] if pair.lr.shape[-2] else 0
-    crop_lr = f > 0 and align % f == 0 and size % f == 0
+    f = pair.factor
+    crop_lr = align % f == 0 and size % f == 0
     outs: list[list[torch.Tensor]] = [[], [], [], []]
     for _ in range(n):
         y = int(torch.randint(0, (h - size) // align + 1, (), generator=generator)) * align
