@@ -9,6 +9,9 @@ Methods:
     fusion[<guide>]    the three fusion networks with the guide below
   guides: "bicubic" = bicubic-upsampled degraded RGB (no extra information), "sr" = the diffusion SR of
   the degraded RGB (`pipeline.models.diffusion.load_sr_model`, when it exists). fusion[sr] is difffusr.
+    fusion[mix<a>]     (--guide-mix a ...) a diagnostic, not a method: the guide is a x the native RGB (the
+                       perfect SR) + (1 - a) x the SR guide (the bicubic one with --no-sr), to measure how the
+                       fused scores depend on the guide's quality; the guide's own RGB PSNR is printed too.
 
     .venv/bin/python benchmarks/fusion_heldout.py --scenes data/samples/heldout/* \
         [--fusion-weights DIR] [--sr-weights DIR] [--sr-steps 20] [--json out.json]
@@ -38,7 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.bands import BAND_GROUPS
-from pipeline.eval.protocol import WaldConfig, wald_scene
+from pipeline.eval.protocol import WaldConfig, crop_for_ratio, wald_scene
 from pipeline.io.scene_files import Scene, read_scene
 from pipeline.models import baselines
 from pipeline.models.fusion import load_fusion_model
@@ -60,11 +63,14 @@ def _load_sr(weights: str | None):
         return None
 
 
-def make_superresolver(fusion, sr, sr_steps: int, sr_cache: str | None = None, sr_key: str = ""):
+def make_superresolver(fusion, sr, sr_steps: int, sr_cache: str | None = None, sr_key: str = "",
+                       native: dict | None = None, guide_psnr: dict | None = None):
     """A `superresolve(b10, b20, b60, method, seed=...)` for pipeline.eval.protocol.wald_scene.
 
     `sr_cache`: a folder keeping each scene's SR guide (keyed by its input, steps, seed and `sr_key`, the
-    SR weights' digest) across runs.
+    SR weights' digest) across runs. `native["rgb"]`: the current scene's native (1, 3, H, W) RGB, which the
+    `fusion[mix<a>]` diagnostic needs; `guide_psnr[method]` collects each guided method's guide PSNR against
+    it (peak 1.0) when it is given.
     """
     cache: dict[str, torch.Tensor] = {}
 
@@ -79,9 +85,10 @@ def make_superresolver(fusion, sr, sr_steps: int, sr_cache: str | None = None, s
             out = baselines.bicubic(t10, t20, t60)
         else:
             kind, gkey = method[:-1].split("[")
-            if gkey == "bicubic":
+            mix = float(gkey[3:]) if gkey.startswith("mix") else None
+            if gkey == "bicubic" or (mix is not None and sr is None):
                 gd = baselines.upsample(baselines.rgb_of(t10), 4)
-            else:  # one SR draw per scene, shared by gs[sr] and fusion[sr]
+            else:  # one SR draw per scene, shared by gs[sr], fusion[sr] and the mixes
                 if "sr" not in cache:
                     rgb = baselines.rgb_of(t10)
                     digest = hashlib.sha256(rgb.numpy().tobytes() + repr((sr_steps, seed, sr_key)).encode()).hexdigest()[:16]
@@ -95,6 +102,11 @@ def make_superresolver(fusion, sr, sr_steps: int, sr_cache: str | None = None, s
                             path.parent.mkdir(parents=True, exist_ok=True)
                             torch.save(cache["sr"], path)
                 gd = cache["sr"]
+            if mix is not None:
+                gd = mix * native["rgb"] + (1 - mix) * gd
+            if guide_psnr is not None and native is not None:
+                mse = float(((gd - native["rgb"]) ** 2).mean())
+                guide_psnr.setdefault(method, []).append(10 * math.log10(1 / mse) if mse > 0 else math.inf)
             out = baselines.gram_schmidt(t10, t20, t60, gd) if kind == "gs" else fusion.fuse(t10, t20, t60, gd)
         return out[0].numpy().astype(np.float32)
 
@@ -152,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--sr-cache", default=None, metavar="DIR",
                    help="keep the SR guide of each scene here and reuse it (keyed by input, steps, seed and SR weights)")
+    p.add_argument("--guide-mix", nargs="+", type=float, default=[], metavar="A",
+                   help="diagnostic: also run fusion[mixA], guided by A x native RGB + (1 - A) x the SR guide")
     p.add_argument("--row-frac", nargs=2, type=float, default=None, metavar=("A", "B"),
                    help="score only rows [A H, B H) of each scene (a validation block of a training scene)")
     a = p.parse_args(argv)
@@ -162,13 +176,20 @@ def main(argv: list[str] | None = None) -> int:
     fusion = load_fusion_model(a.fusion_weights)
     sr = None if a.no_sr else _load_sr(a.sr_weights)
     methods = ["bicubic", "gs[bicubic]", "fusion[bicubic]"] + (["gs[sr]", "fusion[sr]"] if sr is not None else [])
-    sres = make_superresolver(fusion, sr, a.sr_steps, a.sr_cache, sr_weights_digest(a.sr_weights))
+    methods += [f"fusion[mix{m:g}]" for m in a.guide_mix]
+    native: dict[str, torch.Tensor] = {}
+    guide_psnr: dict[str, list[float]] = {}
+    sres = make_superresolver(fusion, sr, a.sr_steps, a.sr_cache, sr_weights_digest(a.sr_weights),
+                              native=native, guide_psnr=guide_psnr)
     results = []
     t0 = time.time()
     for folder in a.scenes:
         scene = read_scene(folder)
         if a.row_frac is not None:
             scene = cut_rows(scene, *a.row_frac)
+        # the protocol crops the scene the same way (idempotent); the native RGB is the perfect guide
+        scene = crop_for_ratio(scene, 4)
+        native["rgb"] = baselines.rgb_of(torch.from_numpy(np.nan_to_num(scene.b10))[None])
         results.append(wald_scene(scene, methods, WaldConfig(ratio=4), superresolve=sres))
     rows = {}
     for m in methods:
@@ -185,9 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         cells = [f"{g[k]['psnr']:.2f} | {g[k]['ssim']:.4f} | {g[k]['sam_deg']:.3f} | {g[k]['ergas']:.3f}"
                  for k in ("10m", "20m", "60m")]
         print(f"| {m} | {' | '.join(cells)} | {g['all']['psnr']:.2f} | {g['all']['ssim']:.4f} | {g['all']['ergas']:.3f} |")
+    print("guide RGB PSNR vs the native RGB (dB): " + ", ".join(
+        f"{m} {float(np.mean(v)):.2f}" for m, v in guide_psnr.items()))
     per_scene = {r.scene: {m: r.methods[m].groups for m in methods} for r in results}
     if a.json:
-        Path(a.json).write_text(json.dumps({"mean": rows, "per_scene": per_scene}, indent=1))
+        Path(a.json).write_text(json.dumps({"mean": rows, "per_scene": per_scene,
+                                            "guide_psnr": {m: float(np.mean(v)) for m, v in guide_psnr.items()}}, indent=1))
     return 0
 
 

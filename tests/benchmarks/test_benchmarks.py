@@ -58,6 +58,22 @@ def test_ddim_sweep_runs_with_a_checkpoint_on_a_small_crop(tmp_path, capsys):
     assert "difffusr 2 steps" in capsys.readouterr().out
 
 
+def test_guide_mix_diagnostic_scores_the_fusion_with_a_better_guide(tmp_path, capsys):
+    """fusion[mix a]: a = 0 is the plain guide, a = 1 the native RGB; a perfect guide must score far better."""
+    from benchmarks import fusion_heldout
+
+    out = tmp_path / "mix.json"
+    assert fusion_heldout.main(["--scenes", str(HELDOUT), "--no-sr", "--guide-mix", "0", "1", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    mean = res["mean"]
+    assert mean["fusion[mix0]"] == mean["fusion[bicubic]"]  # a = 0 is the bicubic guide (no SR here)
+    assert mean["fusion[mix1]"]["10m"]["psnr"] > mean["fusion[mix0]"]["10m"]["psnr"] + 1.0
+    assert mean["fusion[mix1]"]["all"]["ergas"] < mean["fusion[mix0]"]["all"]["ergas"]
+    assert math.isinf(res["guide_psnr"]["fusion[mix1]"])
+    assert res["guide_psnr"]["fusion[mix0]"] == pytest.approx(res["guide_psnr"]["fusion[bicubic]"])
+    assert "fusion[mix1]" in capsys.readouterr().out
+
+
 def test_e2e_bare_compute_and_ratios_from_a_manifest(tmp_path):
     manifest = {
         "config": {"method": "bicubic", "model": {"steps": 20}, "compute": {"batch_tiles": 2}},
