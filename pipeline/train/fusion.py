@@ -40,7 +40,7 @@ from pipeline.errors import ConfigError, TrainingDataError
 from pipeline.models.fusion.config import PRESETS, FusionNetConfig, preset_configs
 from pipeline.models.fusion.model import BUNDLE_KIND, FusionModel, load_fusion_model, save_fusion_model
 from pipeline.models.fusion.srguide import SRGuide, load_sr_guides, make_sr_guide, save_sr_guides
-from pipeline.models.fusion.wald import WaldPair, make_wald_pair, min_scene_size_10m, sample_crops
+from pipeline.models.fusion.wald import WaldCrops, WaldPair, make_wald_pair, min_scene_size_10m, sample_crops
 
 #: Reflectance = DN / DN_SCALE (L2A without BOA offset, and L1C TOA).
 DN_SCALE = 10000.0
@@ -351,8 +351,8 @@ class WaldSampler:
                 srp.append(make_wald_pair(s, self.configs[name], generator=self.gen, sr_guide=draws[k]))
             self.sr_pairs[name] = srp
 
-    def batch(self, group: str, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """n crops of one group: (ms_up, guide, target, lr) as `sample_crops` returns them."""
+    def batch(self, group: str, n: int) -> WaldCrops:
+        """n crops of one group, drawn from its scenes' pairs."""
         idx = torch.multinomial(self.weights[group], n, replacement=True, generator=self.gen)
         use_sr = torch.rand(n, generator=self.gen) < self.sr_prob
         f = self.configs[group].factor
@@ -361,7 +361,7 @@ class WaldSampler:
             sr_pair = self.sr_pairs[group][i]
             pair = sr_pair if (u and sr_pair is not None) else self.pairs[group][i]
             parts.append(sample_crops(pair, self.crop, 1, generator=self.gen, align=f))
-        return tuple(torch.cat([p[k] for p in parts]) for k in range(4))  # type: ignore[return-value]
+        return WaldCrops.cat(parts)
 
 
 def lr_factor(step: int, steps: int, warmup: int = 50) -> float:
@@ -428,7 +428,7 @@ class FusionTask:
         steps = self.cfg.steps
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps))
 
-    def get_batch(self, step: int, rank: int, world_size: int) -> dict[str, tuple[torch.Tensor, ...]]:
+    def get_batch(self, step: int, rank: int, world_size: int) -> dict[str, WaldCrops]:
         epoch = step // self.cfg.regen_every
         if self._sampler is None or epoch != self._epoch:
             # Wald pairs with fresh random blur; a function of (seed, epoch, rank) so resuming reproduces it.
@@ -442,11 +442,11 @@ class FusionTask:
         self._sampler.gen.manual_seed(_seed(self.cfg.seed, step, rank, 1))
         return {g: self._sampler.batch(g, self.cfg.batch) for g in self.cfg.groups}
 
-    def train_step(self, model: torch.nn.Module, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        inputs = {k: (v[0].to(self.device), v[1].to(self.device), v[3].to(self.device)) for k, v in batch.items()}
+    def train_step(self, model: torch.nn.Module, batch: dict[str, WaldCrops], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        inputs = {k: (v.ms_up.to(self.device), v.guide.to(self.device), v.lr.to(self.device)) for k, v in batch.items()}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             preds = model(inputs)
-        losses = {k: (preds[k].float() - batch[k][2].to(self.device)).abs().mean() for k in preds}
+        losses = {k: (preds[k].float() - batch[k].target.to(self.device)).abs().mean() for k in preds}
         return sum(losses.values()), {f"l1_{k}": float(v.detach()) for k, v in losses.items()}
 
     def export(self, model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str], list[str]]:

@@ -11,6 +11,7 @@ Wald-degraded RGB, as at inference (`difffusr train fusion --sr-guide`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -124,9 +125,29 @@ def make_wald_pair(
                     lr=lr_own[..., : h // f, : w // f], factor=f)
 
 
+class WaldCrops(NamedTuple):
+    """A training batch of one group: crops of Wald pairs, normalised like the pairs.
+
+    ms_up (n, n_in, size, size): the degraded inputs upsampled to the group grid; guide (n, 3, size, size);
+    target (n, n_out, size, size): the native bands; lr (n, n_out, size / f, size / f): the group's measured
+    (degraded) bands under the crop, for the back-projection (empty (n, n_out, 0, 0) when the crop is not
+    aligned to them).
+    """
+
+    ms_up: torch.Tensor
+    guide: torch.Tensor
+    target: torch.Tensor
+    lr: torch.Tensor
+
+    @classmethod
+    def cat(cls, parts: list[WaldCrops]) -> WaldCrops:
+        """One batch from several, field by field."""
+        return cls(*(torch.cat(field) for field in zip(*parts, strict=True)))
+
+
 def sample_crops(
     pair: WaldPair, size: int, n: int, *, generator: torch.Generator, augment: bool = True, align: int = 1
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> WaldCrops:
     """Draw n random crops (with random flips / 90-degree turns) from a pair.
 
     `align`: crop offsets are multiples of this (the group factor keeps the degraded input's pixels
@@ -134,9 +155,8 @@ def sample_crops(
     with the rest.
 
     Returns:
-        (ms_up (n, n_in, size, size), guide (n, 3, size, size), target (n, n_out, size, size),
-        lr (n, n_out, size / f, size / f)), f = `pair.factor`; lr is empty (n, n_out, 0, 0) unless
-        `align` and `size` are multiples of f.
+        WaldCrops of n crops, f = `pair.factor`; its lr is empty (n, n_out, 0, 0) unless `align` and
+        `size` are multiples of f.
     """
     h, w = pair.target.shape[-2:]
     if h < size or w < size:
@@ -158,7 +178,7 @@ def sample_crops(
         lr = pair.lr[0, :, y // f : (y + size) // f, x // f : (x + size) // f] if crop_lr else pair.lr[0, :, :0, :0]
         lr = torch.rot90(lr, k, (1, 2))
         outs[3].append(torch.flip(lr, (2,)) if flip else lr)
-    return torch.stack(outs[0]), torch.stack(outs[1]), torch.stack(outs[2]), torch.stack(outs[3])
+    return WaldCrops(*(torch.stack(o) for o in outs))
 
 
-__all__ = ["WaldPair", "denormalise", "make_wald_pair", "min_scene_size_10m", "normalise", "sample_crops"]
+__all__ = ["WaldCrops", "WaldPair", "denormalise", "make_wald_pair", "min_scene_size_10m", "normalise", "sample_crops"]
