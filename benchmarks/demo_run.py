@@ -47,7 +47,7 @@ class DemoRun:
     stderr_tail: str
 
 
-def _kind(proc_name: str, cmdline: list[str], driver_pid: int, pid: int) -> str:
+def _kind(cmdline: list[str], driver_pid: int, pid: int) -> str:
     if pid == driver_pid:
         return "driver"
     text = " ".join(cmdline[:3])
@@ -80,7 +80,7 @@ def run_monitored(argv: list[str], *, interval_s: float = 0.1, env: dict | None 
                 cmdline = p.cmdline()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            kind = _kind(name, cmdline, proc.pid, p.pid)
+            kind = _kind(cmdline, proc.pid, p.pid)
             label = (cmdline[0] if cmdline and cmdline[0].startswith("ray::") else name)[:40]
             prev = peaks.get(p.pid, ("", "", 0.0))[2]
             peaks[p.pid] = (kind, label, max(prev, rss))

@@ -80,11 +80,6 @@ class WorkUnit:
         """Relative output path of the unit: "<tile_id>/<start>_<end>"."""
         return f"{self.tile_id}/{self.datetime.replace('/', '_')}"
 
-    @property
-    def bbox_arg(self) -> str:
-        """The bbox as `difffusr run --bbox` takes it: "W,S,E,N"."""
-        return ",".join(repr(v) for v in self.bbox)
-
 
 def unit_output(root: str, unit: WorkUnit) -> str:
     """Output folder (URL or path) of a unit under a plan's output root."""

@@ -25,7 +25,6 @@ from pipeline.errors import CheckpointError
 from pipeline.models.diffusion.config import get_preset
 from pipeline.models.diffusion.model import SRDiffusion, inference_state_dict, save_sr_model
 
-SR_PREFIXES = ("encoder.", "E.", "model.", "ema.", "diffusion.")
 _SAFE_MODULES = ("torch", "collections", "numpy", "_codecs", "builtins", "copyreg", "pathlib", "datetime")
 
 

@@ -131,9 +131,7 @@ class SRTask:
         core: SRDiffusion = model.module if hasattr(model, "module") else model  # type: ignore[assignment]
         dev = self.device
         sched = core.schedule
-        t = batch["t"]
-        lo, hi = sched.sqrt_alphas_cumprod_prev_ext[t], sched.sqrt_alphas_cumprod_prev_ext[t - 1]
-        level = (lo + (hi - lo) * batch["u"]).to(dev)  # continuous level in [sqrt ab_t, sqrt ab_{t-1}]
+        level = sched.training_levels(batch["t"], batch["u"]).to(dev)
         loss, parts = model(
             core.normalize(batch["hr"].to(dev)),
             core.normalize(batch["lr"].to(dev)),

@@ -101,7 +101,7 @@ class SRDiffusion(nn.Module):
             hr: (B, 3, H, W) normalised HR target x0.
             lr: (B, 3, H/4, W/4) normalised degraded LR (query crop).
             lr_key: (B, 3, h', w') another crop with the same degradation (MoCo positive).
-            level: (B,) noise levels sqrt(alpha_bar) (see `CosineSchedule.sample_levels`).
+            level: (B,) noise levels sqrt(alpha_bar) (see `CosineSchedule.training_levels`).
             noise: (B, 3, H, W) standard normal noise.
             contrast_weight: lambda of eq. (8).
 

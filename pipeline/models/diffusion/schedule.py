@@ -62,14 +62,17 @@ class CosineSchedule:
             sqrt_alphas_cumprod_prev_ext=f32(torch.cat([torch.ones(1, dtype=torch.float64), ac]).sqrt()),
         )
 
-    def sample_levels(self, batch: int, generator: torch.Generator) -> torch.Tensor:
-        """Training noise levels (continuous, SR3/WaveGrad style): t ~ U{1..T}, level ~ U(sqrt ab_t, sqrt ab_{t-1}).
+    def training_levels(self, t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Continuous training noise levels (SR3/WaveGrad style): level = sqrt ab_t + u (sqrt ab_{t-1} - sqrt ab_t).
 
-        Returns (B,) float32 in (0, 1).
+        Args:
+            t: (B,) int64 timesteps in 1..T (drawn uniformly by the caller).
+            u: (B,) float32 in [0, 1) (uniform).
+
+        Returns (B,) float32 in (0, 1] (t = 1 levels round to 1 in float32).
         """
-        t = torch.randint(1, self.num_train_timesteps + 1, (batch,), generator=generator)
         lo, hi = self.sqrt_alphas_cumprod_prev_ext[t], self.sqrt_alphas_cumprod_prev_ext[t - 1]
-        return lo + (hi - lo) * torch.rand(batch, generator=generator)
+        return lo + (hi - lo) * u
 
 
 class DDIMSampler:

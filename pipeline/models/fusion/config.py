@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline.bands import BAND_GROUPS, GROUP_10M, GROUP_20M, GROUP_60M, RGB_BANDS, BandGroup
+from pipeline.bands import BAND_GROUPS, GROUP_10M, GROUP_20M, GROUP_60M, BandGroup
 from pipeline.errors import ConfigError
 
 #: Per-band reflectance mean/std used to normalise inputs and outputs: (x - mean) / std.
@@ -146,5 +146,3 @@ def preset_configs(preset: str, **overrides: Any) -> dict[str, FusionNetConfig]:
     kw = {**PRESETS[preset], **overrides}
     return {g.name: FusionNetConfig(group=g.name, **kw) for g in BAND_GROUPS}
 
-
-GUIDE_BANDS: tuple[str, ...] = RGB_BANDS

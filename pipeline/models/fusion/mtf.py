@@ -37,7 +37,7 @@ def mtf_kernel_size(mtf: float, ratio: int) -> tuple[float, int]:
 class ConvexPanMixer(nn.Module):
     """Pan = convex (softmax-weighted) combination of the guide channels, initialised to luma weights."""
 
-    def __init__(self, in_nc: int = 3) -> None:
+    def __init__(self) -> None:
         super().__init__()
         w = torch.tensor([0.2989, 0.5870, 0.1140])
         self.logits = nn.Parameter(torch.log(w / w.sum()))
@@ -64,7 +64,7 @@ class MTFDetailNet(nn.Module):
     def __init__(self, n_bands: int, ratio: int, *, nf: int = 32, nb: int = 3, gc: int = 16) -> None:
         super().__init__()
         self.n_bands = n_bands
-        self.pan_mixer = ConvexPanMixer(3)
+        self.pan_mixer = ConvexPanMixer()
         self.mtf_filters = nn.ModuleList()
         self.pads: list[int] = []
         mtfs = (_S2_MTF + [0.28] * n_bands)[:n_bands]

@@ -54,3 +54,14 @@ def test_eta_needs_an_explicit_generator_and_is_reproducible():
     assert torch.equal(a, b)
     with pytest.raises(ConfigError, match="Generator"):
         s.step(x, 0, x, generator=None, eta=1.0)
+
+
+def test_training_levels_lie_between_the_neighbouring_discrete_levels():
+    sched = CosineSchedule.cosine(1000)
+    t = torch.tensor([1, 1, 500, 1000])
+    u = torch.tensor([0.0, 0.999, 0.5, 0.0])
+    lv = sched.training_levels(t, u)
+    ext = sched.sqrt_alphas_cumprod_prev_ext
+    assert torch.all(lv <= ext[t - 1]) and torch.all(lv >= ext[t])
+    assert lv[0] == ext[1] and lv[1] > lv[0]  # u = 0 is sqrt ab_t; larger u is less noise
+    assert 0.0 < float(lv.min()) and float(lv.max()) <= 1.0
