@@ -74,6 +74,37 @@ def test_guide_mix_diagnostic_scores_the_fusion_with_a_better_guide(tmp_path, ca
     assert "fusion[mix1]" in capsys.readouterr().out
 
 
+def test_untrained_regression_guide_is_bicubic_plus_back_projection_and_keeps_constants():
+    from benchmarks.guide_bound import RegressionGuide, bicubic_bp
+
+    g = torch.Generator().manual_seed(0)
+    lr = 0.05 + 0.2 * torch.rand((2, 3, 12, 12), generator=g)
+    net = RegressionGuide(nf=8, blocks=1).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(lr), bicubic_bp(lr))
+        flat = torch.full((1, 3, 12, 12), 0.3)
+        torch.testing.assert_close(net(flat), torch.full((1, 3, 48, 48), 0.3))
+
+
+def test_guide_bound_trains_validates_and_scores_the_fusion(tmp_path, capsys):
+    from benchmarks import guide_bound
+
+    austria = HELDOUT.parents[1] / "catalog" / "S2A_MSIL2A_20170613T101031_87_48"
+    out = tmp_path / "run"
+    assert guide_bound.main(["--train", str(austria), "--steps", "2", "--batch", "2", "--crop", "32", "--nf", "8",
+                             "--blocks", "1", "--threads", "1", "--val", str(austria), "--out", str(out),
+                             "--score", str(HELDOUT), "--json", str(tmp_path / "s.json")]) == 0
+    hist = json.loads((out / "history.json").read_text())
+    assert hist["steps"] == 2 and hist["history"][-1]["step"] == 2
+    assert math.isfinite(hist["history"][-1]["regression"])
+    res = json.loads((tmp_path / "s.json").read_text())["mean"]
+    assert set(res) == {"bicubic+bp", "regression"}
+    assert all(math.isfinite(v) for r in res.values() for v in r.values())
+    assert "| regression |" in capsys.readouterr().out
+    # the saved weights score again from --weights
+    assert guide_bound.main(["--weights", str(out / "guide.pt"), "--nf", "8", "--blocks", "1", "--threads", "1"]) == 0
+
+
 def test_e2e_bare_compute_and_ratios_from_a_manifest(tmp_path):
     manifest = {
         "config": {"method": "bicubic", "model": {"steps": 20}, "compute": {"batch_tiles": 2}},
