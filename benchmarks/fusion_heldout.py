@@ -41,6 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.bands import BAND_GROUPS
+from pipeline.eval.metrics import psnr
 from pipeline.eval.protocol import WaldConfig, crop_for_ratio, wald_scene
 from pipeline.io.scene_files import Scene, read_scene
 from pipeline.models import baselines
@@ -64,13 +65,14 @@ def _load_sr(weights: str | None):
 
 
 def make_superresolver(fusion, sr, sr_steps: int, sr_cache: str | None = None, sr_key: str = "",
-                       native: dict | None = None, guide_psnr: dict | None = None):
+                       native: dict | None = None, guide_psnr: dict | None = None, guides: dict | None = None):
     """A `superresolve(b10, b20, b60, method, seed=...)` for pipeline.eval.protocol.wald_scene.
 
     `sr_cache`: a folder keeping each scene's SR guide (keyed by its input, steps, seed and `sr_key`, the
-    SR weights' digest) across runs. `native["rgb"]`: the current scene's native (1, 3, H, W) RGB, which the
-    `fusion[mix<a>]` diagnostic needs; `guide_psnr[method]` collects each guided method's guide PSNR against
-    it (peak 1.0) when it is given.
+    SR weights' digest) across runs. `native["rgb"]`: the current scene's native (1, 3, H, W) RGB (set by
+    `run_scenes`), which the `fusion[mix<a>]` diagnostic needs; `guide_psnr[method]` collects each guided
+    method's guide PSNR against it when it is given. `guides`: further named guides, `name -> f(rgb_lr)`
+    returning the (1, 3, 4h, 4w) guide, run as `fusion[name]` / `gs[name]`.
     """
     cache: dict[str, torch.Tensor] = {}
 
@@ -86,7 +88,9 @@ def make_superresolver(fusion, sr, sr_steps: int, sr_cache: str | None = None, s
         else:
             kind, gkey = method[:-1].split("[")
             mix = float(gkey[3:]) if gkey.startswith("mix") else None
-            if gkey == "bicubic" or (mix is not None and sr is None):
+            if guides and gkey in guides:
+                gd = guides[gkey](baselines.rgb_of(t10))
+            elif gkey == "bicubic" or (mix is not None and sr is None):
                 gd = baselines.upsample(baselines.rgb_of(t10), 4)
             else:  # one SR draw per scene, shared by gs[sr], fusion[sr] and the mixes
                 if "sr" not in cache:
@@ -105,12 +109,26 @@ def make_superresolver(fusion, sr, sr_steps: int, sr_cache: str | None = None, s
             if mix is not None:
                 gd = mix * native["rgb"] + (1 - mix) * gd
             if guide_psnr is not None and native is not None:
-                mse = float(((gd - native["rgb"]) ** 2).mean())
-                guide_psnr.setdefault(method, []).append(10 * math.log10(1 / mse) if mse > 0 else math.inf)
+                guide_psnr.setdefault(method, []).append(psnr(gd.numpy(), native["rgb"].numpy()))
             out = baselines.gram_schmidt(t10, t20, t60, gd) if kind == "gs" else fusion.fuse(t10, t20, t60, gd)
         return out[0].numpy().astype(np.float32)
 
     return superresolve
+
+
+def run_scenes(folders: list[str], methods: list[str], superresolve, native: dict,
+               row_frac: tuple[float, float] | None = None) -> list:
+    """Wald x4 of every method on each scene (rows `row_frac` only when given); sets `native["rgb"]` per scene."""
+    results = []
+    for folder in folders:
+        scene = read_scene(folder)
+        if row_frac is not None:
+            scene = cut_rows(scene, *row_frac)
+        # the protocol crops the scene the same way (idempotent); the native RGB is the perfect guide
+        scene = crop_for_ratio(scene, 4)
+        native["rgb"] = baselines.rgb_of(torch.from_numpy(np.nan_to_num(scene.b10))[None])
+        results.append(wald_scene(scene, methods, WaldConfig(ratio=4), superresolve=superresolve))
+    return results
 
 
 def cut_rows(scene: Scene, lo: float, hi: float) -> Scene:
@@ -181,16 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     guide_psnr: dict[str, list[float]] = {}
     sres = make_superresolver(fusion, sr, a.sr_steps, a.sr_cache, sr_weights_digest(a.sr_weights),
                               native=native, guide_psnr=guide_psnr)
-    results = []
     t0 = time.time()
-    for folder in a.scenes:
-        scene = read_scene(folder)
-        if a.row_frac is not None:
-            scene = cut_rows(scene, *a.row_frac)
-        # the protocol crops the scene the same way (idempotent); the native RGB is the perfect guide
-        scene = crop_for_ratio(scene, 4)
-        native["rgb"] = baselines.rgb_of(torch.from_numpy(np.nan_to_num(scene.b10))[None])
-        results.append(wald_scene(scene, methods, WaldConfig(ratio=4), superresolve=sres))
+    results = run_scenes(a.scenes, methods, sres, native, a.row_frac)
     rows = {}
     for m in methods:
         agg: dict[str, dict[str, float]] = {}

@@ -27,8 +27,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.fusion_heldout import cut_rows
-from pipeline.eval.protocol import WaldConfig, crop_for_ratio, wald_scene
+from benchmarks.fusion_heldout import cut_rows, make_superresolver, run_scenes
+from pipeline.eval.metrics import psnr
+from pipeline.eval.protocol import crop_for_ratio
 from pipeline.eval.resample import degrade
 from pipeline.io.scene_files import read_scene
 from pipeline.models import baselines
@@ -103,10 +104,10 @@ def guide_psnr_on(folder: str, guides: dict, row_frac: tuple[float, float] | Non
     """RGB PSNR (peak 1) of each guide on one scene's Wald x4 RGB, as fusion_heldout.py scores guides."""
     sc = read_scene(folder)
     sc = crop_for_ratio(cut_rows(sc, *row_frac) if row_frac else sc, FACTOR)
-    native = baselines.rgb_of(torch.from_numpy(np.nan_to_num(sc.b10))[None])
+    native = baselines.rgb_of(torch.from_numpy(np.nan_to_num(sc.b10))[None]).numpy()
     lr = baselines.rgb_of(torch.from_numpy(np.nan_to_num(degrade(sc.b10, FACTOR)))[None])
     with torch.no_grad():
-        return {k: -10 * math.log10(float(((g(lr) - native) ** 2).mean())) for k, g in guides.items()}
+        return {k: psnr(g(lr).numpy(), native) for k, g in guides.items()}
 
 
 def train(a: argparse.Namespace) -> RegressionGuide:
@@ -141,24 +142,16 @@ def train(a: argparse.Namespace) -> RegressionGuide:
 
 def score(model: nn.Module, scenes: list[str]) -> dict:
     """Wald x4 of the shipped fusion nets with each guide: guide RGB PSNR and fused scores, mean of scenes."""
-    fusion = load_fusion_model(None)
     guides = {"bicubic+bp": bicubic_bp, "regression": model}
-    per_scene = {}
-    for folder in scenes:
-        sc = crop_for_ratio(read_scene(folder), FACTOR)
-        native = baselines.rgb_of(torch.from_numpy(np.nan_to_num(sc.b10))[None])
-        gpsnr = {}
-
-        def superresolve(b10, b20, b60, method, *, native=native, gpsnr=gpsnr, **_):
-            t10, t20, t60 = (torch.from_numpy(np.nan_to_num(x))[None] for x in (b10, b20, b60))
-            with torch.no_grad():
-                gd = guides[method](baselines.rgb_of(t10))
-            gpsnr[method] = -10 * math.log10(float(((gd - native) ** 2).mean()))
-            return fusion.fuse(t10, t20, t60, gd)[0].numpy().astype(np.float32)
-
-        r = wald_scene(sc, list(guides), WaldConfig(ratio=FACTOR), superresolve=superresolve)
-        per_scene[sc.name] = {m: {"guide_psnr": gpsnr[m], **{f"{g}_{k}": r.methods[m].groups[g][k]
-                                  for g in ("10m", "20m", "60m", "all") for k in ("psnr", "ergas")}} for m in guides}
+    methods = {name: f"fusion[{name}]" for name in guides}
+    native: dict[str, torch.Tensor] = {}
+    gpsnr: dict[str, list[float]] = {}
+    sres = make_superresolver(load_fusion_model(None), None, 0, native=native, guide_psnr=gpsnr, guides=guides)
+    with torch.no_grad():
+        results = run_scenes(scenes, list(methods.values()), sres, native)
+    per_scene = {r.scene: {name: {"guide_psnr": gpsnr[m][i], **{f"{g}_{k}": r.methods[m].groups[g][k]
+                                  for g in ("10m", "20m", "60m", "all") for k in ("psnr", "ergas")}}
+                           for name, m in methods.items()} for i, r in enumerate(results)}
     mean = {m: {k: float(np.mean([s[m][k] for s in per_scene.values()])) for k in next(iter(per_scene.values()))[m]}
             for m in guides}
     print("| guide | guide RGB PSNR | 10m PSNR | 10m ERGAS | 20m ERGAS | 60m ERGAS | 12-band ERGAS |")
