@@ -17,6 +17,7 @@ from typing import Any
 
 from pipeline.catalog.assets import map_band_assets
 from pipeline.catalog.search import search_items
+from pipeline.cluster.runtime import forwarded_env, start_ray
 from pipeline.config import RunConfig
 from pipeline.errors import AssetError, DataError, DiffFuSRError, OutputError
 from pipeline.io.cog import export_mosaic_cog
@@ -31,8 +32,6 @@ from pipeline.tiling.grid import TileLayout
 log = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS = (OSError, TimeoutError, ConnectionError)
-#: Environment forwarded to Ray workers (credentials and endpoints); never written to outputs or logs.
-FORWARDED_ENV_PREFIXES = ("AWS_", "GDAL_", "CPL_", "VSI_", "AZURE_", "GS_", "PC_SDK_")
 
 
 @dataclass
@@ -72,10 +71,6 @@ def select_items(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dic
     return kept, dropped
 
 
-def _forwarded_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
-
-
 def _call_with_env(env: dict[str, str], fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run `fn` in a Ray worker after applying the driver's credentials/endpoints.
 
@@ -84,22 +79,6 @@ def _call_with_env(env: dict[str, str], fn: Any, *args: Any, **kwargs: Any) -> A
     """
     os.environ.update(env)
     return fn(*args, **kwargs)
-
-
-def _ensure_ray(cfg: RunConfig) -> bool:
-    """Connect to (or start) Ray; returns True when this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
-    if cfg.compute.ray_address:
-        ray.init(address=cfg.compute.ray_address, **kwargs)
-    else:
-        # "local": always a new cluster, never silently attach to another one found on the machine.
-        ray.init(address="local", num_cpus=os.cpu_count() or 2, object_store_memory=256 * 2**20, **kwargs)
-    return True
 
 
 def _wait_all(futures: list, desc: str, progress: bool) -> list:
@@ -136,12 +115,12 @@ def _say_resumed(stage: str, done: int, total: int) -> None:
 def _stage_ingest(cfg, items, grid, layout, store, progress) -> int:
     import ray
 
-    from pipeline.io.ingest import ingest_tile
+    from pipeline.ingest.stage import ingest_tile
 
     todo = [k for k in layout.tile_keys() if store.status("ingest")[k.row, k.col] == 0]
     _say_resumed("ingest", len(layout.tile_keys()) - len(todo), len(layout.tile_keys()))
     task = ray.remote(_call_with_env).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
-    items_ref, env = ray.put(items), _forwarded_env()
+    items_ref, env = ray.put(items), forwarded_env()
     futures = [task.remote(env, ingest_tile, items_ref, grid, layout, k, store,
                            skip_bad_granules=cfg.compute.skip_bad_assets) for k in todo]
     failed: dict[str, str] = {}
@@ -173,7 +152,7 @@ def _stage_infer(cfg, layout, store, progress) -> int:
         num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_restarts=2, max_task_retries=2
     )
     threads = None if gpus else max(1, cpus // n_workers)
-    actors = [actor_cls.remote(cfg.method, options, store, cfg.seed, threads, _forwarded_env()) for _ in range(n_workers)]
+    actors = [actor_cls.remote(cfg.method, options, store, cfg.seed, threads, forwarded_env()) for _ in range(n_workers)]
     batches = [todo[i : i + cfg.compute.batch_tiles] for i in range(0, len(todo), cfg.compute.batch_tiles)]
     from tqdm import tqdm
 
@@ -196,7 +175,7 @@ def _stage_mosaic(layout, store, mosaic_url, storage_options, progress) -> int:
     todo = [k for k in layout.tile_keys() if done[k.row, k.col] != DONE and ingest[k.row, k.col] != EMPTY]
     _say_resumed("mosaic", int((done == DONE).sum()), int((done == DONE).sum()) + len(todo))
     task = ray.remote(_call_with_env).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
-    env = _forwarded_env()
+    env = forwarded_env()
     _wait_all([task.remote(env, assemble_core, store, mosaic_url, layout, k, storage_options) for k in todo], "mosaic",
               progress)
     return int((done == DONE).sum())
@@ -259,7 +238,7 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
     store = WorkStore(out.join("work.zarr"))
     store.create(layout, fingerprint)
     mosaic_url = out.join("mosaic.zarr")
-    started_ray = _ensure_ray(cfg)
+    started_ray = start_ray(cfg.compute.ray_address, object_store_bytes=256 * 2**20)
     try:
         t = time.perf_counter()
         summary.tiles_resumed["ingest"], failed = _stage_ingest(cfg, items, grid, layout, store, progress)

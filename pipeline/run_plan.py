@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from pipeline.catalog.query import parse_datetime_range
 from pipeline.cluster.plan import load_plan, pending_units, unit_output
+from pipeline.cluster.runtime import start_ray
 from pipeline.config import OutputConfig, RunConfig
 from pipeline.errors import DiffFuSRError, EmptySearchError
 from pipeline.io.outputs import OutputDir
@@ -31,7 +32,7 @@ class PlanSummary:
 
 def run_plan(plan_file: str, base: RunConfig, *, progress: bool = True) -> PlanSummary:
     """Run the pending units of a plan; `base` supplies the STAC API, collection, method and options."""
-    from pipeline.run import _ensure_ray, run_job
+    from pipeline.run import run_job
 
     units = load_plan(plan_file)
     root = base.output.out
@@ -39,7 +40,7 @@ def run_plan(plan_file: str, base: RunConfig, *, progress: bool = True) -> PlanS
     summary = PlanSummary(units=len(units), skipped_done=len(units) - len(todo))
     if summary.skipped_done:
         print(f"plan: skipping {summary.skipped_done} of {len(units)} units already done", file=sys.stderr)
-    started_ray = _ensure_ray(base) if todo else False
+    started_ray = start_ray(base.compute.ray_address, object_store_bytes=256 * 2**20) if todo else False
     try:
         for n, unit in enumerate(todo, start=1):
             print(f"plan: unit {n}/{len(todo)} {unit.key}", file=sys.stderr)

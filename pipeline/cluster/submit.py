@@ -7,7 +7,7 @@ The runtime environment carries:
 - ``working_dir`` (optional): a local folder uploaded to the cluster and made the job's current
   directory and first import path; ``.gitignore``/``.rayignore`` and ``UPLOAD_EXCLUDES`` are honoured;
 - the job's environment variables: those of the submitting shell that hold credentials/endpoints
-  (``AWS_*``, ``GDAL_*``, ``CPL_*``, ``PC_SDK_SUBSCRIPTION_KEY``) plus each ``--env KEY=VALUE``.
+  (``pipeline.cluster.runtime.FORWARDED_ENV_PREFIXES``) plus each ``--env KEY=VALUE``.
   They travel in a small ``py_modules`` package (see `pipeline.cluster.job_env`), not as
   ``runtime_env["env_vars"]``, because Ray's runtime-env agent writes env_vars values into its logs.
   The driver starts through ``python -m difffusr_job_env``; every worker process of the job, on
@@ -34,11 +34,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pipeline.cluster import job_env
+from pipeline.cluster.runtime import FORWARDED_ENV_PREFIXES
 from pipeline.errors import ConfigError
 
-#: Environment variable prefixes / names forwarded to the job (credentials, endpoints, GDAL tuning).
-FORWARD_PREFIXES = ("AWS_", "GDAL_", "CPL_")
-FORWARD_NAMES = ("PC_SDK_SUBSCRIPTION_KEY",)
 #: Never forwarded: paths to files of the submitting machine, and the profile (resolved instead).
 LOCAL_ONLY = frozenset(
     {
@@ -80,7 +78,7 @@ def forwarded_env(environ: Mapping[str, str], extra: list[str]) -> dict[str, str
     env = {
         k: v
         for k, v in environ.items()
-        if (k.startswith(FORWARD_PREFIXES) or k in FORWARD_NAMES) and k not in LOCAL_ONLY
+        if k.startswith(FORWARDED_ENV_PREFIXES) and k not in LOCAL_ONLY
     }
     if environ.get("AWS_PROFILE") and "AWS_ACCESS_KEY_ID" not in environ:
         env.update(_profile_credentials(environ))

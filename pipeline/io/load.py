@@ -18,7 +18,7 @@ from pipeline.catalog.assets import SCL, asset_href, map_band_assets
 from pipeline.catalog.radiometry import resolve_radiometry, to_reflectance
 from pipeline.errors import AssetError
 from pipeline.io.grid import SceneGrid
-from pipeline.mosaic.composite import median_composite, scl_valid_20m, valid_at_factor
+from pipeline.ingest.composite import median_composite, scl_valid_20m, valid_at_factor
 from pipeline.tiling.grid import TileKey, TileLayout
 
 log = logging.getLogger(__name__)

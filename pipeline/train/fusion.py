@@ -3,7 +3,7 @@
 `difffusr train fusion --preset small --data DIR... --workers N --out RUN_DIR [--steps N] [--resume]
     [--sr-guide CACHE_DIR --sr-guide-prob 0.7] [--holdout DIR --holdout-frac 0.2]`
 
-Each step draws, per group, a batch of crops from Wald pairs (pipeline.models.fusion.wald) of the
+Each step draws, per group, a batch of crops from Wald pairs (pipeline.train.wald) of the
 training scenes and updates that group's network (L1 loss on per-band normalised reflectance, paper
 IV-C). The pairs are rebuilt with fresh random blur every `regen_every` steps (blind degradation).
 Runs on the project's Ray Train DDP launcher (pipeline.train.launch: checkpoints/LATEST, resume, EMA,
@@ -12,7 +12,7 @@ also written as `RUN_DIR/weights/{10m,20m,60m}` (the format `load_fusion_model` 
 weights use).
 
 SR-aware guide (`--sr-guide CACHE_DIR`): for every trained group and scene, `--sr-guide-draws` draws of
-the diffusion SR of the Wald-degraded native RGB (pipeline.models.fusion.srguide) are computed once
+the diffusion SR of the Wald-degraded native RGB (pipeline.train.srguide) are computed once
 (`--sr-guide-steps` DDIM steps, SR weights `--sr-weights`, default the shipped ones) and cached in
 CACHE_DIR; each training crop then takes its guide (and its R, G, B inputs) from a cached SR draw with
 probability `--sr-guide-prob`, else the native guide of the default Wald pair.
@@ -39,8 +39,8 @@ from pipeline.bands import BAND_GROUPS, NATIVE_GSD_M, RGB_BANDS, S2_BANDS
 from pipeline.errors import ConfigError, TrainingDataError
 from pipeline.models.fusion.config import PRESETS, FusionNetConfig, preset_configs
 from pipeline.models.fusion.model import BUNDLE_KIND, FusionModel, load_fusion_model, save_fusion_model
-from pipeline.models.fusion.srguide import SRGuide, load_sr_guides, make_sr_guide, save_sr_guides
-from pipeline.models.fusion.wald import WaldCrops, WaldPair, make_wald_pair, min_scene_size_10m, sample_crops
+from pipeline.train.srguide import SRGuide, load_sr_guides, make_sr_guide, save_sr_guides
+from pipeline.train.wald import WaldCrops, WaldPair, make_wald_pair, min_scene_size_10m, sample_crops
 
 #: Reflectance = DN / DN_SCALE (L2A without BOA offset, and L1C TOA).
 DN_SCALE = 10000.0
@@ -302,7 +302,7 @@ class WaldSampler:
     """Per-group Wald pairs of all scenes, rebuilt with fresh random blur on demand.
 
     With `sr_guides`, every scene that has SR guide draws also gets an SR-guided pair (a random draw),
-    and each crop comes from it with probability `sr_prob` (pipeline.models.fusion.srguide).
+    and each crop comes from it with probability `sr_prob` (pipeline.train.srguide).
     """
 
     def __init__(self, scenes: dict[str, dict[str, torch.Tensor]], configs: dict[str, FusionNetConfig], crop: int,

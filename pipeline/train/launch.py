@@ -78,7 +78,6 @@ continues from `checkpoints/LATEST` with the same optimizer, EMA and step counte
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -341,6 +340,8 @@ def launch(task: TrainTask, config: LaunchConfig) -> LaunchResult:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from pipeline.cluster.runtime import start_ray
+
     if not isinstance(task, TrainTask):
         raise TypeError(f"{type(task).__name__} does not implement pipeline.train.launch.TrainTask")
     run_dir = Path(config.run_dir).resolve()
@@ -367,19 +368,12 @@ def launch(task: TrainTask, config: LaunchConfig) -> LaunchResult:
             default=str,
         )
     )
-    started_ray = False
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(
-            address=config.ray_address or "local",  # "local": never attach to a stranger's cluster
-            **(
-                {}
-                if config.ray_address
-                else {"num_cpus": max(1, int(config.workers * config.cpus_per_worker))}
-            ),
-            log_to_driver=True,
-        )
-        started_ray = True
+    started_ray = start_ray(
+        config.ray_address,
+        num_cpus=max(1, int(config.workers * config.cpus_per_worker)),
+        log_to_driver=True,
+        dashboard=True,
+    )
     t0 = time.time()
     try:
         resources = {"CPU": config.cpus_per_worker}

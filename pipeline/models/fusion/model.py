@@ -17,7 +17,7 @@ from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.models.fusion.config import FusionNetConfig
 from pipeline.models.fusion.mtf import MTFDetailNet
 from pipeline.models.fusion.net import FusionGroupNet
-from pipeline.models.fusion.wald import denormalise, normalise
+from pipeline.models.fusion.normalise import denormalise, normalise
 from pipeline.models.sensor import backproject, upsample
 
 CHECKPOINT_KIND = "fusion"

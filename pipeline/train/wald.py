@@ -4,21 +4,24 @@ For group g with factor f to 2.5 m (4, 8, 24): every input band is degraded by f
 Gaussian blur + boxcar) and bilinearly upsampled back onto g's native grid; the target is g's native
 bands; the guide is the native 10 m RGB degraded to g's grid. The network thus learns the mapping
 "group grid / f -> group grid" that it applies at inference from the native grid to 2.5 m.
-With an `SRGuide` (pipeline.models.fusion.srguide) the guide is instead the diffusion SR of the
+With an `SRGuide` (pipeline.train.srguide) the guide is instead the diffusion SR of the
 Wald-degraded RGB, as at inference (`difffusr train fusion --sr-guide`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from pipeline.bands import RGB_BANDS, group_of
-from pipeline.models.fusion.config import BAND_MEAN, BAND_STD, FusionNetConfig
-from pipeline.models.fusion.srguide import SRGuide
+from pipeline.models.fusion.config import FusionNetConfig
+from pipeline.models.fusion.normalise import normalise
 from pipeline.models.sensor import default_sigma, gaussian_blur, upsample, wald_degrade
+
+if TYPE_CHECKING:  # srguide imports this module's training blur range; the guide type is only annotated here
+    from pipeline.train.srguide import SRGuide
 
 #: Range of the system MTF at the coarse Nyquist drawn per band for the training blur (blind degradation);
 #: the evaluation default is 0.3.
@@ -26,20 +29,6 @@ TRAIN_MTF_RANGE: tuple[float, float] = (0.18, 0.45)
 #: Largest extra blur (pixels of the group grid) put on the training guide, with probability 1/2, so the
 #: network does not take the guide as exact (the SR guide at inference is a prediction).
 GUIDE_MAX_EXTRA_SIGMA: float = 1.5
-
-
-def normalise(x: torch.Tensor, bands: tuple[str, ...] | list[str]) -> torch.Tensor:
-    """(B, C, H, W) reflectance -> (x - mean) / std per band (C == len(bands))."""
-    mean = torch.tensor([BAND_MEAN[b] for b in bands], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor([BAND_STD[b] for b in bands], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - mean) / std
-
-
-def denormalise(x: torch.Tensor, bands: tuple[str, ...] | list[str]) -> torch.Tensor:
-    """Inverse of `normalise`."""
-    mean = torch.tensor([BAND_MEAN[b] for b in bands], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor([BAND_STD[b] for b in bands], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return x * std + mean
 
 
 def min_scene_size_10m(cfg: FusionNetConfig) -> int:
@@ -79,7 +68,7 @@ def make_wald_pair(
         cfg: the group network's config (input/output bands, factor).
         generator: draws the per-band blur (MTF in TRAIN_MTF_RANGE) and the guide blur.
         random_blur: False -> the default sensor blur (MTF 0.3) and an exact guide (evaluation).
-        sr_guide: an SR guide draw of this scene and group (pipeline.models.fusion.srguide): the guide is
+        sr_guide: an SR guide draw of this scene and group (pipeline.train.srguide): the guide is
             its SR (no extra blur) and the R, G, B inputs are its degraded RGB, the one the SR saw (as at
             inference); the other bands are degraded as usual.
 
@@ -181,4 +170,4 @@ def sample_crops(
     return WaldCrops(*(torch.stack(o) for o in outs))
 
 
-__all__ = ["WaldCrops", "WaldPair", "denormalise", "make_wald_pair", "min_scene_size_10m", "normalise", "sample_crops"]
+__all__ = ["WaldCrops", "WaldPair", "make_wald_pair", "min_scene_size_10m", "sample_crops"]

@@ -1,7 +1,7 @@
 """SR-aware training guides for the fusion groups: the diffusion SR of the Wald-degraded native RGB.
 
 At inference a group network gets, as its guide, the diffusion SR of the 10 m RGB (a prediction with the
-SR's own errors), while the default Wald pairs (pipeline.models.fusion.wald) give it the *native* RGB on
+SR's own errors), while the default Wald pairs (pipeline.train.wald) give it the *native* RGB on
 the group grid (sometimes blurred). A network trained that way learns to pass the guide through (the
 10 m group's RGB outputs are then only as good as the SR). An `SRGuide` makes the training guide look
 like the inference guide: the native 10 m RGB of a training scene is degraded by the group factor f with
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from pipeline.bands import RGB_BANDS
 from pipeline.models.fusion.config import FusionNetConfig
 from pipeline.models.sensor import default_sigma, wald_degrade
+from pipeline.train.wald import TRAIN_MTF_RANGE
 
 #: The diffusion SR needs inputs of at least this side (smaller degraded RGB is edge-padded, then cropped).
 SR_MIN_SIDE: int = 16
@@ -71,13 +72,11 @@ def make_sr_guide(
         sr_model: an object with `super_resolve(rgb, steps=, generator=)` (pipeline.models.diffusion).
         steps: DDIM steps.
         generator: draws the MTFs and the SR seed.
-        mtf_range: MTF range (default: the training range of pipeline.models.fusion.wald).
+        mtf_range: MTF range (default: the training range of pipeline.train.wald).
 
     Returns:
         SRGuide whose `sr` lies on the group grid (10 m side / group's 10 m ratio).
     """
-    from pipeline.models.fusion.wald import TRAIN_MTF_RANGE
-
     lo, hi = mtf_range or TRAIN_MTF_RANGE
     f = cfg.factor
     mtfs, lrs = [], []

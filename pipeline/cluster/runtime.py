@@ -1,0 +1,52 @@
+"""The one place that starts (or joins) Ray, and the one list of environment forwarded to Ray workers.
+
+Used by `difffusr run` (its stage tasks and inference actors), `run --plan`, and `difffusr train` (Ray Train).
+`difffusr submit` forwards the same variables to a submitted job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+#: Environment variables forwarded to Ray workers and submitted jobs (credentials, endpoints, GDAL/VSI tuning,
+#: Planetary Computer key); never written to outputs or logs.
+FORWARDED_ENV_PREFIXES: tuple[str, ...] = ("AWS_", "GDAL_", "CPL_", "VSI_", "AZURE_", "GS_", "PC_SDK_")
+
+
+def forwarded_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The forwarded variables of `environ` (default: this process's environment)."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+
+
+def start_ray(address: str | None, *, num_cpus: int | None = None, object_store_bytes: int | None = None,
+              log_to_driver: bool = False, dashboard: bool = False) -> bool:
+    """Join the Ray cluster at `address`, or start a new local one when it is None.
+
+    Args:
+        address: "auto", "ray://host:10001", a head address, or None for a new local cluster ("local": never
+            attach silently to another cluster found on the machine).
+        num_cpus, object_store_bytes: sizes of a new local cluster (ignored when joining one).
+        log_to_driver: stream worker output to this process.
+        dashboard: start the dashboard of a new local cluster (Ray Train polls its State API; without it Train
+            logs repeated warnings).
+
+    Returns:
+        True when this call connected (the caller then shuts Ray down), False when Ray was already up.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs: dict = {"log_to_driver": log_to_driver, "logging_level": logging.WARNING}
+    if address:
+        ray.init(address=address, include_dashboard=False, **kwargs)
+    else:
+        local: dict = {"num_cpus": num_cpus or os.cpu_count() or 2}
+        if object_store_bytes:
+            local["object_store_memory"] = object_store_bytes
+        ray.init(address="local", include_dashboard=dashboard, **local, **kwargs)
+    return True

@@ -1,0 +1,1 @@
+"""Ingest: read each tile window from every granule, composite the observations, write the work store."""
