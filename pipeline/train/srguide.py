@@ -17,7 +17,6 @@ scene and group once and caches them on disk (`pipeline.train.fusion`, `--sr-gui
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,27 +25,10 @@ import torch.nn.functional as F
 from pipeline.bands import RGB_BANDS
 from pipeline.models.fusion.config import FusionNetConfig
 from pipeline.models.sensor import default_sigma, wald_degrade
-from pipeline.train.wald import TRAIN_MTF_RANGE
+from pipeline.train.wald import TRAIN_MTF_RANGE, SRGuide
 
 #: The diffusion SR needs inputs of at least this side (smaller degraded RGB is edge-padded, then cropped).
 SR_MIN_SIDE: int = 16
-
-
-@dataclass(frozen=True, kw_only=True)
-class SRGuide:
-    """One SR guide draw of a scene for a group (reflectance, batch dim 1).
-
-    Attributes:
-        rgb_lr: (1, 3, H10 / f, W10 / f) native RGB (B04, B03, B02) degraded by the group factor f.
-        sr: (1, 3, 4 H10 / f, 4 W10 / f) its diffusion SR x4 = the guide on the group grid.
-        mtf: system MTF at the coarse Nyquist drawn for each of the three bands.
-        steps: DDIM steps of the SR.
-    """
-
-    rgb_lr: torch.Tensor
-    sr: torch.Tensor
-    mtf: tuple[float, float, float]
-    steps: int
 
 
 def super_resolve_rgb(sr_model, rgb_lr: torch.Tensor, *, steps: int, seed: int) -> torch.Tensor:

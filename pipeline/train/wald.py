@@ -11,7 +11,7 @@ Wald-degraded RGB, as at inference (`difffusr train fusion --sr-guide`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -20,15 +20,29 @@ from pipeline.models.fusion.config import FusionNetConfig
 from pipeline.models.fusion.normalise import normalise
 from pipeline.models.sensor import default_sigma, gaussian_blur, upsample, wald_degrade
 
-if TYPE_CHECKING:  # srguide imports this module's training blur range; the guide type is only annotated here
-    from pipeline.train.srguide import SRGuide
-
 #: Range of the system MTF at the coarse Nyquist drawn per band for the training blur (blind degradation);
 #: the evaluation default is 0.3.
 TRAIN_MTF_RANGE: tuple[float, float] = (0.18, 0.45)
 #: Largest extra blur (pixels of the group grid) put on the training guide, with probability 1/2, so the
 #: network does not take the guide as exact (the SR guide at inference is a prediction).
 GUIDE_MAX_EXTRA_SIGMA: float = 1.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class SRGuide:
+    """One SR guide draw of a scene for a group (reflectance, batch dim 1), made by `pipeline.train.srguide`.
+
+    Attributes:
+        rgb_lr: (1, 3, H10 / f, W10 / f) native RGB (B04, B03, B02) degraded by the group factor f.
+        sr: (1, 3, 4 H10 / f, 4 W10 / f) its diffusion SR x4 = the guide on the group grid.
+        mtf: system MTF at the coarse Nyquist drawn for each of the three bands.
+        steps: DDIM steps of the SR.
+    """
+
+    rgb_lr: torch.Tensor
+    sr: torch.Tensor
+    mtf: tuple[float, float, float]
+    steps: int
 
 
 def min_scene_size_10m(cfg: FusionNetConfig) -> int:
@@ -170,4 +184,4 @@ def sample_crops(
     return WaldCrops(*(torch.stack(o) for o in outs))
 
 
-__all__ = ["WaldCrops", "WaldPair", "make_wald_pair", "min_scene_size_10m", "sample_crops"]
+__all__ = ["SRGuide", "WaldCrops", "WaldPair", "make_wald_pair", "min_scene_size_10m", "sample_crops"]
