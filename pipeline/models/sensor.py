@@ -1,14 +1,21 @@
-"""Sentinel-2 sensor-model degradation for the Wald protocol (shared by fusion training and evaluation).
+"""The Sentinel-2 sensor model and its back-projection: the one owner of both in the project.
 
 `wald_degrade` simulates how a coarser sensor would have seen an image: an MTF-like isotropic Gaussian
 blur followed by a boxcar average with stride `factor` (the pixel integration of the detector,
-DiffFuSR paper section III-B.1). `upsample` is the matching interpolation back to a finer grid.
+DiffFuSR paper section III-B.1). `upsample` is the matching interpolation back to a finer grid, and
+`backproject` corrects a fine-grid estimate so that the sensor model maps it onto the measured bands.
+
+Users: the Wald evaluation (`pipeline.eval`), the fusion training data (`pipeline.train.wald`,
+`train.srguide`), the fusion networks' output back-projection and the diffusion SR's low-frequency
+consistency (`models.fusion.model`, `models.diffusion.model`). The diffusion SR's *training*
+degradation (random blur kernels, bicubic x1/4, noise) is another thing: `pipeline.models.degradation`.
 
 Default blur: the Gaussian's sigma is chosen so that the whole sensor (Gaussian x boxcar) has an MTF of
 `DEFAULT_MTF_AT_NYQUIST` = 0.3 at the Nyquist frequency of the coarse grid, which is the order of the
 Sentinel-2 MSI system MTF. The boxcar of width `factor` alone gives sinc(1/2) = 2/pi = 0.637 there, so the
 Gaussian supplies the rest: sigma = factor * sqrt(-2 ln(0.3 / 0.637)) / pi = 0.391 * factor (in pixels of
-the fine grid). A Gaussian's MTF is exp(-2 pi^2 sigma^2 f^2), f in cycles per fine pixel, f_Nyq = 1/(2 factor).
+the fine grid). A Gaussian's MTF is exp(-2 pi^2 sigma^2 f^2), f in cycles per fine pixel,
+f_Nyq = 1/(2 factor).
 """
 
 from __future__ import annotations
@@ -39,7 +46,9 @@ def default_sigma(factor: int, mtf_at_nyquist: float = DEFAULT_MTF_AT_NYQUIST) -
         return 0.0
     gain = mtf_at_nyquist / _BOXCAR_MTF_AT_NYQUIST
     if not 0.0 < gain < 1.0:
-        raise ValueError(f"mtf_at_nyquist must lie in (0, {_BOXCAR_MTF_AT_NYQUIST:.3f}), got {mtf_at_nyquist}")
+        raise ValueError(
+            f"mtf_at_nyquist must lie in (0, {_BOXCAR_MTF_AT_NYQUIST:.3f}), got {mtf_at_nyquist}"
+        )
     return factor * math.sqrt(-2.0 * math.log(gain)) / math.pi
 
 
@@ -102,7 +111,9 @@ def wald_degrade(x: torch.Tensor, factor: int, *, sigma: float | None = None) ->
     return F.avg_pool2d(y, kernel_size=factor, stride=factor)
 
 
-def backproject(x: torch.Tensor, lr: torch.Tensor, factor: int, *, iterations: int, sigma: float | None = None) -> torch.Tensor:
+def backproject(
+    x: torch.Tensor, lr: torch.Tensor, factor: int, *, iterations: int, sigma: float | None = None
+) -> torch.Tensor:
     """Correct `x` so that the sensor model maps it onto `lr` (iterative back-projection).
 
     Each iteration adds the bicubic upsampling of the residual `lr - wald_degrade(x, factor)`: the low

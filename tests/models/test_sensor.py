@@ -82,14 +82,39 @@ def test_backprojection_converges_onto_the_measurement(factor: int) -> None:
     # White noise is the worst case (most energy near Nyquist, where the sensor passes least).
     lr = torch.rand(1, 2, 12, 12, generator=torch.Generator().manual_seed(factor))
     x = upsample(lr, factor)
-    errs = [float((wald_degrade(backproject(x, lr, factor, iterations=n), factor) - lr).abs().mean()) for n in (0, 5, 50)]
+    errs = [
+        float((wald_degrade(backproject(x, lr, factor, iterations=n), factor) - lr).abs().mean())
+        for n in (0, 5, 50)
+    ]
     assert errs[1] < 0.3 * errs[0] and errs[2] < 1e-3
 
 
 def test_backprojection_keeps_consistent_images_and_constants() -> None:
     lr = torch.full((1, 3, 6, 6), 0.2)
-    torch.testing.assert_close(backproject(torch.full((1, 3, 24, 24), 0.2), lr, 4, iterations=5), torch.full((1, 3, 24, 24), 0.2))
+    flat = torch.full((1, 3, 24, 24), 0.2)
+    torch.testing.assert_close(backproject(flat, lr, 4, iterations=5), flat)
     x = torch.rand(1, 1, 24, 24, generator=torch.Generator().manual_seed(1))
     assert backproject(x, lr[:, :1], 4, iterations=0) is x
     with pytest.raises(ValueError, match="is not lr"):
         backproject(x, lr[:, :1], 8, iterations=1)
+
+
+def test_sr_low_frequency_consistency_is_the_sensor_back_projection() -> None:
+    """The SR's low-frequency consistency is `backproject` with the one sensor model (real patch)."""
+    from pathlib import Path
+
+    from pipeline.io.scene_files import read_scene
+    from pipeline.models.diffusion import load_sr_model
+    from pipeline.models.diffusion.model import LOWFREQ_ITERATIONS
+
+    heldout = Path(__file__).resolve().parents[2] / "data" / "samples" / "heldout"
+    scene = read_scene(heldout / "S2A_MSIL2A_20170617T113321_4_55")
+    rgb = torch.from_numpy(scene.b10[[2, 1, 0], :24, :24]).float()[None]  # B04, B03, B02
+    model = load_sr_model()
+    raw, out = (
+        model.super_resolve(rgb, steps=2, generator=torch.Generator().manual_seed(3), lowfreq_consistency=lfc)
+        for lfc in (False, True)
+    )
+    assert torch.equal(out, backproject(raw, rgb, 4, iterations=LOWFREQ_ITERATIONS))
+    err_raw, err_out = (float((wald_degrade(x, 4) - rgb).abs().mean()) for x in (raw, out))
+    assert err_out < 0.3 * err_raw

@@ -16,7 +16,6 @@ from pipeline.models.degradation.ops import (
     harmonize_power_law,
     isotropic_gaussian_kernel,
     sample_degradation,
-    sensor_model,
 )
 
 __all__ = [
@@ -31,5 +30,4 @@ __all__ = [
     "harmonize_power_law",
     "isotropic_gaussian_kernel",
     "sample_degradation",
-    "sensor_model",
 ]

@@ -7,7 +7,9 @@ The synthetic LR model of the paper, eq. (10): x_S2 = [Phi_rho(x_HR)]_(down r) +
 - additive Gaussian noise n ~ N(0, sigma_n^2), sigma_n in [0, 25]/255 (eq. 11),
 and the NAIP -> Sentinel-2 harmonisation of eq. (9): x' = (x/k)^(1/gamma_c) * k.
 
-All functions are pure; random ones take a `torch.Generator`.
+All functions are pure; random ones take a `torch.Generator`. This is the training degradation of the
+diffusion SR only; the deterministic sensor model (Wald protocol, back-projection) is
+`pipeline.models.sensor`.
 """
 
 from __future__ import annotations
@@ -120,7 +122,10 @@ def blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 
 def bicubic_downsample(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
-    """Bicubic x1/factor (align_corners=False, no antialias: the blur is applied first). (B,C,H,W)->(B,C,H/f,W/f)."""
+    """Bicubic x1/factor (align_corners=False, no antialias: the blur is applied first).
+
+    (B,C,H,W) -> (B,C,H/f,W/f).
+    """
     h, w = x.shape[-2:]
     return F.interpolate(x, size=(h // factor, w // factor), mode="bicubic", align_corners=False)
 
@@ -190,12 +195,3 @@ def degrade(x_hr: torch.Tensor, params: DegradationParams, generator: torch.Gene
     lr = bicubic_downsample(blur(x_hr, params.kernels.to(x_hr.device)), params.factor)
     return add_gaussian_noise(lr, params.noise_sigma.to(x_hr.device), generator)
 
-
-def sensor_model(x_hr: torch.Tensor, factor: int = 4, sigma: float = 2.0, size: int = 21) -> torch.Tensor:
-    """Deterministic Sentinel-2-like sensor model used for Wald pairs and the consistency check.
-
-    Isotropic Gaussian with sigma = 2 HR pixels (for r = 4 this gives an MTF of ~0.3 at the LR
-    Nyquist frequency, the order of the Sentinel-2 10 m MTF), then bicubic x1/r, no noise.
-    (B,C,H,W) -> (B,C,H/r,W/r).
-    """
-    return bicubic_downsample(blur(x_hr, isotropic_gaussian_kernel(sigma * factor / 4, size)), factor)

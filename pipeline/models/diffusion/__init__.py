@@ -14,7 +14,6 @@ from pipeline.models.diffusion.model import (
     SRDiffusion,
     inference_state_dict,
     load_sr_model,
-    lowfreq_project,
     save_sr_model,
 )
 from pipeline.models.diffusion.schedule import CosineSchedule, DDIMSampler
@@ -30,6 +29,5 @@ __all__ = [
     "get_preset",
     "inference_state_dict",
     "load_sr_model",
-    "lowfreq_project",
     "save_sr_model",
 ]

@@ -42,8 +42,8 @@ class SRConfig:
             residual_scale, instead of the image itself (the paper: False). The network, losses and
             sampler are unchanged; only the target space differs.
         residual_scale: reflectance that maps to 1.0 in the residual space.
-        lowfreq_consistency: replace the output's low frequencies (through the sensor model)
-            by those of the input (see `SRDiffusion.super_resolve`).
+        lowfreq_consistency: replace the output's low frequencies (through the sensor model of
+            `pipeline.models.sensor`) by those of the input (see `SRDiffusion.super_resolve`).
     """
 
     preset: str = "custom"

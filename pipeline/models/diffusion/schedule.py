@@ -63,7 +63,9 @@ class CosineSchedule:
         )
 
     def training_levels(self, t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Continuous training noise levels (SR3/WaveGrad style): level = sqrt ab_t + u (sqrt ab_{t-1} - sqrt ab_t).
+        """Continuous training noise levels (SR3/WaveGrad style).
+
+        level = sqrt ab_t + u (sqrt ab_{t-1} - sqrt ab_t).
 
         Args:
             t: (B,) int64 timesteps in 1..T (drawn uniformly by the caller).
@@ -96,12 +98,12 @@ class DDIMSampler:
         return len(self.pairs)
 
     def set_timesteps(self, num_inference_steps: int) -> list[tuple[int, int]]:
-        """Fix the (t, t_prev) pairs: skip = T // n, seq = 0, skip, ..., pairs reversed with t_prev = previous."""
+        """Fix the (t, t_prev) pairs: skip = T // n, seq = 0, skip, ..., reversed, t_prev = previous."""
         T = self.schedule.num_train_timesteps
         if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= T:
             raise ConfigError(
-                f"DDIM steps must be an integer in 1..{T} (the training timesteps T), got {num_inference_steps!r}; "
-                "pass e.g. --steps 20"
+                f"DDIM steps must be an integer in 1..{T} (the training timesteps T), got "
+                f"{num_inference_steps!r}; pass e.g. --steps 20"
             )
         skip = T // num_inference_steps
         seq = list(range(0, T, skip))

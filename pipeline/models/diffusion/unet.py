@@ -122,7 +122,10 @@ class ResnetBlock(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Single-head attention over all positions: GN -> qkv 1x1 (no bias) -> softmax(qk/sqrt C) v -> out 1x1, + x."""
+    """Single-head attention over all positions.
+
+    GN -> qkv 1x1 (no bias) -> softmax(qk/sqrt C) v -> out 1x1, + x.
+    """
 
     def __init__(self, channels: int, groups: int) -> None:
         super().__init__()

@@ -16,7 +16,6 @@ from pipeline.models.degradation import (
     harmonize_power_law,
     isotropic_gaussian_kernel,
     sample_degradation,
-    sensor_model,
 )
 
 
@@ -59,7 +58,6 @@ def test_blur_preserves_a_constant_image_and_bicubic_quarters_the_size():
     x = torch.full((2, 3, 40, 40), 0.3)
     assert torch.allclose(blur(x, isotropic_gaussian_kernel(3.0)), x, atol=1e-6)
     assert bicubic_downsample(x).shape == (2, 3, 10, 10)
-    assert sensor_model(x).shape == (2, 3, 10, 10)
 
 
 def test_power_law_harmonisation_matches_equation_9():
