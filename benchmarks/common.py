@@ -41,7 +41,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1, device: str | torch.device = "cpu") -> dict:
+def median_time(
+    fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1, device: str | torch.device = "cpu"
+) -> dict:
     """Median (and min) wall time of `fn()` in seconds over `repeats` calls after `warmup` calls."""
     device = torch.device(device)
     for _ in range(warmup):
@@ -63,8 +65,9 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def matmul_ceiling(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5,
-                   device: str | torch.device = "cpu") -> float:
+def matmul_ceiling(
+    dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5, device: str | torch.device = "cpu"
+) -> float:
     """The machine's dense-compute ceiling: best GFLOP/s of square matmuls of side n/2, n and 2n.
 
     The best of several sizes and `repeats` runs each, so that a moment of contention on a shared machine

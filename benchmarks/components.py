@@ -1,11 +1,13 @@
-"""Cost of each network component at a stated tile size: median time, FLOPs, GFLOP/s, share of the matmul ceiling.
+"""Cost of each network component at a stated tile size: median time, FLOPs, GFLOP/s, share of the matmul
+ceiling.
 
 Components (DiffFuSR): the RRDB context encoder and the degradation encoder (once per tile), one denoiser
 (U-Net) step (x DDIM steps per tile), and the three fusion group networks (once per tile each), all built
 from the `small` or `paper` preset with their real architecture (weights do not change the cost, so the
 networks are freshly initialised). Each runs in fp32, and in bf16 autocast with channels_last tensors.
 
-    python -m benchmarks.components --preset small --tile 64 --repeats 5 --out benchmarks/results/components_small.json
+    python -m benchmarks.components --preset small --tile 64 --repeats 5 \
+        --out benchmarks/results/components_small.json
 
 `--tile` is the LR tile side in 10 m pixels (the output tile is 4x that at 2.5 m); FLOPs are counted with
 torch.utils.flop_counter (convolutions and matmuls, 2 FLOPs per multiply-add); the ceiling is the best
@@ -25,7 +27,9 @@ from benchmarks.common import count_flops, machine, matmul_ceiling, median_time,
 DTYPES = ("fp32", "bf16_cl")
 
 
-def build_components(preset: str, tile: int, *, generator: torch.Generator) -> dict[str, tuple[torch.nn.Module, tuple]]:
+def build_components(
+    preset: str, tile: int, *, generator: torch.Generator
+) -> dict[str, tuple[torch.nn.Module, tuple]]:
     """Each component as (module, its input tensors) at LR tile `tile` (output 4*tile), batch 1.
 
     Returns:
@@ -92,18 +96,41 @@ def runner(module: torch.nn.Module, args: tuple, dtype: str, device: str) -> Cal
     return call
 
 
-def benchmark(preset: str, tile: int, *, repeats: int, dtypes: tuple[str, ...], device: str = "cpu",
-              components: tuple[str, ...] | None = None, ceiling_n: int = 2048) -> dict:
+def benchmark(
+    preset: str,
+    tile: int,
+    *,
+    repeats: int,
+    dtypes: tuple[str, ...],
+    device: str = "cpu",
+    components: tuple[str, ...] | None = None,
+    ceiling_n: int = 2048,
+) -> dict:
     """Run the component benchmark; returns a JSON-able dict with one row per (component, dtype)."""
     try:
-        return _benchmark(preset, tile, repeats=repeats, dtypes=dtypes, device=device, components=components,
-                          ceiling_n=ceiling_n)
+        return _benchmark(
+            preset,
+            tile,
+            repeats=repeats,
+            dtypes=dtypes,
+            device=device,
+            components=components,
+            ceiling_n=ceiling_n,
+        )
     finally:
         torch.set_flush_denormal(False)
 
 
-def _benchmark(preset: str, tile: int, *, repeats: int, dtypes: tuple[str, ...], device: str,
-               components: tuple[str, ...] | None, ceiling_n: int) -> dict:
+def _benchmark(
+    preset: str,
+    tile: int,
+    *,
+    repeats: int,
+    dtypes: tuple[str, ...],
+    device: str,
+    components: tuple[str, ...] | None,
+    ceiling_n: int,
+) -> dict:
     g = torch.Generator().manual_seed(0)
     comps = build_components(preset, tile, generator=g)
     # subnormal floats (tiny activations of freshly initialised nets) are very slow on x86: flush them
@@ -120,12 +147,19 @@ def _benchmark(preset: str, tile: int, *, repeats: int, dtypes: tuple[str, ...],
         for dtype in dtypes:
             t = median_time(runner(module, args, dtype, device), repeats=repeats, device=device)
             gflops = flops / t["median_s"] / 1e9
-            rows.append({
-                "component": name, "dtype": dtype, "input_shapes": [list(a.shape) for a in args],
-                "params": sum(p.numel() for p in module.parameters()), "gflop": flops / 1e9, **t,
-                "gflop_per_s": gflops, "ceiling_gflop_per_s": ceilings[dtype],
-                "share_of_ceiling": gflops / ceilings[dtype],
-            })
+            rows.append(
+                {
+                    "component": name,
+                    "dtype": dtype,
+                    "input_shapes": [list(a.shape) for a in args],
+                    "params": sum(p.numel() for p in module.parameters()),
+                    "gflop": flops / 1e9,
+                    **t,
+                    "gflop_per_s": gflops,
+                    "ceiling_gflop_per_s": ceilings[dtype],
+                    "share_of_ceiling": gflops / ceilings[dtype],
+                }
+            )
     # the ceiling again after the components (take the best), so a busy moment at the start does not skew it
     ceilings = {
         "fp32": max(ceilings["fp32"], matmul_ceiling(torch.float32, n=ceiling_n, device=device)),
@@ -134,20 +168,37 @@ def _benchmark(preset: str, tile: int, *, repeats: int, dtypes: tuple[str, ...],
     for r in rows:
         r["ceiling_gflop_per_s"] = ceilings[r["dtype"]]
         r["share_of_ceiling"] = r["gflop_per_s"] / ceilings[r["dtype"]]
-    return {"benchmark": "components", "preset": preset, "flush_denormal": flush, "lr_tile_10m_px": tile, "output_tile_2_5m_px": 4 * tile,
-            "device": device, "ceilings_gflop_per_s": ceilings, "machine": machine(), "rows": rows}
+    return {
+        "benchmark": "components",
+        "preset": preset,
+        "flush_denormal": flush,
+        "lr_tile_10m_px": tile,
+        "output_tile_2_5m_px": 4 * tile,
+        "device": device,
+        "ceilings_gflop_per_s": ceilings,
+        "machine": machine(),
+        "rows": rows,
+    }
 
 
 def markdown(result: dict) -> str:
     """A Markdown table of a component benchmark result."""
-    lines = [(f"preset `{result['preset']}`, LR tile {result['lr_tile_10m_px']} px "
-              f"(output {result['output_tile_2_5m_px']} px), "
-              f"matmul ceiling fp32 {result['ceilings_gflop_per_s']['fp32']:.0f} / bf16 "
-              f"{result['ceilings_gflop_per_s']['bf16_cl']:.0f} GFLOP/s"), "",
-             "| component | dtype | params | GFLOP | median s | GFLOP/s | share of ceiling |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            f"preset `{result['preset']}`, LR tile {result['lr_tile_10m_px']} px "
+            f"(output {result['output_tile_2_5m_px']} px), "
+            f"matmul ceiling fp32 {result['ceilings_gflop_per_s']['fp32']:.0f} / bf16 "
+            f"{result['ceilings_gflop_per_s']['bf16_cl']:.0f} GFLOP/s"
+        ),
+        "",
+        "| component | dtype | params | GFLOP | median s | GFLOP/s | share of ceiling |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
-        lines.append(f"| {r['component']} | {r['dtype']} | {r['params'] / 1e6:.2f} M | {r['gflop']:.2f} | "
-                     f"{r['median_s']:.4f} | {r['gflop_per_s']:.1f} | {100 * r['share_of_ceiling']:.0f} % |")
+        lines.append(
+            f"| {r['component']} | {r['dtype']} | {r['params'] / 1e6:.2f} M | {r['gflop']:.2f} | "
+            f"{r['median_s']:.4f} | {r['gflop_per_s']:.1f} | {100 * r['share_of_ceiling']:.0f} % |"
+        )
     return "\n".join(lines)
 
 
@@ -166,8 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     comps = tuple(args.components.split(",")) if args.components else None
-    res = benchmark(args.preset, args.tile, repeats=args.repeats, dtypes=tuple(args.dtypes.split(",")),
-                    device=args.device, components=comps, ceiling_n=args.ceiling_n)
+    res = benchmark(
+        args.preset,
+        args.tile,
+        repeats=args.repeats,
+        dtypes=tuple(args.dtypes.split(",")),
+        device=args.device,
+        components=comps,
+        ceiling_n=args.ceiling_n,
+    )
     write_json(args.out, res)
     print(markdown(res))
     return 0

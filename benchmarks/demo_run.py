@@ -56,13 +56,27 @@ def _kind(cmdline: list[str], driver_pid: int, pid: int) -> str:
     return "ray_system"
 
 
-def run_monitored(argv: list[str], *, interval_s: float = 0.1, env: dict | None = None, timeout_s: float = 1800) -> DemoRun:
+def run_monitored(
+    argv: list[str], *, interval_s: float = 0.1, env: dict | None = None, timeout_s: float = 1800
+) -> DemoRun:
     """Run `difffusr ARGV...` in a child process, sampling the RSS of it and its descendants."""
-    cmd = [sys.executable, "-c", "import sys; from pipeline.cli import main; raise SystemExit(main(sys.argv[1:]))", *argv]
-    full_env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **(env or {})}
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from pipeline.cli import main; raise SystemExit(main(sys.argv[1:]))",
+        *argv,
+    ]
+    full_env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        **(env or {}),
+    }
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     root = psutil.Process(proc.pid)
     peaks: dict[int, tuple[str, str, float]] = {}
     while proc.poll() is None:
@@ -97,16 +111,39 @@ def run_monitored(argv: list[str], *, interval_s: float = 0.1, env: dict | None 
     for kind, label, v in peaks.values():
         key = f"{kind}:{label}"
         by_label[key] = max(by_label.get(key, 0.0), v)
-    return DemoRun(argv=argv, wall_s=wall, returncode=proc.returncode, manifest=manifest,
-                   driver_peak_mb=peak("driver"), worker_peak_mb=peak("worker"), ray_system_peak_mb=peak("ray_system"),
-                   processes=dict(sorted(by_label.items(), key=lambda kv: -kv[1])),
-                   stderr_tail=(stderr or "")[-2000:] + (stdout or "")[-500:])
+    return DemoRun(
+        argv=argv,
+        wall_s=wall,
+        returncode=proc.returncode,
+        manifest=manifest,
+        driver_peak_mb=peak("driver"),
+        worker_peak_mb=peak("worker"),
+        ray_system_peak_mb=peak("ray_system"),
+        processes=dict(sorted(by_label.items(), key=lambda kv: -kv[1])),
+        stderr_tail=(stderr or "")[-2000:] + (stdout or "")[-500:],
+    )
 
 
-def demo_argv(stac_url: str, out: Path, *, method: str, bbox=DEMO_BBOX, extra: list[str] | None = None) -> list[str]:
+def demo_argv(
+    stac_url: str, out: Path, *, method: str, bbox=DEMO_BBOX, extra: list[str] | None = None
+) -> list[str]:
     """`difffusr run` arguments of the demo job."""
-    return ["run", "--stac-url", stac_url, "--bbox", ",".join(f"{v:.6f}" for v in bbox), "--datetime", DEMO_DATETIME,
-            "--method", method, "--out", str(out), "--overwrite", "--quiet", *(extra or [])]
+    return [
+        "run",
+        "--stac-url",
+        stac_url,
+        "--bbox",
+        ",".join(f"{v:.6f}" for v in bbox),
+        "--datetime",
+        DEMO_DATETIME,
+        "--method",
+        method,
+        "--out",
+        str(out),
+        "--overwrite",
+        "--quiet",
+        *(extra or []),
+    ]
 
 
 def stac_server():

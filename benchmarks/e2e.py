@@ -34,7 +34,11 @@ def real_windows(window: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     out = []
     for arr, k in zip(scene.groups, (1, 2, 6), strict=True):
         size = window // k
-        big = np.pad(arr, ((0, 0), (0, max(0, size - arr.shape[1])), (0, max(0, size - arr.shape[2]))), mode="symmetric")
+        big = np.pad(
+            arr,
+            ((0, 0), (0, max(0, size - arr.shape[1])), (0, max(0, size - arr.shape[2]))),
+            mode="symmetric",
+        )
         out.append(np.stack([big[:, :size, :size]] * n).astype(np.float32))
     return out[0], out[1], out[2]
 
@@ -56,38 +60,59 @@ def bare_compute(manifest: dict, *, repeats: int = 3) -> dict:
     b10, b20, b60 = real_windows(window, min(batch, max(1, tiles)))
     t = median_time(lambda: predict_tiles(solver, b10, b20, b60, seed=0), repeats=repeats, warmup=1)
     n_batches = math.ceil(tiles / batch)
-    return {"method": method, "window_10m_px": window, "batch_tiles": batch, "tiles": tiles, "batches": n_batches,
-            "batch_median_s": t["median_s"], "bare_model_s": t["median_s"] * n_batches}
+    return {
+        "method": method,
+        "window_10m_px": window,
+        "batch_tiles": batch,
+        "tiles": tiles,
+        "batches": n_batches,
+        "batch_median_s": t["median_s"],
+        "bare_model_s": t["median_s"] * n_batches,
+    }
 
 
 def summarise(manifest: dict, bare: dict) -> dict:
     """Per-stage times, end-to-end / bare and inference / bare ratios."""
     stages = dict(manifest["timings_s"])
     total = stages.get("total", sum(v for k, v in stages.items() if k != "total"))
-    return {"stages_s": stages, "total_s": total, "bare": bare,
-            "ratio_end_to_end_over_bare": total / bare["bare_model_s"],
-            "ratio_inference_stage_over_bare": stages.get("inference", math.nan) / bare["bare_model_s"],
-            "area_km2": manifest.get("area_km2"), "layout": manifest.get("layout")}
+    return {
+        "stages_s": stages,
+        "total_s": total,
+        "bare": bare,
+        "ratio_end_to_end_over_bare": total / bare["bare_model_s"],
+        "ratio_inference_stage_over_bare": stages.get("inference", math.nan) / bare["bare_model_s"],
+        "area_km2": manifest.get("area_km2"),
+        "layout": manifest.get("layout"),
+    }
 
 
 def markdown(res: dict) -> str:
     s = res["stages_s"]
     b = res["bare"]
     rows = " | ".join(f"{k} {v:.2f}" for k, v in s.items())
-    return (f"method {b['method']}: stages (s): {rows}\n\nbare model compute {b['bare_model_s']:.2f} s "
-            f"({b['batches']} batch(es) of {b['batch_tiles']} x {b['window_10m_px']} px windows, {b['batch_median_s']:.2f} s each); "
-            f"end-to-end / bare = {res['ratio_end_to_end_over_bare']:.1f}x, inference stage / bare = "
-            f"{res['ratio_inference_stage_over_bare']:.1f}x")
+    return (
+        f"method {b['method']}: stages (s): {rows}\n\nbare model compute {b['bare_model_s']:.2f} s "
+        f"({b['batches']} batch(es) of {b['batch_tiles']} x {b['window_10m_px']} px windows, "
+        f"{b['batch_median_s']:.2f} s each); "
+        f"end-to-end / bare = {res['ratio_end_to_end_over_bare']:.1f}x, inference stage / bare = "
+        f"{res['ratio_inference_stage_over_bare']:.1f}x"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.e2e", description=__doc__.split("\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--manifest", help="manifest.json of a finished `difffusr run`")
-    src.add_argument("--run", action="store_true", help="run the demo job now (loopback STAC API + local Ray)")
+    src.add_argument(
+        "--run", action="store_true", help="run the demo job now (loopback STAC API + local Ray)"
+    )
     p.add_argument("--method", default="gs", help="method of the demo job (with --run)")
-    p.add_argument("--out", default="/tmp/difffusr_bench_e2e", help="output folder of the demo job (with --run)")
-    p.add_argument("--run-args", default="", help="extra `difffusr run` arguments, space-separated (with --run)")
+    p.add_argument(
+        "--out", default="/tmp/difffusr_bench_e2e", help="output folder of the demo job (with --run)"
+    )
+    p.add_argument(
+        "--run-args", default="", help="extra `difffusr run` arguments, space-separated (with --run)"
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch threads of the bare measurement")
     p.add_argument("--json", default=None, help="JSON output path")
@@ -99,8 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     monitored = None
     if args.run:
         with stac_server() as server:
-            monitored = run_monitored(demo_argv(server.url, Path(args.out), method=args.method,
-                                                extra=args.run_args.split() if args.run_args else None))
+            monitored = run_monitored(
+                demo_argv(
+                    server.url,
+                    Path(args.out),
+                    method=args.method,
+                    extra=args.run_args.split() if args.run_args else None,
+                )
+            )
         if monitored.returncode != 0 or monitored.manifest is None:
             print(monitored.stderr_tail)
             return 1

@@ -17,31 +17,45 @@ from benchmarks.common import machine, write_json
 from benchmarks.demo_run import DEMO_BBOX, demo_argv, quarter_bbox, run_monitored, stac_server
 
 
-def measure(method: str, out_root: Path, *, extra: list[str] | None = None, bboxes: dict | None = None) -> dict:
+def measure(
+    method: str, out_root: Path, *, extra: list[str] | None = None, bboxes: dict | None = None
+) -> dict:
     """Run the job once per area; returns peaks (MiB) and stage times per area."""
     bboxes = bboxes or {"1x": quarter_bbox(DEMO_BBOX), "4x": DEMO_BBOX}
     rows = {}
     with stac_server() as server:
         for label, bbox in bboxes.items():
-            run = run_monitored(demo_argv(server.url, out_root / label, method=method, bbox=bbox, extra=extra))
+            run = run_monitored(
+                demo_argv(server.url, out_root / label, method=method, bbox=bbox, extra=extra)
+            )
             if run.returncode != 0 or run.manifest is None:
                 raise RuntimeError(f"difffusr run failed for {label}: {run.stderr_tail}")
             m = run.manifest
             rows[label] = {
-                "bbox": list(bbox), "tiles": m["tiles"], "grid": m.get("grid"), "wall_s": run.wall_s,
-                "timings_s": m["timings_s"], "driver_peak_mb": run.driver_peak_mb,
-                "worker_peak_mb": run.worker_peak_mb, "ray_system_peak_mb": run.ray_system_peak_mb,
-                "processes_peak_mb": run.processes, "argv": run.argv,
+                "bbox": list(bbox),
+                "tiles": m["tiles"],
+                "grid": m.get("grid"),
+                "wall_s": run.wall_s,
+                "timings_s": m["timings_s"],
+                "driver_peak_mb": run.driver_peak_mb,
+                "worker_peak_mb": run.worker_peak_mb,
+                "ray_system_peak_mb": run.ray_system_peak_mb,
+                "processes_peak_mb": run.processes,
+                "argv": run.argv,
             }
     return rows
 
 
 def markdown(rows: dict) -> str:
-    lines = ["| area | tiles | driver peak RSS MiB | worker peak RSS MiB | Ray system peak MiB | wall s |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| area | tiles | driver peak RSS MiB | worker peak RSS MiB | Ray system peak MiB | wall s |",
+        "|---|---|---|---|---|---|",
+    ]
     for label, r in rows.items():
-        lines.append(f"| {label} | {r['tiles']} | {r['driver_peak_mb']:.0f} | {r['worker_peak_mb']:.0f} | "
-                     f"{r['ray_system_peak_mb']:.0f} | {r['wall_s']:.1f} |")
+        lines.append(
+            f"| {label} | {r['tiles']} | {r['driver_peak_mb']:.0f} | {r['worker_peak_mb']:.0f} | "
+            f"{r['ray_system_peak_mb']:.0f} | {r['wall_s']:.1f} |"
+        )
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""Shared test setup: real loopback services (tests/plugins/services.py), a local Ray cluster, sample paths."""
+"""Shared test setup: real loopback services (tests/plugins/services.py), a local Ray cluster, sample
+paths."""
 
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ def ray_local() -> Iterator[None]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=256 * 2**20,
+            log_to_driver=False,
+        )
     yield
     ray.shutdown()

@@ -42,21 +42,52 @@ def chown_to(path: Path, user: str | None) -> None:
         os.chown(path, pw.pw_uid, pw.pw_gid)
 
 
-def start_postgres(pg_bin: Path, pgdata: Path, sock: Path, port: int, log: Path, user: str | None) -> subprocess.Popen:
-    """Start ``postgres`` on 127.0.0.1:``port`` (fsync off: disposable) in its own session; wait until ready."""
+def start_postgres(
+    pg_bin: Path, pgdata: Path, sock: Path, port: int, log: Path, user: str | None
+) -> subprocess.Popen:
+    """Start ``postgres`` on 127.0.0.1:``port`` (fsync off: disposable) in its own session; wait until
+    ready."""
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
-            [str(pg_bin / "postgres"), "-D", str(pgdata), "-p", str(port), "-k", str(sock),
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=60"],
-            user=user, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, cwd=sock.parent)
+            [
+                str(pg_bin / "postgres"),
+                "-D",
+                str(pgdata),
+                "-p",
+                str(port),
+                "-k",
+                str(sock),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=60",
+            ],
+            user=user,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=sock.parent,
+        )
     deadline = time.monotonic() + 60
-    while subprocess.run([str(pg_bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port),
-                          "-U", "postgres"], check=False).returncode != 0:
+    while (
+        subprocess.run(
+            [str(pg_bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"],
+            check=False,
+        ).returncode
+        != 0
+    ):
         if proc.poll() is not None or time.monotonic() > deadline:
             if proc.poll() is None:
                 proc.kill()
-            raise LocalServiceError(f"PostgreSQL did not start (exit {proc.poll()}); log {log}:\n{log_tail(log)}")
+            raise LocalServiceError(
+                f"PostgreSQL did not start (exit {proc.poll()}); log {log}:\n{log_tail(log)}"
+            )
         time.sleep(0.05)
     return proc
 
@@ -64,8 +95,12 @@ def start_postgres(pg_bin: Path, pgdata: Path, sock: Path, port: int, log: Path,
 def run_loader(venv: Path, port: int, *ndjson: Path, log: Path) -> None:
     """Run ``_pgstac_load.py`` in the server venv: migrate, then upsert the given collections/items files."""
     dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    res = subprocess.run([str(venv / "bin" / "python"), str(LOADER), dsn, *map(str, ndjson)],
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [str(venv / "bin" / "python"), str(LOADER), dsn, *map(str, ndjson)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     log.write_text(res.stdout + res.stderr)
     if res.returncode:
         last = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else ""
@@ -73,10 +108,14 @@ def run_loader(venv: Path, port: int, *ndjson: Path, log: Path) -> None:
 
 
 def _template_key(pg_bin: Path, venv: Path) -> str:
-    pg_version = subprocess.run([str(pg_bin / "postgres"), "--version"], capture_output=True, text=True, check=False).stdout
+    pg_version = subprocess.run(
+        [str(pg_bin / "postgres"), "--version"], capture_output=True, text=True, check=False
+    ).stdout
     postgis = POSTGIS_CONTROL.read_text() if POSTGIS_CONTROL.exists() else ""
     pypgstac = sorted(p.name for p in venv.glob("lib/python*/site-packages/pypgstac-*.dist-info"))
-    return hashlib.sha256(f"{pg_bin}|{pg_version}|{postgis}|{pypgstac}|{os.geteuid()}|wal1".encode()).hexdigest()[:16]
+    return hashlib.sha256(
+        f"{pg_bin}|{pg_version}|{postgis}|{pypgstac}|{os.geteuid()}|wal1".encode()
+    ).hexdigest()[:16]
 
 
 def _build_template(pg_bin: Path, venv: Path, user: str | None, target: Path) -> None:
@@ -86,9 +125,28 @@ def _build_template(pg_bin: Path, venv: Path, user: str | None, target: Path) ->
         sock.mkdir()
         for p in (build, sock):
             chown_to(p, user)
-        init = subprocess.run([str(pg_bin / "initdb"), "-D", str(build / "pgdata"), "-U", "postgres", "-A", "trust",
-                               "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions", "--wal-segsize=1"],
-                              user=user, capture_output=True, text=True, check=False, cwd=build)
+        init = subprocess.run(
+            [
+                str(pg_bin / "initdb"),
+                "-D",
+                str(build / "pgdata"),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+                "--wal-segsize=1",
+            ],
+            user=user,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=build,
+        )
         if init.returncode:
             raise LocalServiceError(f"initdb failed in {build}: {init.stderr.strip()[-500:]}")
         port = free_port()
@@ -119,7 +177,9 @@ def new_pgdata(pg_bin: Path, venv: Path, pgdata: Path, user: str | None) -> str:
     if not (target / "READY").exists():
         _build_template(pg_bin, venv, user, target)
         how = "built"
-    res = subprocess.run(["cp", "-a", str(target / "pgdata"), str(pgdata)], capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        ["cp", "-a", str(target / "pgdata"), str(pgdata)], capture_output=True, text=True, check=False
+    )
     if res.returncode:
         raise LocalServiceError(f"could not copy the PostgreSQL template {target}: {res.stderr.strip()}")
     return how

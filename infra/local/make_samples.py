@@ -50,8 +50,14 @@ ES_V1_BANDS: tuple[tuple[str, str, int, str, float, float], ...] = (
 )
 HELDOUT_PATCHES = ("S2A_MSIL2A_20170617T113321_4_55", "S2B_MSIL2A_20170924T93020_69_24")
 COLLECTION_ID = "sentinel-2-l2a"
-COG_OPTS = {"driver": "COG", "compress": "DEFLATE", "predictor": 2, "level": 9,
-            "blocksize": 256, "overviews": "NONE"}
+COG_OPTS = {
+    "driver": "COG",
+    "compress": "DEFLATE",
+    "predictor": 2,
+    "level": 9,
+    "blocksize": 256,
+    "overviews": "NONE",
+}
 LEGAL_NOTICE = "https://sentinel.esa.int/documents/247904/690755/Sentinel_Data_Legal_Notice"
 CDLA = "https://cdla.dev/permissive-1-0/"
 STAC_EXTENSIONS = [
@@ -66,8 +72,13 @@ IRELAND_WINDOW = (128, 368, 128, 128)  # in the 512 x 512 60 m crop: ~23 % nodat
 SAHARA_WINDOW_200M = (60, 420, 60, 60)  # in the 549 x 549 200 m grid: SCL classes 5, 8, 9, 10
 
 
-def write_cog(src_path: Path, dst_path: Path, window: Window | None = None,
-              nodata: float | None = 0, description: str | None = None) -> dict[str, Any]:
+def write_cog(
+    src_path: Path,
+    dst_path: Path,
+    window: Window | None = None,
+    nodata: float | None = 0,
+    description: str | None = None,
+) -> dict[str, Any]:
     """Copy one single-band raster (optionally a window) losslessly to a COG.
 
     Args:
@@ -85,8 +96,16 @@ def write_cog(src_path: Path, dst_path: Path, window: Window | None = None,
         transform = src.window_transform(window) if window is not None else src.transform
         crs, dtype = src.crs, src.dtypes[0]
     dst_path.parent.mkdir(parents=True, exist_ok=True)
-    profile = dict(COG_OPTS, width=data.shape[1], height=data.shape[0], count=1, dtype=dtype,
-                   crs=crs, transform=transform, nodata=nodata)
+    profile = dict(
+        COG_OPTS,
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype=dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+    )
     with rasterio.open(dst_path, "w", **profile) as dst:
         dst.write(data, 1)
         if description:
@@ -94,8 +113,12 @@ def write_cog(src_path: Path, dst_path: Path, window: Window | None = None,
     with rasterio.open(dst_path) as chk:  # lossless check
         assert np.array_equal(chk.read(1), data), dst_path
         assert chk.crs == crs and chk.transform == transform, dst_path
-    return {"shape": [int(data.shape[0]), int(data.shape[1])], "transform": list(transform)[:6],
-            "epsg": int(crs.to_epsg()), "dtype": dtype}
+    return {
+        "shape": [int(data.shape[0]), int(data.shape[1])],
+        "transform": list(transform)[:6],
+        "epsg": int(crs.to_epsg()),
+        "dtype": dtype,
+    }
 
 
 def footprint_lonlat(epsg: int, transform: list[float], shape: list[int]) -> dict[str, Any]:
@@ -114,21 +137,37 @@ def bbox_of(geom: dict[str, Any]) -> list[float]:
     return [float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())]
 
 
-def band_asset(key: str, band: str, gsd: int, desc: str, wl: float, fwhm: float,
-               grid: dict[str, Any], href: str) -> dict[str, Any]:
+def band_asset(
+    key: str, band: str, gsd: int, desc: str, wl: float, fwhm: float, grid: dict[str, Any], href: str
+) -> dict[str, Any]:
     """One Earth Search v1 style band asset (COG, raster:bands scale 0.0001 offset 0, nodata 0)."""
     return {
         "href": href,
         "type": "image/tiff; application=geotiff; profile=cloud-optimized",
         "title": f"{desc} - {gsd}m",
-        "eo:bands": [{"name": key, "common_name": key, "description": desc,
-                      "center_wavelength": wl, "full_width_half_max": fwhm}],
+        "eo:bands": [
+            {
+                "name": key,
+                "common_name": key,
+                "description": desc,
+                "center_wavelength": wl,
+                "full_width_half_max": fwhm,
+            }
+        ],
         "gsd": gsd,
         "proj:epsg": grid["epsg"],
         "proj:shape": grid["shape"],
         "proj:transform": grid["transform"],
-        "raster:bands": [{"nodata": 0, "data_type": "uint16", "bits_per_sample": 15,
-                          "spatial_resolution": gsd, "scale": 0.0001, "offset": 0}],
+        "raster:bands": [
+            {
+                "nodata": 0,
+                "data_type": "uint16",
+                "bits_per_sample": 15,
+                "spatial_resolution": gsd,
+                "scale": 0.0001,
+                "offset": 0,
+            }
+        ],
         "roles": ["data", "reflectance"],
     }
 
@@ -204,9 +243,11 @@ def build_collection(items: list[dict[str, Any]], out_dir: Path) -> None:
         "stac_extensions": ["https://stac-extensions.github.io/item-assets/v1.0.0/schema.json"],
         "id": COLLECTION_ID,
         "title": "Sentinel-2 Level-2A (bundled difffusr samples)",
-        "description": ("Four real Sentinel-2 L2A 1.2 x 1.2 km patches from BigEarthNet-S2 v1.0 (Austria, "
-                        "Ireland x2, Finland; 2017), rewritten losslessly as COGs, with Earth Search v1 asset "
-                        "keys. Contains modified Copernicus Sentinel data 2017."),
+        "description": (
+            "Four real Sentinel-2 L2A 1.2 x 1.2 km patches from BigEarthNet-S2 v1.0 (Austria, "
+            "Ireland x2, Finland; 2017), rewritten losslessly as COGs, with Earth Search v1 asset "
+            "keys. Contains modified Copernicus Sentinel data 2017."
+        ),
         "license": "CDLA-Permissive-1.0",
         "keywords": ["sentinel", "copernicus", "msi", "l2a", "bigearthnet"],
         "providers": [
@@ -214,8 +255,16 @@ def build_collection(items: list[dict[str, Any]], out_dir: Path) -> None:
             {"name": "TU Berlin RSiM (BigEarthNet)", "roles": ["processor"], "url": "https://bigearth.net/"},
         ],
         "extent": {
-            "spatial": {"bbox": [[float(bboxes[:, 0].min()), float(bboxes[:, 1].min()),
-                                  float(bboxes[:, 2].max()), float(bboxes[:, 3].max())]]},
+            "spatial": {
+                "bbox": [
+                    [
+                        float(bboxes[:, 0].min()),
+                        float(bboxes[:, 1].min()),
+                        float(bboxes[:, 2].max()),
+                        float(bboxes[:, 3].max()),
+                    ]
+                ]
+            },
             "temporal": {"interval": [[times[0], times[-1]]]},
         },
         "summaries": {
@@ -256,8 +305,7 @@ def build_sahara(src_dir: Path, out_dir: Path) -> None:
         native = asset["proj:transform"][0]  # 10/20/60 m; these files are 10x coarser
         f = native * 10 / 200.0  # pixels of this file per 200 m pixel
         win = Window(int(c20 / f), int(r20 / f), int(w20 / f), int(h20 / f))
-        grid = write_cog(src_dir / fname, out_dir / fname, win, nodata=0,
-                         description=fname.split(".")[0])
+        grid = write_cog(src_dir / fname, out_dir / fname, win, nodata=0, description=fname.split(".")[0])
         grids[key] = grid
         asset["href"] = f"./{fname}"
         asset["proj:shape"], asset["proj:transform"] = grid["shape"], grid["transform"]
@@ -271,13 +319,16 @@ def build_sahara(src_dir: Path, out_dir: Path) -> None:
     local["links"] = [ln for ln in real["links"] if ln["rel"] in ("license", "derived_from")]
     local["properties"]["difffusr:derived_from"] = (
         f"{real['id']}: 10x-downsampled COG overviews, window rows/cols {r20}:{r20 + h20}/{c20}:{c20 + w20} "
-        "of the 200 m grid; eo:cloud_cover and s2:* percentages describe the whole tile")
+        "of the 200 m grid; eo:cloud_cover and s2:* percentages describe the whole tile"
+    )
     (out_dir / "item_local.json").write_text(json.dumps(local, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: build every sample folder under ``--out``."""
-    ap = argparse.ArgumentParser(prog="python -m infra.local.make_samples", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m infra.local.make_samples", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("source", type=Path, help="folder holding s2/bigearthnet_l2a_patches etc.")
     ap.add_argument("--out", type=Path, default=Path("data/samples"))
     args = ap.parse_args(argv)
@@ -286,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     if cat.exists():
         shutil.rmtree(cat)
     cat.mkdir(parents=True)
-    items = [build_patch_item(p, cat) for p in sorted((s2 / "bigearthnet_l2a_patches").iterdir()) if p.is_dir()]
+    items = [
+        build_patch_item(p, cat) for p in sorted((s2 / "bigearthnet_l2a_patches").iterdir()) if p.is_dir()
+    ]
     build_collection(items, cat)
     for pid in HELDOUT_PATCHES:
         dst = args.out / "heldout" / pid
@@ -295,14 +348,21 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copyfile(cat / pid / f"{band}.tif", dst / f"{band}.tif")
     for name, fn, src in (
         ("ireland_t29unu_l2a_60m_crop128", build_ireland, s2 / "ireland_t29unu_l2a_60m_crop"),
-        ("western_sahara_29rkh_100m_crop", build_sahara, s2 / "western_sahara_29rkh_l2a_full_tile_downsampled10x"),
+        (
+            "western_sahara_29rkh_100m_crop",
+            build_sahara,
+            s2 / "western_sahara_29rkh_l2a_full_tile_downsampled10x",
+        ),
     ):
         dst = args.out / "scenes" / name
         if dst.exists():
             shutil.rmtree(dst)
         dst.mkdir(parents=True)
         fn(src, dst)
-    print(f"wrote {len(items)} catalog items, {len(HELDOUT_PATCHES)} held-out patches, 2 scenes under {args.out}")
+    print(
+        f"wrote {len(items)} catalog items, {len(HELDOUT_PATCHES)} held-out patches, "
+        f"2 scenes under {args.out}"
+    )
     return 0
 
 

@@ -132,18 +132,25 @@ class S3Server:
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", cfg.host, "-p", str(self.port)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env=dict(os.environ, MOTO_CALL_RESET_API="false"))
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=dict(os.environ, MOTO_CALL_RESET_API="false"),
+            )
         deadline = time.monotonic() + cfg.timeout_s
         while not http_ok(f"{self.endpoint_url}/moto-api/"):
             if self.proc.poll() is not None:
                 tail = log_tail(log_path)
                 self.proc = None
-                raise LocalServiceError(f"moto server exited during start-up (is moto[server] installed? "
-                                        f"pip install -e '.[test]'){': ' + tail if tail else ''}")
+                raise LocalServiceError(
+                    f"moto server exited during start-up (is moto[server] installed? "
+                    f"pip install -e '.[test]'){': ' + tail if tail else ''}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
-                raise LocalServiceError(f"moto server not ready on {self.endpoint_url} after {cfg.timeout_s:.0f} s")
+                raise LocalServiceError(
+                    f"moto server not ready on {self.endpoint_url} after {cfg.timeout_s:.0f} s"
+                )
             time.sleep(0.05)
 
     def stop(self) -> None:
@@ -190,9 +197,13 @@ def s3_client(env: dict[str, str]) -> Any:
     """A boto3 S3 client for the endpoint described by ``env`` (see :func:`s3_env`)."""
     import boto3
 
-    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
 
 
 def upload_folder(local_dir: str | Path, bucket: str, prefix: str = "", *, env: dict[str, str]) -> list[str]:

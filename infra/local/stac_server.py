@@ -12,9 +12,9 @@ CLI (``make demo``)::
     python -m infra.local.stac_server stop --state-dir DIR
 
 Steps: a fresh ``$TMPDIR/difffusr-pg-*`` cluster copied from a cached pgstac-migrated template (``initdb`` +
-``pypgstac migrate`` the first time, as user ``postgres`` when run as root; see ``_pg_cluster.py``), ``postgres``
-on a free loopback port (fsync off: the cluster is disposable), ``pypgstac`` upsert of the catalog's
-collection and items with asset hrefs made absolute (``file://`` URIs, or ``--href-base`` such as
+``pypgstac migrate`` the first time, as user ``postgres`` when run as root; see ``_pg_cluster.py``),
+``postgres`` on a free loopback port (fsync off: the cluster is disposable), ``pypgstac`` upsert of the
+catalog's collection and items with asset hrefs made absolute (``file://`` URIs, or ``--href-base`` such as
 ``s3://bucket/catalog``), then ``uvicorn stac_fastapi.pgstac.app:create_app``. PostGIS and the
 ``.venv-stac`` virtualenv come from ``infra/local/setup.sh``.
 """
@@ -56,8 +56,16 @@ from infra.local._pg_cluster import (
 
 PG_BIN_DEFAULT = Path(os.environ.get("DIFFFUSR_PG_BIN", "/usr/lib/postgresql/15/bin"))
 STATE_FILE = "server.json"
-_OWNED = ("pgdata", "sock", "postgres.log", "uvicorn.log", "load.log", "collections.ndjson",
-          "items.ndjson", STATE_FILE)
+_OWNED = (
+    "pgdata",
+    "sock",
+    "postgres.log",
+    "uvicorn.log",
+    "load.log",
+    "collections.ndjson",
+    "items.ndjson",
+    STATE_FILE,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +95,9 @@ class StacServerConfig:
     timeout_s: float = 60.0
 
 
-def read_catalog(catalog: Path, href_base: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def read_catalog(
+    catalog: Path, href_base: str | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Read a catalog folder and make every asset href absolute.
 
     Args:
@@ -99,7 +109,9 @@ def read_catalog(catalog: Path, href_base: str | None = None) -> tuple[list[dict
     """
     catalog = Path(catalog).resolve()
     if not (catalog / "collection.json").is_file():
-        raise LocalServiceError(f"no collection.json in catalog folder {catalog}; pass --catalog data/samples/catalog")
+        raise LocalServiceError(
+            f"no collection.json in catalog folder {catalog}; pass --catalog data/samples/catalog"
+        )
     collections, items = [], []
     for path in sorted(catalog.rglob("*.json")):
         doc = json.loads(path.read_text())
@@ -151,15 +163,19 @@ class StacServer:
         check_prerequisites(cfg)
         collections, items = read_catalog(cfg.catalog, cfg.href_base)
         if cfg.port and not port_is_free(cfg.port, cfg.host):
-            raise LocalServiceError(f"port {cfg.port} on {cfg.host} is in use; pick another --port or stop what uses it")
+            raise LocalServiceError(
+                f"port {cfg.port} on {cfg.host} is in use; pick another --port or stop what uses it"
+            )
         port = cfg.port or free_port(cfg.host)
         if cfg.state_dir is None:
             self.state_dir, self._owns_dir = Path(tempfile.mkdtemp(prefix="difffusr-stac-")), True
         else:
             self.state_dir = Path(cfg.state_dir).resolve()
             if (self.state_dir / STATE_FILE).exists():
-                raise LocalServiceError(f"a STAC server state already exists in {self.state_dir}; stop it first "
-                                        f"(python -m infra.local.stac_server stop --state-dir {self.state_dir})")
+                raise LocalServiceError(
+                    f"a STAC server state already exists in {self.state_dir}; stop it first "
+                    f"(python -m infra.local.stac_server stop --state-dir {self.state_dir})"
+                )
             self.state_dir.mkdir(parents=True, exist_ok=True)
         state: dict[str, Any] = {"pids": {}, "owned_dir": self._owns_dir}
         try:
@@ -190,21 +206,46 @@ class StacServer:
         phases["pgdata"] = round(time.perf_counter() - t0, 2)
         pg_port = free_port("127.0.0.1")
         state["pg_port"] = pg_port
-        pg = start_postgres(cfg.pg_bin, pg_root / "pgdata", pg_root / "sock", pg_port, sd / "postgres.log", as_user)
+        pg = start_postgres(
+            cfg.pg_bin, pg_root / "pgdata", pg_root / "sock", pg_port, sd / "postgres.log", as_user
+        )
         state["pids"]["postgres"] = pg.pid
         phases["postgres"] = round(time.perf_counter() - t0, 2)
-        env = dict(os.environ, PGUSER="postgres", PGPASSWORD="postgres", PGHOST="127.0.0.1", PGPORT=str(pg_port),
-                   PGDATABASE="postgres", DB_MIN_CONN_SIZE="1", DB_MAX_CONN_SIZE="4",
-                   STAC_FASTAPI_TITLE="difffusr local STAC API", STAC_FASTAPI_LANDING_ID="difffusr-local",
-                   STAC_FASTAPI_DESCRIPTION=f"Loopback STAC API serving {Path(cfg.catalog).resolve()}",
-                   STAC_FASTAPI_VERSION="1.0.0")
+        env = dict(
+            os.environ,
+            PGUSER="postgres",
+            PGPASSWORD="postgres",
+            PGHOST="127.0.0.1",
+            PGPORT=str(pg_port),
+            PGDATABASE="postgres",
+            DB_MIN_CONN_SIZE="1",
+            DB_MAX_CONN_SIZE="4",
+            STAC_FASTAPI_TITLE="difffusr local STAC API",
+            STAC_FASTAPI_LANDING_ID="difffusr-local",
+            STAC_FASTAPI_DESCRIPTION=f"Loopback STAC API serving {Path(cfg.catalog).resolve()}",
+            STAC_FASTAPI_VERSION="1.0.0",
+        )
 
         def launch_api(port: int) -> subprocess.Popen:
             with open(sd / "uvicorn.log", "ab") as log:
                 api = subprocess.Popen(
-                    [str(cfg.venv / "bin" / "uvicorn"), "--factory", "stac_fastapi.pgstac.app:create_app",
-                     "--host", cfg.host, "--port", str(port), "--log-level", "warning"],
-                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=sd)
+                    [
+                        str(cfg.venv / "bin" / "uvicorn"),
+                        "--factory",
+                        "stac_fastapi.pgstac.app:create_app",
+                        "--host",
+                        cfg.host,
+                        "--port",
+                        str(port),
+                        "--log-level",
+                        "warning",
+                    ],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    cwd=sd,
+                )
             state["pids"]["uvicorn"] = api.pid
             return api
 
@@ -219,9 +260,14 @@ class StacServer:
         for attempt in range(attempts):
             url = f"http://{cfg.host}:{port}"
             try:
-                self._wait(lambda u=url: http_ok(f"{u}/collections")
-                           and all(http_ok(f"{u}/collections/{c}") for c in want),
-                           api, "stac-fastapi-pgstac", sd / "uvicorn.log")
+                self._wait(
+                    lambda u=url: (
+                        http_ok(f"{u}/collections") and all(http_ok(f"{u}/collections/{c}") for c in want)
+                    ),
+                    api,
+                    "stac-fastapi-pgstac",
+                    sd / "uvicorn.log",
+                )
                 break
             except LocalServiceError as e:
                 if attempt + 1 == attempts or ADDRESS_IN_USE not in str(e).lower():
@@ -236,11 +282,13 @@ class StacServer:
         deadline = time.monotonic() + self.config.timeout_s
         while not ready():
             if proc.poll() is not None:
-                raise LocalServiceError(f"{what} exited with code {proc.returncode} during start-up; log {log}:\n"
-                                        f"{log_tail(log)}")
+                raise LocalServiceError(
+                    f"{what} exited with code {proc.returncode} during start-up; log {log}:\n{log_tail(log)}"
+                )
             if time.monotonic() > deadline:
-                raise LocalServiceError(f"{what} not ready after {self.config.timeout_s:.0f} s; log {log}:\n"
-                                        f"{log_tail(log)}")
+                raise LocalServiceError(
+                    f"{what} not ready after {self.config.timeout_s:.0f} s; log {log}:\n{log_tail(log)}"
+                )
             time.sleep(0.1)
 
     def _write_state(self, state: dict[str, Any]) -> None:
@@ -286,10 +334,14 @@ def check_prerequisites(cfg: StacServerConfig) -> None:
     """Raise LocalServiceError naming what is missing (PostgreSQL 15, PostGIS 3, .venv-stac)."""
     for exe in ("initdb", "postgres", "pg_isready"):
         if not (cfg.pg_bin / exe).exists():
-            raise LocalServiceError(f"PostgreSQL 15 server binary {cfg.pg_bin / exe} not found; {SETUP_HINT} "
-                                    "(or set DIFFFUSR_PG_BIN)")
+            raise LocalServiceError(
+                f"PostgreSQL 15 server binary {cfg.pg_bin / exe} not found; {SETUP_HINT} "
+                "(or set DIFFFUSR_PG_BIN)"
+            )
     if cfg.pg_bin == PG_BIN_DEFAULT and not POSTGIS_CONTROL.exists():
-        raise LocalServiceError(f"PostGIS for PostgreSQL 15 is not installed ({POSTGIS_CONTROL} missing); {SETUP_HINT}")
+        raise LocalServiceError(
+            f"PostGIS for PostgreSQL 15 is not installed ({POSTGIS_CONTROL} missing); {SETUP_HINT}"
+        )
     for exe in ("python", "uvicorn"):
         if not (cfg.venv / "bin" / exe).exists():
             raise LocalServiceError(f"STAC server virtualenv {cfg.venv} is missing {exe}; {SETUP_HINT}")
@@ -312,12 +364,22 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "start":
-            server = StacServer(StacServerConfig(catalog=args.catalog, port=args.port, host=args.host,
-                                                 state_dir=args.state_dir, href_base=args.href_base,
-                                                 timeout_s=args.timeout))
+            server = StacServer(
+                StacServerConfig(
+                    catalog=args.catalog,
+                    port=args.port,
+                    host=args.host,
+                    state_dir=args.state_dir,
+                    href_base=args.href_base,
+                    timeout_s=args.timeout,
+                )
+            )
             url = server.start()
-            print(f"STAC API ready in {server.startup_s:.1f} s (stop: python -m infra.local.stac_server stop "
-                  f"--state-dir {args.state_dir})", file=sys.stderr)
+            print(
+                f"STAC API ready in {server.startup_s:.1f} s (stop: python -m infra.local.stac_server stop "
+                f"--state-dir {args.state_dir})",
+                file=sys.stderr,
+            )
             print(url)
         elif args.cmd == "stop":
             if not stop_state_dir(args.state_dir):

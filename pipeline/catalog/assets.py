@@ -18,8 +18,19 @@ SCL = "SCL"
 
 #: Earth Search v1 key -> band id.
 EARTH_SEARCH_V1_KEYS: dict[str, str] = {
-    "coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05", "rededge2": "B06",
-    "rededge3": "B07", "nir": "B08", "nir08": "B8A", "nir09": "B09", "swir16": "B11", "swir22": "B12", "scl": SCL,
+    "coastal": "B01",
+    "blue": "B02",
+    "green": "B03",
+    "red": "B04",
+    "rededge1": "B05",
+    "rededge2": "B06",
+    "rededge3": "B07",
+    "nir": "B08",
+    "nir08": "B8A",
+    "nir09": "B09",
+    "swir16": "B11",
+    "swir22": "B12",
+    "scl": SCL,
 }
 
 
@@ -40,7 +51,9 @@ def _band_names_in_metadata(asset: dict[str, Any]) -> set[str]:
     return names
 
 
-def map_band_assets(item: dict[str, Any], bands: tuple[str, ...] = S2_BANDS, *, with_scl: bool = True) -> dict[str, str]:
+def map_band_assets(
+    item: dict[str, Any], bands: tuple[str, ...] = S2_BANDS, *, with_scl: bool = True
+) -> dict[str, str]:
     """Return {band id: asset key} for one STAC item dict.
 
     Args:
@@ -60,7 +73,8 @@ def map_band_assets(item: dict[str, Any], bands: tuple[str, ...] = S2_BANDS, *, 
             # Last resort: an asset whose eo:bands name is the band id and which holds only that band.
             key = next(
                 (
-                    k for k, a in assets.items()
+                    k
+                    for k, a in assets.items()
                     if not k.endswith("-jp2") and _band_names_in_metadata(a) == {band}
                 ),
                 None,
@@ -69,7 +83,8 @@ def map_band_assets(item: dict[str, Any], bands: tuple[str, ...] = S2_BANDS, *, 
             mapping[band] = key
         elif band != SCL:
             raise AssetError(
-                f"item {item.get('id')!r} has no asset for band {band} (asset keys: {', '.join(sorted(assets))}); "
+                f"item {item.get('id')!r} has no asset for band {band} "
+                f"(asset keys: {', '.join(sorted(assets))}); "
                 "the collection may not be Sentinel-2 L2A - check --collection, or the band list"
             )
     return mapping

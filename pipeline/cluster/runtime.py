@@ -21,8 +21,14 @@ def forwarded_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
 
 
-def start_ray(address: str | None, *, num_cpus: int | None = None, object_store_bytes: int | None = None,
-              log_to_driver: bool = False, dashboard: bool = False) -> bool:
+def start_ray(
+    address: str | None,
+    *,
+    num_cpus: int | None = None,
+    object_store_bytes: int | None = None,
+    log_to_driver: bool = False,
+    dashboard: bool = False,
+) -> bool:
     """Join the Ray cluster at `address`, or start a new local one when it is None.
 
     Args:

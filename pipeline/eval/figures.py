@@ -48,7 +48,9 @@ def _clean(ax) -> None:
     ax.set_yticks([])
 
 
-def crops_figure(path: Path, lr: dict, panels: dict[str, dict], reference: dict, *, title: str, lr_label: str = "LR input") -> None:
+def crops_figure(
+    path: Path, lr: dict, panels: dict[str, dict], reference: dict, *, title: str, lr_label: str = "LR input"
+) -> None:
     """Side-by-side crops, one row per group: LR (nearest) | each panel | reference.
 
     Args:
@@ -58,11 +60,15 @@ def crops_figure(path: Path, lr: dict, panels: dict[str, dict], reference: dict,
     """
     cols = [lr_label, *panels, "reference"]
     groups = [g.name for g in BAND_GROUPS]
-    fig, axes = plt.subplots(len(groups), len(cols), figsize=(2.6 * len(cols), 2.7 * len(groups)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(groups), len(cols), figsize=(2.6 * len(cols), 2.7 * len(groups)), squeeze=False
+    )
     for r, g in enumerate(groups):
         ref = _pick(reference[g], g)
         lo, hi = _stretch_limits(ref)
-        images = [_nearest_up(_pick(lr[g], g), ref.shape[-2:])] + [_pick(p[g], g) for p in panels.values()] + [ref]
+        images = (
+            [_nearest_up(_pick(lr[g], g), ref.shape[-2:])] + [_pick(p[g], g) for p in panels.values()] + [ref]
+        )
         for c, img in enumerate(images):
             ax = axes[r, c]
             ax.imshow(_to_image(img, lo, hi), cmap="gray", interpolation="nearest")
@@ -78,11 +84,17 @@ def crops_figure(path: Path, lr: dict, panels: dict[str, dict], reference: dict,
 
 
 def error_figure(path: Path, panels: dict[str, dict], reference: dict, *, title: str) -> None:
-    """Absolute error |panel - reference| (mean over the group's bands), one row per group, shared scale per row."""
+    """Absolute error |panel - reference| (mean over the group's bands), one row per group, shared scale per
+    row."""
     groups = [g.name for g in BAND_GROUPS]
     cols = list(panels)
-    fig, axes = plt.subplots(len(groups), len(cols), figsize=(2.8 * len(cols) + 0.6, 2.6 * len(groups)), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        len(groups),
+        len(cols),
+        figsize=(2.8 * len(cols) + 0.6, 2.6 * len(groups)),
+        squeeze=False,
+        layout="constrained",
+    )
     for r, g in enumerate(groups):
         errs = [np.nanmean(np.abs(p[g] - reference[g]), axis=0) for p in panels.values()]
         vmax = max(float(np.nanpercentile(e, 99)) for e in errs) or 1e-6
@@ -100,7 +112,9 @@ def error_figure(path: Path, panels: dict[str, dict], reference: dict, *, title:
     plt.close(fig)
 
 
-def band_bars(path: Path, scores: dict[str, dict[str, dict[str, float]]], metrics: tuple[str, ...], *, title: str) -> None:
+def band_bars(
+    path: Path, scores: dict[str, dict[str, dict[str, float]]], metrics: tuple[str, ...], *, title: str
+) -> None:
     """Grouped bar chart per band: one subplot per metric, one bar colour per series.
 
     Args:
@@ -130,17 +144,32 @@ def band_bars(path: Path, scores: dict[str, dict[str, dict[str, float]]], metric
     plt.close(fig)
 
 
-def maps_figure(path: Path, maps: dict[str, dict[str, np.ndarray]], keys: tuple[str, ...], *, title: str,
-                vmax: float | None = None) -> None:
+def maps_figure(
+    path: Path,
+    maps: dict[str, dict[str, np.ndarray]],
+    keys: tuple[str, ...],
+    *,
+    title: str,
+    vmax: float | None = None,
+) -> None:
     """Per-pixel score maps: one row per series, one column per map key."""
     rows = list(maps)
-    fig, axes = plt.subplots(len(rows), len(keys), figsize=(2.7 * len(keys) + 0.6, 2.6 * len(rows)), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        len(rows),
+        len(keys),
+        figsize=(2.7 * len(keys) + 0.6, 2.6 * len(rows)),
+        squeeze=False,
+        layout="constrained",
+    )
     for r, name in enumerate(rows):
         for c, key in enumerate(keys):
             ax = axes[r, c]
             m = maps[name][key]
-            top = vmax if vmax is not None else (float(np.nanpercentile(m, 99)) if np.isfinite(m).any() else 1.0)
+            top = (
+                vmax
+                if vmax is not None
+                else (float(np.nanpercentile(m, 99)) if np.isfinite(m).any() else 1.0)
+            )
             im = ax.imshow(m, cmap="viridis", vmin=0, vmax=top or 1e-6, interpolation="nearest")
             _clean(ax)
             if r == 0:

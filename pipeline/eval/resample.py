@@ -60,7 +60,8 @@ def upsample_bilinear(x: np.ndarray, factor: int) -> np.ndarray:
 
 
 def downsample_bilinear(x: np.ndarray, factor: int) -> np.ndarray:
-    """OpenSR-test's reduction: torch bilinear resize by 1/factor with antialiasing, (C, H, W) -> (C, H/f, W/f).
+    """OpenSR-test's reduction: torch bilinear resize by 1/factor with antialiasing,
+    (C, H, W) -> (C, H/f, W/f).
 
     Only for reproducing OpenSR-test numbers; the evaluation's own degrade-back is `degrade`.
     """

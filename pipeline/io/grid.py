@@ -81,12 +81,18 @@ def resolve_grid(bbox_lonlat: tuple[float, float, float, float], crs: str | None
     except CRSError:
         raise ConfigError(f"--crs {target!r} is not a CRS pyproj knows; use e.g. EPSG:32633") from None
     if not crs_obj.is_projected or crs_obj.axis_info[0].unit_name not in ("metre", "meter"):
-        raise ConfigError(f"--crs {target!r} is not a projected CRS in metres; a 2.5 m grid needs one (e.g. a UTM zone)")
+        raise ConfigError(
+            f"--crs {target!r} is not a projected CRS in metres; a 2.5 m grid needs one (e.g. a UTM zone)"
+        )
     epsg = crs_obj.to_epsg()
     crs_str = f"EPSG:{epsg}" if epsg else crs_obj.to_wkt()
-    left, bottom, right, top = Transformer.from_crs("EPSG:4326", crs_obj, always_xy=True).transform_bounds(w, s, e, n)
+    left, bottom, right, top = Transformer.from_crs("EPSG:4326", crs_obj, always_xy=True).transform_bounds(
+        w, s, e, n
+    )
     if not all(math.isfinite(v) for v in (left, bottom, right, top)):
         raise ConfigError(f"the AOI {bbox_lonlat} cannot be projected to {target}; pick a CRS that covers it")
     left, bottom = math.floor(left / SNAP_M) * SNAP_M, math.floor(bottom / SNAP_M) * SNAP_M
     right, top = math.ceil(right / SNAP_M) * SNAP_M, math.ceil(top / SNAP_M) * SNAP_M
-    return SceneGrid(crs=crs_str, left=left, top=top, height=round((top - bottom) / 10), width=round((right - left) / 10))
+    return SceneGrid(
+        crs=crs_str, left=left, top=top, height=round((top - bottom) / 10), width=round((right - left) / 10)
+    )

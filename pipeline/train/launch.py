@@ -348,8 +348,8 @@ def launch(task: TrainTask, config: LaunchConfig) -> LaunchResult:
     existing = latest_checkpoint(run_dir)
     if existing is not None and not config.resume:
         raise ConfigError(
-            f"run folder '{run_dir}' already holds checkpoint '{existing.name}'; pass --resume to continue it "
-            "or choose another --out folder"
+            f"run folder '{run_dir}' already holds checkpoint '{existing.name}'; "
+            "pass --resume to continue it or choose another --out folder"
         )
     if existing is None and not config.resume and run_dir.exists():
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)

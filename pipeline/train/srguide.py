@@ -43,7 +43,12 @@ def super_resolve_rgb(sr_model, rgb_lr: torch.Tensor, *, steps: int, seed: int) 
 
 
 def make_sr_guide(
-    scene: dict[str, torch.Tensor], cfg: FusionNetConfig, sr_model, *, steps: int, generator: torch.Generator,
+    scene: dict[str, torch.Tensor],
+    cfg: FusionNetConfig,
+    sr_model,
+    *,
+    steps: int,
+    generator: torch.Generator,
     mtf_range: tuple[float, float] | None = None,
 ) -> SRGuide:
     """Draw a per-band MTF, degrade the scene's native RGB by the group factor and super-resolve it x4.

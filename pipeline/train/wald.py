@@ -71,7 +71,11 @@ class WaldPair:
 
 
 def make_wald_pair(
-    scene: dict[str, torch.Tensor], cfg: FusionNetConfig, *, generator: torch.Generator, random_blur: bool = True,
+    scene: dict[str, torch.Tensor],
+    cfg: FusionNetConfig,
+    *,
+    generator: torch.Generator,
+    random_blur: bool = True,
     sr_guide: SRGuide | None = None,
 ) -> WaldPair:
     """Build the Wald pair of one group from a whole scene.
@@ -124,8 +128,13 @@ def make_wald_pair(
     guide = normalise(guide, RGB_BANDS)
     target = normalise(torch.cat([scene[b] for b in cfg.output_bands], 1), cfg.output_bands)
     lr_own = normalise(torch.cat([measured[b] for b in cfg.output_bands], 1), cfg.output_bands)
-    return WaldPair(ms_up=ms_up[..., :h, :w], guide=guide[..., :h, :w], target=target,
-                    lr=lr_own[..., : h // f, : w // f], factor=f)
+    return WaldPair(
+        ms_up=ms_up[..., :h, :w],
+        guide=guide[..., :h, :w],
+        target=target,
+        lr=lr_own[..., : h // f, : w // f],
+        factor=f,
+    )
 
 
 class WaldCrops(NamedTuple):
@@ -178,7 +187,11 @@ def sample_crops(
             if flip:
                 c = torch.flip(c, (2,))
             outs[i].append(c)
-        lr = pair.lr[0, :, y // f : (y + size) // f, x // f : (x + size) // f] if crop_lr else pair.lr[0, :, :0, :0]
+        lr = (
+            pair.lr[0, :, y // f : (y + size) // f, x // f : (x + size) // f]
+            if crop_lr
+            else pair.lr[0, :, :0, :0]
+        )
         lr = torch.rot90(lr, k, (1, 2))
         outs[3].append(torch.flip(lr, (2,)) if flip else lr)
     return WaldCrops(*(torch.stack(o) for o in outs))

@@ -13,7 +13,9 @@ from benchmarks import components, ddim_steps, e2e
 from benchmarks.common import count_flops, median_time
 from benchmarks.demo_run import DEMO_BBOX, quarter_bbox
 
-HELDOUT = Path(__file__).resolve().parents[2] / "data" / "samples" / "heldout" / "S2B_MSIL2A_20170924T93020_69_24"
+HELDOUT = (
+    Path(__file__).resolve().parents[2] / "data" / "samples" / "heldout" / "S2B_MSIL2A_20170924T93020_69_24"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -29,11 +31,22 @@ def test_flop_counter_counts_a_matmul_as_2mnk():
 
 def test_component_benchmark_on_a_tiny_tile(tmp_path, capsys):
     out = tmp_path / "c.json"
-    assert components.main(["--preset", "small", "--tile", "16", "--repeats", "1", "--ceiling-n", "128",
-                            "--out", str(out)]) == 0
+    assert (
+        components.main(
+            ["--preset", "small", "--tile", "16", "--repeats", "1", "--ceiling-n", "128", "--out", str(out)]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     names = {r["component"] for r in res["rows"]}
-    assert names == {"rrdb_encoder", "degradation_encoder", "denoiser_step", "fusion_10m", "fusion_20m", "fusion_60m"}
+    assert names == {
+        "rrdb_encoder",
+        "degradation_encoder",
+        "denoiser_step",
+        "fusion_10m",
+        "fusion_20m",
+        "fusion_60m",
+    }
     assert {r["dtype"] for r in res["rows"]} == {"fp32", "bf16_cl"}
     for r in res["rows"]:
         assert r["gflop"] > 0 and r["median_s"] > 0 and math.isfinite(r["share_of_ceiling"])
@@ -49,9 +62,25 @@ def test_ddim_sweep_runs_with_a_checkpoint_on_a_small_crop(tmp_path, capsys):
     save_sr_model(SRDiffusion(get_preset("small")), tmp_path / "sr")
     save_fusion_model(FusionModel(preset_configs("small")), tmp_path / "fusion")
     out = tmp_path / "d.json"
-    assert ddim_steps.main(["--scene", str(HELDOUT), "--steps", "1,2", "--crop", "72", "--sr-weights",
-                            str(tmp_path / "sr"), "--fusion-weights", str(tmp_path / "fusion"),
-                            "--json", str(out)]) == 0
+    assert (
+        ddim_steps.main(
+            [
+                "--scene",
+                str(HELDOUT),
+                "--steps",
+                "1,2",
+                "--crop",
+                "72",
+                "--sr-weights",
+                str(tmp_path / "sr"),
+                "--fusion-weights",
+                str(tmp_path / "fusion"),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out.read_text())["rows"]
     assert [r["label"] for r in rows] == ["bicubic", "gs", "difffusr 1 steps", "difffusr 2 steps"]
     assert all(math.isfinite(r["all_psnr"]) and r["seconds"] > 0 for r in rows)
@@ -59,11 +88,17 @@ def test_ddim_sweep_runs_with_a_checkpoint_on_a_small_crop(tmp_path, capsys):
 
 
 def test_guide_mix_diagnostic_scores_the_fusion_with_a_better_guide(tmp_path, capsys):
-    """fusion[mix a]: a = 0 is the plain guide, a = 1 the native RGB; a perfect guide must score far better."""
+    """fusion[mix a]: a = 0 is the plain guide, a = 1 the native RGB; a perfect guide must score far
+    better."""
     from benchmarks import fusion_heldout
 
     out = tmp_path / "mix.json"
-    assert fusion_heldout.main(["--scenes", str(HELDOUT), "--no-sr", "--guide-mix", "0", "1", "--json", str(out)]) == 0
+    assert (
+        fusion_heldout.main(
+            ["--scenes", str(HELDOUT), "--no-sr", "--guide-mix", "0", "1", "--json", str(out)]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     mean = res["mean"]
     assert mean["fusion[mix0]"] == mean["fusion[bicubic]"]  # a = 0 is the bicubic guide (no SR here)
@@ -91,9 +126,35 @@ def test_guide_bound_trains_validates_and_scores_the_fusion(tmp_path, capsys):
 
     austria = HELDOUT.parents[1] / "catalog" / "S2A_MSIL2A_20170613T101031_87_48"
     out = tmp_path / "run"
-    assert guide_bound.main(["--train", str(austria), "--steps", "2", "--batch", "2", "--crop", "32", "--nf", "8",
-                             "--blocks", "1", "--threads", "1", "--val", str(austria), "--out", str(out),
-                             "--score", str(HELDOUT), "--json", str(tmp_path / "s.json")]) == 0
+    assert (
+        guide_bound.main(
+            [
+                "--train",
+                str(austria),
+                "--steps",
+                "2",
+                "--batch",
+                "2",
+                "--crop",
+                "32",
+                "--nf",
+                "8",
+                "--blocks",
+                "1",
+                "--threads",
+                "1",
+                "--val",
+                str(austria),
+                "--out",
+                str(out),
+                "--score",
+                str(HELDOUT),
+                "--json",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 0
+    )
     hist = json.loads((out / "history.json").read_text())
     assert hist["steps"] == 2 and hist["history"][-1]["step"] == 2
     assert math.isfinite(hist["history"][-1]["regression"])
@@ -102,14 +163,26 @@ def test_guide_bound_trains_validates_and_scores_the_fusion(tmp_path, capsys):
     assert all(math.isfinite(v) for r in res.values() for v in r.values())
     assert "| regression |" in capsys.readouterr().out
     # the saved weights score again from --weights
-    assert guide_bound.main(["--weights", str(out / "guide.pt"), "--nf", "8", "--blocks", "1", "--threads", "1"]) == 0
+    assert (
+        guide_bound.main(["--weights", str(out / "guide.pt"), "--nf", "8", "--blocks", "1", "--threads", "1"])
+        == 0
+    )
 
 
 def test_e2e_bare_compute_and_ratios_from_a_manifest(tmp_path):
     manifest = {
         "config": {"method": "bicubic", "model": {"steps": 20}, "compute": {"batch_tiles": 2}},
-        "layout": {"core": 48, "halo": 6, "rows": 1, "cols": 2}, "tiles": 2, "tiles_empty": 0,
-        "timings_s": {"search": 0.5, "ingest": 1.0, "inference": 2.0, "mosaic": 1.0, "export": 0.5, "total": 5.0},
+        "layout": {"core": 48, "halo": 6, "rows": 1, "cols": 2},
+        "tiles": 2,
+        "tiles_empty": 0,
+        "timings_s": {
+            "search": 0.5,
+            "ingest": 1.0,
+            "inference": 2.0,
+            "mosaic": 1.0,
+            "export": 0.5,
+            "total": 5.0,
+        },
     }
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps(manifest))
@@ -134,16 +207,32 @@ def test_quarter_bbox_has_a_quarter_of_the_area():
 
 @pytest.mark.slow
 def test_memory_and_e2e_on_the_demo_catalog(stac_api, tmp_path):
-    """One monitored `difffusr run` on the quarter AOI: peaks of driver and workers, stage times, e2e ratio."""
+    """One monitored `difffusr run` on the quarter AOI: peaks of driver and workers, stage times, e2e
+    ratio."""
     from benchmarks import memory
     from benchmarks.demo_run import demo_argv, run_monitored
 
-    run = run_monitored(demo_argv(stac_api, tmp_path / "q", method="bicubic", bbox=quarter_bbox(DEMO_BBOX),
-                                  extra=["--tile-size", "48", "--halo", "6"]))
+    run = run_monitored(
+        demo_argv(
+            stac_api,
+            tmp_path / "q",
+            method="bicubic",
+            bbox=quarter_bbox(DEMO_BBOX),
+            extra=["--tile-size", "48", "--halo", "6"],
+        )
+    )
     assert run.returncode == 0, run.stderr_tail
     assert run.driver_peak_mb > 50 and run.worker_peak_mb > 50
-    assert "| 1x |" in memory.markdown({"1x": {"tiles": run.manifest["tiles"], "driver_peak_mb": run.driver_peak_mb,
-                                                "worker_peak_mb": run.worker_peak_mb,
-                                                "ray_system_peak_mb": run.ray_system_peak_mb, "wall_s": run.wall_s}})
+    assert "| 1x |" in memory.markdown(
+        {
+            "1x": {
+                "tiles": run.manifest["tiles"],
+                "driver_peak_mb": run.driver_peak_mb,
+                "worker_peak_mb": run.worker_peak_mb,
+                "ray_system_peak_mb": run.ray_system_peak_mb,
+                "wall_s": run.wall_s,
+            }
+        }
+    )
     res = e2e.summarise(run.manifest, e2e.bare_compute(run.manifest, repeats=1))
     assert res["ratio_end_to_end_over_bare"] > 1.0

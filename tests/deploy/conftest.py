@@ -25,7 +25,11 @@ def rendered() -> list[dict]:
     docs = []
     for folder in KUSTOMIZATIONS:
         out = subprocess.run(
-            [kubectl, "kustomize", str(REPO / folder)], capture_output=True, text=True, timeout=60, check=False
+            [kubectl, "kustomize", str(REPO / folder)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert out.returncode == 0, f"{folder}: {out.stderr}"
         docs += [doc for doc in yaml.safe_load_all(out.stdout) if doc]

@@ -42,7 +42,11 @@ def test_terraform_fmt_is_clean():
     if terraform is None:
         pytest.skip("terraform is not installed (not on PyPI): install it to check formatting")
     out = subprocess.run(
-        [terraform, "fmt", "-check", "-diff", str(CLOUD)], capture_output=True, text=True, timeout=60, check=False
+        [terraform, "fmt", "-check", "-diff", str(CLOUD)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert out.returncode == 0, out.stdout
 

@@ -33,7 +33,8 @@ def finland() -> Path:
 
 @pytest.fixture(scope="session")
 def product(tmp_path_factory, finland) -> Path:
-    """The Finland held-out scene super-resolved by bicubic interpolation, as a 12-band float32 GeoTIFF at 2.5 m."""
+    """The Finland held-out scene super-resolved by bicubic interpolation, as a 12-band float32 GeoTIFF at
+    2.5 m."""
     from pipeline.inference.scene import super_resolve_scene
     from pipeline.io.scene_files import read_scene
 
@@ -41,8 +42,16 @@ def product(tmp_path_factory, finland) -> Path:
     sr = super_resolve_scene(*scene.groups, "bicubic")
     gsd, _, left, _, _, top = scene.transform
     path = tmp_path_factory.mktemp("product") / "bicubic.tif"
-    profile = {"driver": "GTiff", "width": sr.shape[2], "height": sr.shape[1], "count": 12, "dtype": "float32",
-                   "crs": scene.crs, "transform": Affine(gsd / 4, 0, left, 0, -gsd / 4, top), "nodata": float("nan")}
+    profile = {
+        "driver": "GTiff",
+        "width": sr.shape[2],
+        "height": sr.shape[1],
+        "count": 12,
+        "dtype": "float32",
+        "crs": scene.crs,
+        "transform": Affine(gsd / 4, 0, left, 0, -gsd / 4, top),
+        "nodata": float("nan"),
+    }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(sr.astype(np.float32))
         for i, band in enumerate(S2_BANDS, start=1):

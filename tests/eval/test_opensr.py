@@ -15,16 +15,20 @@ from pipeline.eval import opensr as O
 from pipeline.eval.resample import degrade
 from pipeline.io.scene_files import read_scene
 
-HELDOUT = Path(__file__).resolve().parents[2] / "data" / "samples" / "heldout" / "S2A_MSIL2A_20170617T113321_4_55"
+HELDOUT = (
+    Path(__file__).resolve().parents[2] / "data" / "samples" / "heldout" / "S2A_MSIL2A_20170617T113321_4_55"
+)
 
 
 @pytest.fixture(scope="module")
 def triplet():
-    """Real held-out 10 m bands (HR), their x4 sensor-model degradation (LR), and its bicubic upsampling (SR)."""
+    """Real held-out 10 m bands (HR), their x4 sensor-model degradation (LR), and its bicubic upsampling
+    (SR)."""
     hr = read_scene(HELDOUT).b10
     lr = degrade(hr, 4)
-    sr = torch.nn.functional.interpolate(torch.from_numpy(lr)[None], scale_factor=4, mode="bicubic",
-                                         align_corners=False)[0].numpy()
+    sr = torch.nn.functional.interpolate(
+        torch.from_numpy(lr)[None], scale_factor=4, mode="bicubic", align_corners=False
+    )[0].numpy()
     return lr, sr, hr
 
 
@@ -85,7 +89,9 @@ def test_histogram_match_takes_the_reference_distribution(triplet):
 def test_consistency_of_an_exact_inverse_is_zero(triplet):
     lr, _, hr = triplet
     # hr degraded by the sensor model is lr, so hr is a perfectly consistent "SR" of lr
-    res = O.consistency(lr, hr, 4, cfg=O.OpenSRConfig(border_px=0))  # a crop would change the blur at the edges
+    res = O.consistency(
+        lr, hr, 4, cfg=O.OpenSRConfig(border_px=0)
+    )  # a crop would change the blur at the edges
     assert res["reflectance_l1"] == pytest.approx(0.0, abs=1e-7)
     assert res["spectral_sad_deg"] == pytest.approx(0.0, abs=0.02)
     assert res["spatial_shift_px"] == pytest.approx(0.0, abs=1e-9)
@@ -94,12 +100,24 @@ def test_consistency_of_an_exact_inverse_is_zero(triplet):
 # Golden numbers: opensr-test 1.3.3 `Metrics(device="cpu").compute(lr, sr, hr)` (default Config) on the
 # tensors of the `triplet` fixture (and SR shifted by (1.5, -1) px with scipy bilinear shift).
 GOLDEN = {
-    "bicubic": {"reflectance": 0.0023309539537876844, "spectral": 0.38672977685928345, "spatial": 0.0,
-                "synthesis": 0.006138318218290806, "ha": 0.14662064611911774, "om": 0.6699886322021484,
-                "im": 0.18339072167873383},
-    "shifted": {"reflectance": 0.005546310916543007, "spectral": 0.889718770980835, "spatial": 0.3130495250225067,
-                "synthesis": 0.008444358594715595, "ha": 0.342136949300766, "om": 0.4605148732662201,
-                "im": 0.19734816253185272},
+    "bicubic": {
+        "reflectance": 0.0023309539537876844,
+        "spectral": 0.38672977685928345,
+        "spatial": 0.0,
+        "synthesis": 0.006138318218290806,
+        "ha": 0.14662064611911774,
+        "om": 0.6699886322021484,
+        "im": 0.18339072167873383,
+    },
+    "shifted": {
+        "reflectance": 0.005546310916543007,
+        "spectral": 0.889718770980835,
+        "spatial": 0.3130495250225067,
+        "synthesis": 0.008444358594715595,
+        "ha": 0.342136949300766,
+        "om": 0.4605148732662201,
+        "im": 0.19734816253185272,
+    },
 }
 
 

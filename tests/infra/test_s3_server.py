@@ -76,7 +76,11 @@ def test_port_taken_before_bind_is_replaced(monkeypatch) -> None:
     """A port picked for us but taken before moto binds it costs a retry, not a failed test session."""
     import infra.local.s3_server as s3_server_module
 
-    with first_port_pick_taken(monkeypatch, s3_server_module) as taken, S3Server() as server, server.patched_env():
+    with (
+        first_port_pick_taken(monkeypatch, s3_server_module) as taken,
+        S3Server() as server,
+        server.patched_env(),
+    ):
         assert server.port != taken
         fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": server.endpoint_url}, skip_instance_cache=True)
         assert fs.ls("") == []

@@ -13,8 +13,20 @@ import rasterio
 from tests.plugins.services import SAMPLE_CATALOG
 
 SAMPLES = SAMPLE_CATALOG.parent
-KEYS = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "nir09",
-        "swir16", "swir22")
+KEYS = (
+    "coastal",
+    "blue",
+    "green",
+    "red",
+    "rededge1",
+    "rededge2",
+    "rededge3",
+    "nir",
+    "nir08",
+    "nir09",
+    "swir16",
+    "swir22",
+)
 ITEM_FILES = sorted(SAMPLE_CATALOG.glob("*/*.json"))
 
 
@@ -25,7 +37,9 @@ def test_catalog_has_four_items_and_a_collection() -> None:
 
 @pytest.mark.parametrize("item_file", ITEM_FILES, ids=lambda p: p.parent.name)
 def test_item_assets_match_their_cogs(item_file: Path) -> None:
-    raw = json.loads(item_file.read_text())  # the file as written (pystac would migrate proj:epsg -> proj:code)
+    raw = json.loads(
+        item_file.read_text()
+    )  # the file as written (pystac would migrate proj:epsg -> proj:code)
     item = pystac.Item.from_file(str(item_file))
     assert item.collection_id == "sentinel-2-l2a" and tuple(item.assets) == KEYS
     west, south, east, north = item.bbox
@@ -58,7 +72,7 @@ def test_scenes_have_nodata_clouds_and_real_items() -> None:
     with rasterio.open(ie / "B02_60m.tif") as src:
         b02 = src.read(1)
     assert b02.shape == (128, 128) and 0.1 < (b02 == 0).mean() < 0.4 and (b02 > 3000).mean() > 0.2
-    assert "<BOA_ADD_OFFSET band_id=\"0\">-1000</BOA_ADD_OFFSET>" in (ie / "MTD_MSIL2A.xml").read_text()
+    assert '<BOA_ADD_OFFSET band_id="0">-1000</BOA_ADD_OFFSET>' in (ie / "MTD_MSIL2A.xml").read_text()
     ws = SAMPLES / "scenes" / "western_sahara_29rkh_100m_crop"
     real = json.loads((ws / "S2A_29RKH_20200219_0_L2A.json").read_text())
     assert real["assets"]["blue"]["href"].startswith("https://sentinel-cogs")

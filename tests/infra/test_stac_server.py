@@ -23,8 +23,9 @@ ALL = {AUSTRIA, FINLAND} | IRELAND
 
 
 def _post_search(url: str, body: dict) -> dict:
-    req = urllib.request.Request(f"{url}/search", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{url}/search", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.load(r)
 
@@ -39,7 +40,9 @@ def test_bbox_search(stac_api: str) -> None:
 
 
 def test_datetime_search(stac_api: str) -> None:
-    doc = _post_search(stac_api, {"collections": ["sentinel-2-l2a"], "datetime": "2017-06-15T00:00:00Z/2017-06-30T00:00:00Z"})
+    doc = _post_search(
+        stac_api, {"collections": ["sentinel-2-l2a"], "datetime": "2017-06-15T00:00:00Z/2017-06-30T00:00:00Z"}
+    )
     assert _ids(doc) == IRELAND
     doc = _post_search(stac_api, {"datetime": "2017-09-24T00:00:00Z/.."})
     assert _ids(doc) == {FINLAND}
@@ -48,7 +51,10 @@ def test_datetime_search(stac_api: str) -> None:
 def test_query_cloud_cover_filter(stac_api: str) -> None:
     assert _ids(_post_search(stac_api, {"query": {"eo:cloud_cover": {"lte": 10}}, "limit": 50})) == ALL
     assert _ids(_post_search(stac_api, {"query": {"eo:cloud_cover": {"gt": 0}}})) == set()
-    cql2 = {"filter-lang": "cql2-json", "filter": {"op": "=", "args": [{"property": "s2:mgrs_tile"}, "29UPU"]}}
+    cql2 = {
+        "filter-lang": "cql2-json",
+        "filter": {"op": "=", "args": [{"property": "s2:mgrs_tile"}, "29UPU"]},
+    }
     assert _ids(_post_search(stac_api, cql2)) == IRELAND
 
 
@@ -59,13 +65,29 @@ def test_empty_result(stac_api: str) -> None:
 
 def test_pystac_client_items_have_absolute_existing_hrefs(stac_api: str) -> None:
     client = pystac_client.Client.open(stac_api)
-    search = client.search(collections=["sentinel-2-l2a"], bbox=[-8.0, 52.0, -6.0, 53.0],
-                           datetime="2017-06-01/2017-06-30", query={"eo:cloud_cover": {"lt": 5}})
+    search = client.search(
+        collections=["sentinel-2-l2a"],
+        bbox=[-8.0, 52.0, -6.0, 53.0],
+        datetime="2017-06-01/2017-06-30",
+        query={"eo:cloud_cover": {"lt": 5}},
+    )
     items = list(search.items())
     assert {it.id for it in items} == IRELAND
     for it in items:
-        assert set(it.assets) >= {"coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir",
-                                  "nir08", "nir09", "swir16", "swir22"}
+        assert set(it.assets) >= {
+            "coastal",
+            "blue",
+            "green",
+            "red",
+            "rededge1",
+            "rededge2",
+            "rededge3",
+            "nir",
+            "nir08",
+            "nir09",
+            "swir16",
+            "swir22",
+        }
         href = it.assets["nir08"].href
         assert href.startswith("file:///")
         assert Path(urlparse(href).path).is_file()
@@ -97,27 +119,42 @@ def test_cli_start_stop(tmp_path: Path, stac_api: str) -> None:
     """The CLI used by `make demo` leaves a server running and stops it by PID."""
     state = tmp_path / "state"
     cmd = [sys.executable, "-m", "infra.local.stac_server"]
-    out = subprocess.run(cmd + ["start", "--state-dir", str(state)], cwd=REPO_ROOT, capture_output=True, check=False,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        cmd + ["start", "--state-dir", str(state)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     url = out.stdout.strip().splitlines()[-1]
     pids = json.loads((state / "server.json").read_text())["pids"]
     try:
         assert _ids(_post_search(url, {"ids": [FINLAND]})) == {FINLAND}
     finally:
-        stop = subprocess.run(cmd + ["stop", "--state-dir", str(state)], cwd=REPO_ROOT, capture_output=True, check=False,
-                              text=True, timeout=60)
+        stop = subprocess.run(
+            cmd + ["stop", "--state-dir", str(state)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=60,
+        )
     assert stop.returncode == 0, stop.stderr
     assert not pid_matches(pids["uvicorn"], "uvicorn") and not pid_matches(pids["postgres"], "postgres")
     assert not state.exists()
 
 
 def test_port_taken_before_bind_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A port picked for us but taken by someone else before uvicorn binds it (a race CI met) costs a retry."""
+    """A port picked for us but taken by someone else before uvicorn binds it (a race CI met) costs a
+    retry."""
     import infra.local.stac_server as stac_server_module
 
-    with first_port_pick_taken(monkeypatch, stac_server_module) as taken, \
-            StacServer(StacServerConfig(catalog=SAMPLE_CATALOG)) as server:
+    with (
+        first_port_pick_taken(monkeypatch, stac_server_module) as taken,
+        StacServer(StacServerConfig(catalog=SAMPLE_CATALOG)) as server,
+    ):
         assert server.url is not None and urlparse(server.url).port != taken
         assert _ids(_post_search(server.url, {"ids": [FINLAND]})) == {FINLAND}
 

@@ -1,12 +1,15 @@
-"""pytest plugin: real loopback services for the tests (enable with ``pytest_plugins = ["tests.plugins.services"]``).
+"""pytest plugin: real loopback services for the tests (enable with
+``pytest_plugins = ["tests.plugins.services"]``).
 
 Session fixtures (each starts its own server process(es) and stops them by PID at session end):
 
 - ``stac_api`` -> str: URL of a stac-fastapi-pgstac server (PostgreSQL/PostGIS) with
   ``data/samples/catalog`` loaded as collection ``sentinel-2-l2a``; asset hrefs are absolute ``file://`` URIs.
-- ``stac_server`` -> :class:`infra.local.stac_server.StacServer` behind ``stac_api`` (``.url``, ``.startup_s``).
+- ``stac_server`` -> :class:`infra.local.stac_server.StacServer` behind ``stac_api``
+  (``.url``, ``.startup_s``).
 - ``s3_server`` -> :class:`infra.local.s3_server.S3Server`: ``.endpoint_url``, ``.env`` (dict for s3fs/GDAL/
-  odc-stac), ``.patched_env()``; upload with ``infra.local.s3_server.upload_folder(dir, bucket, prefix, env=...)``.
+  odc-stac), ``.patched_env()``; upload with
+  ``infra.local.s3_server.upload_folder(dir, bucket, prefix, env=...)``.
 
 - ``stac_api_s3`` -> str: a second STAC API whose items point at ``s3://difffusr-samples/catalog/...`` on
   ``s3_server`` (the bundled catalog uploaded there); read its assets inside ``s3_env``.
@@ -107,5 +110,7 @@ def first_port_pick_taken(monkeypatch: pytest.MonkeyPatch, module: ModuleType) -
         squatter.listen()
         taken = squatter.getsockname()[1]
         picks = iter([taken])
-        monkeypatch.setattr(module, "free_port", lambda host="127.0.0.1": next(picks, None) or free_port(host))
+        monkeypatch.setattr(
+            module, "free_port", lambda host="127.0.0.1": next(picks, None) or free_port(host)
+        )
         yield taken

@@ -16,12 +16,32 @@ from pipeline.errors import ConfigError
 #: Source: NorskRegnesentral/DiffFuSR utils/normalize_denormalize.py (MIT), the table the published fusion
 #: weights were trained with (reference manifest `fusion_normalisation.json`).
 BAND_MEAN: dict[str, float] = {
-    "B01": 0.0769, "B02": 0.0906, "B03": 0.1162, "B04": 0.1318, "B05": 0.1619, "B06": 0.2275,
-    "B07": 0.2500, "B08": 0.2588, "B8A": 0.2667, "B09": 0.2684, "B11": 0.2461, "B12": 0.1874,
+    "B01": 0.0769,
+    "B02": 0.0906,
+    "B03": 0.1162,
+    "B04": 0.1318,
+    "B05": 0.1619,
+    "B06": 0.2275,
+    "B07": 0.2500,
+    "B08": 0.2588,
+    "B8A": 0.2667,
+    "B09": 0.2684,
+    "B11": 0.2461,
+    "B12": 0.1874,
 }
 BAND_STD: dict[str, float] = {
-    "B01": 0.1708, "B02": 0.1672, "B03": 0.1614, "B04": 0.1677, "B05": 0.1698, "B06": 0.1513,
-    "B07": 0.1490, "B08": 0.1515, "B8A": 0.1461, "B09": 0.2365, "B11": 0.1472, "B12": 0.1418,
+    "B01": 0.1708,
+    "B02": 0.1672,
+    "B03": 0.1614,
+    "B04": 0.1677,
+    "B05": 0.1698,
+    "B06": 0.1513,
+    "B07": 0.1490,
+    "B08": 0.1515,
+    "B8A": 0.1461,
+    "B09": 0.2365,
+    "B11": 0.1472,
+    "B12": 0.1418,
 }
 
 GROUPS_BY_NAME: dict[str, BandGroup] = {g.name: g for g in BAND_GROUPS}
@@ -132,10 +152,26 @@ class FusionNetConfig:
 #: Presets by name. `paper`: 5+5+5 RRDB, 64 ch on the full grid (as the reference v1).
 #: `small`: CPU-sized, 32 ch, branches = conv + attention, three RRDB in a trunk on a 2x coarser grid.
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"nf": 64, "gc": 32, "nb_branch": 5, "nb_trunk": 5, "trunk_stride": 1, "residual": True, "norm": "local",
-              "backproject": 5},
-    "small": {"nf": 32, "gc": 16, "nb_branch": 0, "nb_trunk": 3, "trunk_stride": 2, "residual": True, "norm": "local",
-              "backproject": 5},
+    "paper": {
+        "nf": 64,
+        "gc": 32,
+        "nb_branch": 5,
+        "nb_trunk": 5,
+        "trunk_stride": 1,
+        "residual": True,
+        "norm": "local",
+        "backproject": 5,
+    },
+    "small": {
+        "nf": 32,
+        "gc": 16,
+        "nb_branch": 0,
+        "nb_trunk": 3,
+        "trunk_stride": 2,
+        "residual": True,
+        "norm": "local",
+        "backproject": 5,
+    },
 }
 
 
@@ -145,4 +181,3 @@ def preset_configs(preset: str, **overrides: Any) -> dict[str, FusionNetConfig]:
         raise ConfigError(f"fusion preset {preset!r} is unknown; choose one of {sorted(PRESETS)}")
     kw = {**PRESETS[preset], **overrides}
     return {g.name: FusionNetConfig(group=g.name, **kw) for g in BAND_GROUPS}
-

@@ -1,12 +1,15 @@
-"""Convert published DiffFuSR fusion checkpoints (Lightning `FusionNetwork` state_dicts) to the project format.
+"""Convert published DiffFuSR fusion checkpoints (Lightning `FusionNetwork` state_dicts) to the project
+format.
 
 Two variants exist in the reference code (see the manifests `fusion_v1_*.json`, `fusion_v2_*.json`):
-- v1: three `FusionRRDBNet` (two-branch RRDB, nf 64, 5+5+5 RRDB, gc 32), keys `rrdb_block_{60,20,10}_fusion.*`,
-  told apart by `rrdb_block_10_fusion.rgb_conv_first.weight`. Loads into FusionGroupNet with
-  `residual=False, trunk_stride=1`; its inputs are the finer groups' bands too, in the reference order.
+- v1: three `FusionRRDBNet` (two-branch RRDB, nf 64, 5+5+5 RRDB, gc 32), keys
+  `rrdb_block_{60,20,10}_fusion.*`, told apart by `rrdb_block_10_fusion.rgb_conv_first.weight`. Loads into
+  FusionGroupNet with `residual=False, trunk_stride=1`; its inputs are the finer groups' bands too, in the
+  reference order.
 - v2: three `MTFNetFusion` (nf 32, nb 3, gc 16), told apart by `rrdb_block_10_fusion.pan_mixer.logits`.
   Loads into MTFDetailNet (own bands only).
-Band orders follow the reference: 10 m group (B04, B03, B02, B08); 20 m (B05 B06 B07 B8A B11 B12); 60 m (B01 B09).
+Band orders follow the reference: 10 m group (B04, B03, B02, B08); 20 m (B05 B06 B07 B8A B11 B12);
+60 m (B01 B09).
 The output folder holds `10m/ 20m/ 60m/` checkpoints (kind "fusion") that `load_fusion_model` reads.
 """
 
@@ -24,12 +27,20 @@ from pipeline.models.fusion.model import FusionModel, save_fusion_model
 PREFIX = {"10m": "rrdb_block_10_fusion.", "20m": "rrdb_block_20_fusion.", "60m": "rrdb_block_60_fusion."}
 V1_KEY = "rrdb_block_10_fusion.rgb_conv_first.weight"
 V2_KEY = "rrdb_block_10_fusion.pan_mixer.logits"
-_OWN = {"10m": ("B04", "B03", "B02", "B08"), "20m": ("B05", "B06", "B07", "B8A", "B11", "B12"), "60m": ("B01", "B09")}
-_V1_INPUTS = {"10m": _OWN["10m"], "20m": _OWN["10m"] + _OWN["20m"], "60m": _OWN["10m"] + _OWN["20m"] + _OWN["60m"]}
+_OWN = {
+    "10m": ("B04", "B03", "B02", "B08"),
+    "20m": ("B05", "B06", "B07", "B8A", "B11", "B12"),
+    "60m": ("B01", "B09"),
+}
+_V1_INPUTS = {
+    "10m": _OWN["10m"],
+    "20m": _OWN["10m"] + _OWN["20m"],
+    "60m": _OWN["10m"] + _OWN["20m"] + _OWN["60m"],
+}
 
 
 def detect_fusion_variant(state_dict: dict[str, Any]) -> str | None:
-    """"v1", "v2", or None when the keys are of neither fusion network."""
+    """ "v1", "v2", or None when the keys are of neither fusion network."""
     if V1_KEY in state_dict:
         return "v1"
     if V2_KEY in state_dict:
@@ -40,11 +51,35 @@ def detect_fusion_variant(state_dict: dict[str, Any]) -> str | None:
 def variant_configs(variant: str) -> dict[str, FusionNetConfig]:
     """Group configs that reproduce a published variant's architecture and band orders."""
     if variant == "v1":
-        return {g: FusionNetConfig(group=g, arch="rrdb", nf=64, gc=32, nb_branch=5, nb_trunk=5, trunk_stride=1,
-                                   residual=False, input_bands=_V1_INPUTS[g], output_bands=_OWN[g]) for g in PREFIX}
+        return {
+            g: FusionNetConfig(
+                group=g,
+                arch="rrdb",
+                nf=64,
+                gc=32,
+                nb_branch=5,
+                nb_trunk=5,
+                trunk_stride=1,
+                residual=False,
+                input_bands=_V1_INPUTS[g],
+                output_bands=_OWN[g],
+            )
+            for g in PREFIX
+        }
     if variant == "v2":
-        return {g: FusionNetConfig(group=g, arch="mtf", nf=32, gc=16, nb_branch=0, nb_trunk=3,
-                                   input_bands=_OWN[g], output_bands=_OWN[g]) for g in PREFIX}
+        return {
+            g: FusionNetConfig(
+                group=g,
+                arch="mtf",
+                nf=32,
+                gc=16,
+                nb_branch=0,
+                nb_trunk=3,
+                input_bands=_OWN[g],
+                output_bands=_OWN[g],
+            )
+            for g in PREFIX
+        }
     raise CheckpointError(f"unknown fusion variant {variant!r}")
 
 
@@ -64,7 +99,8 @@ def convert_fusion_checkpoint(state_dict: dict[str, torch.Tensor], out_dir: str 
     variant = detect_fusion_variant(state_dict)
     if variant is None:
         raise CheckpointError(
-            f"state_dict is not a DiffFuSR fusion checkpoint: neither '{V1_KEY}' (v1) nor '{V2_KEY}' (v2) is present"
+            f"state_dict is not a DiffFuSR fusion checkpoint: neither '{V1_KEY}' (v1) nor '{V2_KEY}' (v2) "
+            "is present"
         )
     configs = variant_configs(variant)
     with torch.device("meta"):  # layout only; the tensors are assigned from the checkpoint below
@@ -72,13 +108,15 @@ def convert_fusion_checkpoint(state_dict: dict[str, torch.Tensor], out_dir: str 
     report: dict[str, Any] = {"variant": variant, "out_dir": str(out_dir), "groups": {}}
     used: set[str] = set()
     for g, prefix in PREFIX.items():
-        sub = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        sub = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
         used.update(prefix + k for k in sub)
         net = model.nets[g]
         expected = net.state_dict()
         missing = sorted(set(expected) - set(sub))
         unexpected = sorted(set(sub) - set(expected))
-        shapes = sorted(k for k in set(sub) & set(expected) if tuple(sub[k].shape) != tuple(expected[k].shape))
+        shapes = sorted(
+            k for k in set(sub) & set(expected) if tuple(sub[k].shape) != tuple(expected[k].shape)
+        )
         if missing or unexpected or shapes:
             raise CheckpointError(
                 f"fusion {variant} group {g} does not match the reference layout: missing {missing[:5]}"
@@ -87,5 +125,7 @@ def convert_fusion_checkpoint(state_dict: dict[str, torch.Tensor], out_dir: str 
         net.load_state_dict({k: v.to(expected[k].dtype) for k, v in sub.items()}, strict=True, assign=True)
         report["groups"][g] = {"tensors": len(sub), "params": sum(p.numel() for p in net.parameters())}
     report["ignored_keys"] = sorted(set(state_dict) - used)
-    save_fusion_model(model, out_dir, extra={"source": f"DiffFuSR published fusion {variant}", "converted": True})
+    save_fusion_model(
+        model, out_dir, extra={"source": f"DiffFuSR published fusion {variant}", "converted": True}
+    )
     return report

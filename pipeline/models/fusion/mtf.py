@@ -79,11 +79,18 @@ class MTFDetailNet(nn.Module):
             self.pads.append(k // 2)
         self.register_buffer("mtf_ratios", torch.full((n_bands,), ratio, dtype=torch.int32))
         self.detail_net = nn.Sequential(
-            nn.Conv2d(2, nf, 3, 1, 1), nn.LeakyReLU(0.2), *[RRDB(nf, gc, FUSION_RDB_NAMES) for _ in range(nb // 2)], nn.Conv2d(nf, 1, 3, 1, 1)
+            nn.Conv2d(2, nf, 3, 1, 1),
+            nn.LeakyReLU(0.2),
+            *[RRDB(nf, gc, FUSION_RDB_NAMES) for _ in range(nb // 2)],
+            nn.Conv2d(nf, 1, 3, 1, 1),
         )
-        self.gain_estimator = nn.Sequential(nn.Conv2d(3, nf // 2, 3, 1, 1), nn.LeakyReLU(0.2), nn.Conv2d(nf // 2, 1, 1))
+        self.gain_estimator = nn.Sequential(
+            nn.Conv2d(3, nf // 2, 3, 1, 1), nn.LeakyReLU(0.2), nn.Conv2d(nf // 2, 1, 1)
+        )
         self.refinement = nn.Sequential(
-            nn.Conv2d(n_bands + 1, nf, 3, 1, 1), nn.LeakyReLU(0.2), *[ResBlock(nf) for _ in range(nb // 2)],
+            nn.Conv2d(n_bands + 1, nf, 3, 1, 1),
+            nn.LeakyReLU(0.2),
+            *[ResBlock(nf) for _ in range(nb // 2)],
             nn.Conv2d(nf, n_bands, 3, 1, 1),
         )
 

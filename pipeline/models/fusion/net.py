@@ -93,7 +93,9 @@ class FusionGroupNet(nn.Module):
             # Per-band scale of the correction: bands with little detail (dark SWIR, B09) learn a small one.
             self.out_scale = nn.Parameter(torch.full((n_out,), 0.1))
 
-    def _relative(self, x: torch.Tensor, bands: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _relative(
+        self, x: torch.Tensor, bands: tuple[str, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Table-normalised -> brightness-relative units x_refl / mean(x_refl) - 1 (per sample and band).
 
         Returns (x_rel, mean_refl (B, C, 1, 1), table std (1, C, 1, 1)).
@@ -139,6 +141,9 @@ class FusionGroupNet(nn.Module):
             corr = corr * local / std_ms[:, -n_out:]
         f = self.cfg.factor
         if self.cfg.detail_only and corr.shape[-2] % f == 0 and corr.shape[-1] % f == 0:
-            # High-pass the correction at the input grid's scale: subtract its block means (one per input pixel).
-            corr = corr - F.interpolate(F.avg_pool2d(corr, f), scale_factor=f, mode="bilinear", align_corners=False)
+            # High-pass the correction at the input grid's scale: subtract its block means
+            # (one per input pixel).
+            corr = corr - F.interpolate(
+                F.avg_pool2d(corr, f), scale_factor=f, mode="bilinear", align_corners=False
+            )
         return ms_up[:, -n_out:] + corr
