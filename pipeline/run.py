@@ -6,7 +6,6 @@ tiles whose done marker exists, so a rerun of the same job into the same `--out`
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -28,8 +27,6 @@ from pipeline.io.work_store import DONE, EMPTY, WorkStore
 from pipeline.mosaic.metadata import output_item, versions
 from pipeline.mosaic.quicklook import write_quicklook
 from pipeline.tiling.grid import TileLayout
-
-log = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS = (OSError, TimeoutError, ConnectionError)
 
@@ -109,10 +106,12 @@ def _get(ref: Any) -> Any:
 
 def _say_resumed(stage: str, done: int, total: int) -> None:
     if done:
-        print(f"{stage}: skipping {done} of {total} tiles already done by an earlier attempt", file=sys.stderr)
+        print(f"{stage}: skipping {done} of {total} tiles already done by an earlier attempt",
+              file=sys.stderr)
 
 
-def _stage_ingest(cfg, items, grid, layout, store, progress) -> int:
+def _stage_ingest(cfg, items, grid, layout, store, progress) -> tuple[int, dict[str, str]]:
+    """Ingest the tiles not done yet; returns (tiles resumed, {granule id: why it was skipped})."""
     import ray
 
     from pipeline.ingest.stage import ingest_tile
@@ -130,6 +129,7 @@ def _stage_ingest(cfg, items, grid, layout, store, progress) -> int:
 
 
 def _stage_infer(cfg, layout, store, progress) -> int:
+    """Super-resolve the ingested tiles not done yet on a pool of actors; returns the tiles resumed."""
     import ray
     from ray.util import ActorPool
 
@@ -159,14 +159,15 @@ def _stage_infer(cfg, layout, store, progress) -> int:
     with tqdm(total=len(todo), desc=f"super-resolve ({cfg.method}, {n_workers} {device} worker(s))", unit="tile",
               file=sys.stderr, disable=not progress) as bar:
         pool = ActorPool(actors)
-        for result in pool.map_unordered(lambda a, b: a.run.remote(b, layout.cols), batches):
+        for result in pool.map_unordered(lambda a, b: a.run.remote(b, layout), batches):
             bar.update(result["tiles"])
     for actor in actors:
         ray.kill(actor)
     return resumed
 
 
-def _stage_mosaic(layout, store, mosaic_url, storage_options, progress) -> int:
+def _stage_mosaic(layout, store, mosaic_url, progress) -> int:
+    """Blend and write the tile cores not done yet; returns the tiles resumed."""
     import ray
 
     from pipeline.mosaic.assemble import assemble_core
@@ -176,8 +177,7 @@ def _stage_mosaic(layout, store, mosaic_url, storage_options, progress) -> int:
     _say_resumed("mosaic", int((done == DONE).sum()), int((done == DONE).sum()) + len(todo))
     task = ray.remote(_call_with_env).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
     env = forwarded_env()
-    _wait_all([task.remote(env, assemble_core, store, mosaic_url, layout, k, storage_options) for k in todo], "mosaic",
-              progress)
+    _wait_all([task.remote(env, assemble_core, store, mosaic_url, layout, k) for k in todo], "mosaic", progress)
     return int((done == DONE).sum())
 
 
@@ -186,7 +186,8 @@ def _export(cfg: RunConfig, out: OutputDir, grid: SceneGrid, fingerprint: str, i
 
     mosaic_url = out.join("mosaic.zarr")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "consolidated metadata is not in the v3 spec": xarray reads it anyway
+        # "consolidated metadata is not in the v3 spec": xarray reads it anyway
+        warnings.simplefilter("ignore")
         zarr.consolidate_metadata(mosaic_url)
     staging = out.local_staging()
     try:
@@ -229,7 +230,9 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
             summary.outputs = manifest.get("outputs", {})
             return summary
         if manifest.get("fingerprint") != fingerprint and not cfg.output.overwrite:
-            raise OutputError(f"--out {cfg.output.out!r} holds the outputs of a different job; use a new --out or --overwrite")
+            raise OutputError(
+                f"--out {cfg.output.out!r} holds the outputs of a different job; use a new --out or --overwrite"
+            )
     if cfg.output.overwrite:
         for name in ("work.zarr", "mosaic.zarr", "mosaic.tif", "quicklook.png", "item.json", "manifest.json"):
             out.remove(name)
@@ -257,7 +260,7 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
         t = time.perf_counter()
         create_mosaic_store(mosaic_url, grid, layout, attrs={"title": "difffusr 2.5 m Sentinel-2 mosaic", "job": fingerprint,
                                                             "method": cfg.method})
-        summary.tiles_resumed["mosaic"] = _stage_mosaic(layout, store, mosaic_url, None, progress)
+        summary.tiles_resumed["mosaic"] = _stage_mosaic(layout, store, mosaic_url, progress)
         summary.timings_s["mosaic"] = time.perf_counter() - t
         t = time.perf_counter()
         _export(cfg, out, grid, fingerprint, items, summary)

@@ -29,15 +29,22 @@ def superres_folder(
 ) -> dict:
     """Super-resolve a scene folder (B01.tif ... B12.tif at any GSD with 1:2:6 ratios).
 
+    Each tile's noise is seeded by `seed` and its position on the tile grid (`tiling.grid.tile_seed`), as in
+    `difffusr run`: the output depends only on (inputs, weights, seed, core, halo).
+
     Returns:
         A summary dict: input and output shapes, GSDs, seconds.
     """
     out_tif = Path(out_tif)
     if not out_tif.parent.exists():
-        raise OutputError(f"output folder '{out_tif.parent}' does not exist; create it or choose another OUT.tif path")
+        raise OutputError(
+            f"output folder '{out_tif.parent}' does not exist; create it or choose another OUT.tif path"
+        )
     t0 = time.perf_counter()
     scene = read_scene(in_dir)
-    sr = super_resolve_scene(*scene.groups, method, options=options, seed=seed, core=core, halo=halo, on_tile=on_tile)
+    sr = super_resolve_scene(
+        *scene.groups, method, options=options, seed=seed, core=core, halo=halo, on_tile=on_tile
+    )
     gsd, _, left, _, _, top = scene.transform
     out_gsd = gsd / SR_FACTOR
     write_geotiff(out_tif, lambda y0, y1: sr[:, y0:y1], height=sr.shape[1], width=sr.shape[2],

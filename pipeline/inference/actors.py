@@ -12,14 +12,14 @@ from typing import Any
 from pipeline.inference.methods import MethodOptions, get_method
 from pipeline.inference.predict import predict_tiles
 from pipeline.io.work_store import DONE, WorkStore
-from pipeline.tiling.grid import TileKey
+from pipeline.tiling.grid import TileKey, TileLayout, tile_seed
 
 
 class TileWorker:
     """Holds one method instance; `run` processes a batch of tile keys end to end."""
 
-    def __init__(self, method: str, options: MethodOptions, store: WorkStore, seed: int, threads: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(self, method: str, options: MethodOptions, store: WorkStore, seed: int,
+                 threads: int | None = None, env: dict[str, str] | None = None) -> None:
         import torch
 
         os.environ.update(env or {})  # the driver's storage credentials/endpoints (see run._call_with_env)
@@ -33,16 +33,16 @@ class TileWorker:
         self.seed = seed
         self.pid = os.getpid()
 
-    def run(self, keys: list[TileKey], layout_cols: int) -> dict[str, Any]:
-        """Predict `keys` (all non-empty, ingested tiles) and write their predictions, then their markers."""
+    def run(self, keys: list[TileKey], layout: TileLayout) -> dict[str, Any]:
+        """Predict `keys` (all non-empty, ingested tiles) and write their predictions, then their markers.
+
+        Each tile is seeded by its position on the grid (`tile_seed`): its prediction does not depend on
+        how tiles were batched or which worker ran it, so a rerun after a crash reproduces it exactly, and
+        `difffusr superres` on the same grid gives the same pixels.
+        """
         b10, b20, b60 = self.store.read_tiles(keys)
-        # One seed per tile position: a tile's prediction does not depend on how tiles were batched or
-        # which worker ran it, so a rerun after a crash reproduces it exactly.
-        preds = [
-            predict_tiles(self.method, b10[i : i + 1], b20[i : i + 1], b60[i : i + 1],
-                          seed=self.seed + k.row * layout_cols + k.col)[0]
-            for i, k in enumerate(keys)
-        ]
+        seeds = [tile_seed(self.seed, k, layout) for k in keys]
+        preds = predict_tiles(self.method, b10, b20, b60, seeds=seeds)
         for key, pred in zip(keys, preds):
             self.store.write_prediction(key, pred)
             self.store.mark("infer", key, DONE)

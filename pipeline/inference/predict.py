@@ -7,6 +7,8 @@ NaN. A group with no valid pixel at all gives NaN bands.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -47,28 +49,33 @@ def predict_tiles(
     b20: np.ndarray,
     b60: np.ndarray,
     *,
-    seed: int = 0,
+    seeds: Sequence[int],
 ) -> np.ndarray:
-    """Super-resolve a batch of tiles.
+    """Super-resolve a batch of tiles, each with its own generator.
+
+    Each tile is one method call seeded with its own seed (`pipeline.tiling.grid.tile_seed`), so its pixels
+    do not depend on the other tiles of the batch, on the batch size or on the order: one model call per tile
+    is what makes that exact (a batched call draws one noise tensor for all and may round differently).
 
     Args:
         method: a SuperResolver.
         b10: (N,4,H,W) float32 reflectance, NaN = nodata; H, W multiples of 6.
         b20: (N,6,H/2,W/2).
         b60: (N,2,H/6,W/6).
-        seed: seeds the method's generator, so a tile reproduces exactly.
+        seeds: N seeds, one per tile (its position on the grid, see `tile_seed`).
 
     Returns:
         (N,12,4H,4W) float32 in S2 order, NaN = nodata.
     """
-    filled, masks = [], []
-    for n in range(b10.shape[0]):
+    if len(seeds) != b10.shape[0]:
+        raise ValueError(f"predict_tiles: {len(seeds)} seeds for {b10.shape[0]} tiles")
+    out = []
+    for n, seed in enumerate(seeds):
         groups = [fill_nodata(x[n]) for x in (b10, b20, b60)]
-        filled.append([g for g, _ in groups])
-        masks.append(output_mask(tuple(v for _, v in groups)))  # type: ignore[arg-type]
-    tensors = [torch.from_numpy(np.stack([f[i] for f in filled])) for i in range(3)]
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    with torch.inference_mode():
-        out = method(*tensors, generator=generator).float().cpu().numpy()
-    out[~np.stack(masks)] = np.nan
-    return out
+        tensors = [torch.from_numpy(filled[None].copy()) for filled, _ in groups]  # never alias the input
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        with torch.inference_mode():
+            pred = method(*tensors, generator=generator).float().cpu().numpy()[0]
+        pred[~output_mask(tuple(valid for _, valid in groups))] = np.nan  # type: ignore[arg-type]
+        out.append(pred)
+    return np.stack(out)

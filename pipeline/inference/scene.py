@@ -1,7 +1,8 @@
 """Super-resolve a whole in-memory scene in one process: tile, predict, blend.
 
 This is what `difffusr superres` and the evaluation use; `difffusr run` distributes the same steps
-(tiling.grid, inference.predict, tiling.blend) over Ray workers and Zarr stores.
+(tiling.grid, inference.predict, tiling.blend) over Ray workers and Zarr stores. Both seed each tile by
+its position on the grid (`tiling.grid.tile_seed`), so on the same tile grid they give the same pixels.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pipeline.errors import DataError
 from pipeline.inference.methods import MethodOptions, SuperResolver, get_method
 from pipeline.inference.predict import predict_tiles
 from pipeline.tiling.blend import blend_core
-from pipeline.tiling.grid import SR_FACTOR, TileKey, TileLayout, round_up
+from pipeline.tiling.grid import SR_FACTOR, TileKey, TileLayout, round_up, tile_seed
 
 
 def tile_windows(
@@ -44,8 +45,8 @@ def check_groups(b10: np.ndarray, b20: np.ndarray, b60: np.ndarray) -> None:
         k = group.factor_to_10m
         if arr.ndim != 3 or arr.shape[0] != nbands or arr.shape[1] * k != h or arr.shape[2] * k != w:
             raise DataError(
-                f"the {group.name} group has shape {arr.shape}, expected ({nbands}, {h // k}, {w // k}) for a "
-                f"10 m grid of {h}x{w}; the bands must share one footprint with 1:2:6 pixel ratios"
+                f"the {group.name} group has shape {arr.shape}, expected ({nbands}, {h // k}, {w // k}) "
+                f"for a 10 m grid of {h}x{w}; the bands must share one footprint with 1:2:6 pixel ratios"
             )
 
 
@@ -69,9 +70,11 @@ def super_resolve_scene(
         b20: (6,H/2,W/2) B05 B06 B07 B8A B11 B12.
         b60: (2,H/6,W/6) B01 B09.
         method: a method name ("difffusr", "gs", "bicubic") or a SuperResolver.
-        seed: base seed; tile i uses seed + i.
+        seed: the job's seed; each tile's generator is seeded by `tile_seed(seed, key, layout)`, its
+            position on the tile grid, as in `difffusr run`: a tile's pixels depend only on (inputs,
+            weights, seed, tile position), never on `batch_size` or order.
         core, halo: tile core and halo, 10 m pixels (multiples of 6); shrunk for small scenes.
-        batch_size: tiles per model call.
+        batch_size: tiles cut and handed to `predict_tiles` at once (memory and progress granularity only).
         options: options of the learned method.
         on_tile: progress callback (done, total).
 
@@ -93,7 +96,7 @@ def super_resolve_scene(
         predictions.update(dict.fromkeys(chunk))
         if live:
             stacked = [np.stack([windows[i][g] for i in live]) for g in range(3)]
-            preds = predict_tiles(solver, *stacked, seed=seed + start)
+            preds = predict_tiles(solver, *stacked, seeds=[tile_seed(seed, chunk[i], layout) for i in live])
             for j, i in enumerate(live):
                 predictions[chunk[i]] = preds[j]
         if on_tile:

@@ -16,7 +16,7 @@ from pipeline.tiling.grid import SR_FACTOR, TileKey, TileLayout
 
 
 def ramp_1d(window: int, overlap: int) -> np.ndarray:
-    """Weights along one axis of a window of `window` pixels whose ends overlap neighbours by `overlap` pixels."""
+    """Weights along one axis of a `window`-pixel window whose ends overlap neighbours by `overlap` pixels."""
     i = np.arange(window, dtype=np.float64) + 0.5
     if overlap <= 0:
         return np.ones(window, dtype=np.float32)

@@ -55,7 +55,9 @@ class TileLayout:
                     "(60 m pixels must nest exactly); adjust --tile-size / --halo"
                 )
         if self.halo * 2 > self.core:
-            raise ConfigError(f"--halo {self.halo} is more than half of --tile-size {self.core}; use a smaller halo")
+            raise ConfigError(
+                f"--halo {self.halo} is more than half of --tile-size {self.core}; use a smaller halo"
+            )
 
     @property
     def rows(self) -> int:
@@ -89,6 +91,16 @@ class TileLayout:
             for r in range(max(0, key.row - 1), min(self.rows, key.row + 2))
             for c in range(max(0, key.col - 1), min(self.cols, key.col + 2))
         ]
+
+
+def tile_seed(seed: int, key: TileKey, layout: TileLayout) -> int:
+    """The seed of one tile's sampling noise: the job's seed plus the tile's row-major index on the grid.
+
+    The seeding rule of the project: a tile's pixels depend only on (inputs, weights, seed, tile position on
+    the grid), never on how tiles are batched, how many workers run them or in which order. `difffusr run`,
+    `difffusr superres` and the evaluation all derive each tile's generator from this function.
+    """
+    return seed + key.row * layout.cols + key.col
 
 
 def round_up(value: int, multiple: int = GRID_MULTIPLE) -> int:
