@@ -74,11 +74,9 @@ def write_geotiff(
         os.replace(staged, path)
 
 
-def export_mosaic_cog(mosaic_url: str, dest: str | Path, grid: SceneGrid, *, dtype: str = "uint16",
-                      storage_options: dict | None = None) -> None:
+def export_mosaic_cog(mosaic_url: str, dest: str | Path, grid: SceneGrid, *, dtype: str = "uint16") -> None:
     """Stream the Zarr mosaic into a COG at a local path (upload is the caller's business)."""
-    kw = {"storage_options": storage_options} if storage_options and "://" in mosaic_url else {}
-    arr = zarr.open_array(mosaic_url, path=VARIABLE, mode="r", zarr_format=3, **kw)
+    arr = zarr.open_array(mosaic_url, path=VARIABLE, mode="r", zarr_format=3)
     h, w = arr.shape[-2:]
     write_geotiff(dest, lambda y0, y1: arr[:, y0:y1, :], height=h, width=w,
                   transform=Affine(TARGET_GSD_M, 0, grid.left, 0, -TARGET_GSD_M, grid.top), crs=grid.crs, dtype=dtype)

@@ -52,22 +52,19 @@ def mosaic_template(grid: SceneGrid, layout: TileLayout, attrs: dict) -> xr.Data
     return ds
 
 
-def create_mosaic_store(url: str, grid: SceneGrid, layout: TileLayout, attrs: dict, storage_options: dict | None = None) -> None:
+def create_mosaic_store(url: str, grid: SceneGrid, layout: TileLayout, attrs: dict) -> None:
     """Write the template (metadata + coordinates) unless a store with this grid already exists."""
     try:
-        existing = xr.open_zarr(url, storage_options=storage_options, zarr_format=3)
+        existing = xr.open_zarr(url, zarr_format=3)
         if existing.sizes.get("y") == grid.height * SR_FACTOR and existing.sizes.get("x") == grid.width * SR_FACTOR:
             return
     except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
         pass
-    mosaic_template(grid, layout, attrs).to_zarr(
-        url, mode="w", compute=False, zarr_format=3, consolidated=False, storage_options=storage_options
-    )
+    mosaic_template(grid, layout, attrs).to_zarr(url, mode="w", compute=False, zarr_format=3, consolidated=False)
 
 
-def write_core(url: str, layout: TileLayout, key: TileKey, block: np.ndarray, storage_options: dict | None = None) -> None:
+def write_core(url: str, layout: TileLayout, key: TileKey, block: np.ndarray) -> None:
     """Write one tile core's (12, h, w) block into its own region."""
     y0, y1, x0, x1 = layout.core_bounds(key)
-    kw = {"storage_options": storage_options} if storage_options and "://" in url else {}
-    arr = zarr.open_array(url, path=VARIABLE, mode="r+", zarr_format=3, **kw)
+    arr = zarr.open_array(url, path=VARIABLE, mode="r+", zarr_format=3)
     arr[:, y0 * SR_FACTOR : y1 * SR_FACTOR, x0 * SR_FACTOR : x1 * SR_FACTOR] = block

@@ -31,20 +31,20 @@ def _compressor() -> Any:
 class WorkStore:
     """Typed access to the working store of one job (picklable: holds only the URL)."""
 
-    def __init__(self, url: str, storage_options: dict | None = None) -> None:
-        self.url = url
-        self.storage_options = storage_options or None
+    def __init__(self, url: str) -> None:
+        self.url = url  # a path or an fsspec URL; remote credentials come from the environment
 
     def _open(self, mode: str = "r+") -> zarr.Group:
-        kw = {"storage_options": self.storage_options} if self.storage_options and "://" in self.url else {}
-        return zarr.open_group(self.url, mode=mode, zarr_format=3, **kw)
+        return zarr.open_group(self.url, mode=mode, zarr_format=3)
 
     def create(self, layout: TileLayout, fingerprint: str) -> None:
         """Create the arrays unless they exist for the same job; refuse a store of another job."""
         try:
             root = self._open("a")
         except Exception as exc:  # noqa: BLE001 -- any fsspec/zarr error means "cannot create"
-            raise OutputError(f"cannot create the work store at {self.url!r}: {exc}; check --out is writable") from None
+            raise OutputError(
+                f"cannot create the work store at {self.url!r}: {exc}; check --out is writable"
+            ) from None
         old = root.attrs.get("fingerprint")
         if old == fingerprint:
             return

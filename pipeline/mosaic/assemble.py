@@ -1,4 +1,4 @@
-"""Assemble one tile core of the mosaic: blend the overlapping predictions, write the core's region, mark it."""
+"""Assemble one tile core of the mosaic: blend the overlapping predictions, write the core, mark it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from pipeline.tiling.blend import blend_core
 from pipeline.tiling.grid import TileKey, TileLayout
 
 
-def assemble_core(store: WorkStore, mosaic_url: str, layout: TileLayout, key: TileKey,
-                  storage_options: dict | None = None) -> int:
+def assemble_core(store: WorkStore, mosaic_url: str, layout: TileLayout, key: TileKey) -> int:
     """Blend and write one core; returns the number of valid output pixels (band 0... any band)."""
     infer = store.status("infer")
     ingest = store.status("ingest")
@@ -22,6 +21,6 @@ def assemble_core(store: WorkStore, mosaic_url: str, layout: TileLayout, key: Ti
         return store.read_prediction(nb)
 
     block = blend_core(layout, key, load, channels=12)
-    write_core(mosaic_url, layout, key, block, storage_options)
+    write_core(mosaic_url, layout, key, block)
     store.mark("mosaic", key, DONE)
     return int(np.isfinite(block).any(axis=0).sum())
