@@ -1,7 +1,8 @@
 """How good an RGB guide can a CPU-trained network give at Wald x4, and what does it do to the fusion scores?
 
 An upper-bound diagnostic for the fusion issue, not a method of the pipeline: a PSNR-optimal *regression* SR
-(RRDB trunk on the LR grid, pixel-shuffle x4, residual over bicubic, then the pipeline's 5-step back-projection)
+(RRDB trunk on the LR grid, pixel-shuffle x4, residual over bicubic, then the pipeline's 5-step
+back-projection)
 trained with L1 on Sentinel-2 RGB Wald pairs made with the evaluation's own sensor model (MTF 0.3, non-blind:
 the most favourable case for this protocol). The diffusion SR of the method cannot be expected to beat it in
 PSNR. `--score` then runs the shipped fusion nets on Wald x4 scenes with this guide and with bicubic +
@@ -37,7 +38,7 @@ from pipeline.models.fusion import load_fusion_model
 from pipeline.models.rrdb import RRDB
 from pipeline.models.sensor import backproject, upsample, wald_degrade
 from pipeline.train.fusion import holdout_cut
-from pipeline.train.fusion import read_scene as read_training_scene
+from pipeline.train.scenes import read_training_scene
 
 FACTOR = 4
 BP_ITERATIONS = 5
@@ -47,7 +48,8 @@ class RegressionGuide(nn.Module):
     """x4 regression SR of (B, 3, h, w) RGB reflectance -> (B, 3, 4h, 4w), consistent with its input.
 
     Brightness-relative (inputs divided by their mean, so L1C and L2A levels look alike); the learned part
-    is a residual over bicubic whose last conv starts at zero, so the untrained net is bicubic + back-projection.
+    is a residual over bicubic whose last conv starts at zero, so the untrained net is bicubic +
+    back-projection.
     """
 
     def __init__(self, nf: int = 32, blocks: int = 3) -> None:
@@ -76,7 +78,10 @@ def bicubic_bp(lr: torch.Tensor) -> torch.Tensor:
 
 
 def training_rgbs(dirs: list[str], holdout: str | None, frac: float) -> list[torch.Tensor]:
-    """(3, H, W) native RGB (B04 B03 B02) of each training scene; the --holdout scene cut to its training rows."""
+    """(3, H, W) native RGB (B04 B03 B02) of each training scene.
+
+    The --holdout scene is cut to its training rows.
+    """
     out = []
     for d in dirs:
         sc = read_training_scene(d)
@@ -87,7 +92,10 @@ def training_rgbs(dirs: list[str], holdout: str | None, frac: float) -> list[tor
 
 
 def sample_pairs(rgbs: list[torch.Tensor], n: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """n random (LR, HR) Wald pairs: HR crops of `size` px (flips / turns), LR = the sensor model's x4 degrade."""
+    """n random (LR, HR) Wald pairs.
+
+    HR: crops of `size` px (flips / turns); LR: the sensor model's x4 degrade.
+    """
     weights = torch.tensor([math.sqrt(r[0].numel()) for r in rgbs])
     crops = []
     for i in torch.multinomial(weights, n, replacement=True, generator=gen).tolist():
@@ -157,7 +165,8 @@ def score(model: nn.Module, scenes: list[str]) -> dict:
     print("| guide | guide RGB PSNR | 10m PSNR | 10m ERGAS | 20m ERGAS | 60m ERGAS | 12-band ERGAS |")
     print("|---|---|---|---|---|---|---|")
     for m, v in mean.items():
-        print(f"| {m} | {v['guide_psnr']:.2f} | {v['10m_psnr']:.2f} | {v['10m_ergas']:.3f} | {v['20m_ergas']:.3f} "
+        print(f"| {m} | {v['guide_psnr']:.2f} | {v['10m_psnr']:.2f} | {v['10m_ergas']:.3f} "
+            f"| {v['20m_ergas']:.3f} "
               f"| {v['60m_ergas']:.3f} | {v['all_ergas']:.3f} |")
     return {"mean": mean, "per_scene": per_scene}
 

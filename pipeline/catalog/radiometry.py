@@ -1,10 +1,13 @@
-"""DN -> surface reflectance for each item, from the item's own metadata. Pure.
+"""DN -> surface reflectance: the one rule every reader (STAC items, scene folders, training) applies. Pure.
 
-Rules, first match wins:
-1. The asset's `raster:bands[0].scale/offset` (STAC raster v1), or `raster:scale/raster:offset` (STAC 1.1).
-2. Otherwise scale 1e-4 and, for processing baseline >= 04.00, offset -0.1 (the -1000 DN BOA_ADD_OFFSET),
-   unless `earthsearch:boa_offset_applied` is true (the provider already removed it).
-DN 0 is nodata in every Sentinel-2 L2A product; it stays nodata (NaN) after scaling.
+A `Radiometry` (scale, offset, nodata) is resolved per band from the input's own metadata, first match wins:
+1. Declared scale/offset: the STAC asset's `raster:bands[0].scale/offset` (STAC raster v1) or
+   `raster:scale/raster:offset` (STAC 1.1); a GeoTIFF's own band scale/offset tags.
+2. Otherwise, for integer DNs, scale 1e-4 and, for processing baseline >= 04.00, offset -0.1 (the -1000 DN
+   BOA_ADD_OFFSET), unless `earthsearch:boa_offset_applied` is true (the provider already removed it).
+   Float GeoTIFFs without tags are reflectance already (scale 1, offset 0).
+DN 0 is nodata in every Sentinel-2 L2A product unless the input declares another nodata value; it stays
+nodata (NaN) after scaling. `to_reflectance` is the one conversion.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ class Radiometry:
     Attributes:
         scale: reflectance per DN.
         offset: reflectance added after scaling (-0.1 for baselines >= 04.00 not yet corrected).
-        nodata: the DN that marks no data.
-        source: which rule produced the values ("raster:bands", "raster:scale", "baseline>=04.00", "default").
+        nodata: the DN that marks no data (None: none; NaN DNs are nodata anyway).
+        source: which rule produced the values ("raster:bands", "raster:scale", "geotiff", "baseline>=04.00",
+            "default", "float").
     """
 
     scale: float
     offset: float
-    nodata: float = NODATA_DN
+    nodata: float | None = NODATA_DN
     source: str = "default"
 
 
@@ -63,16 +67,46 @@ def resolve_radiometry(item: dict[str, Any], asset_key: str) -> Radiometry:
     if "raster:scale" in asset or "raster:offset" in asset:
         return Radiometry(scale=float(asset.get("raster:scale", 1.0)), offset=float(asset.get("raster:offset", 0.0)),
                           nodata=nodata, source="raster:scale")
-    baseline = processing_baseline(item)
     applied = bool(item.get("properties", {}).get("earthsearch:boa_offset_applied", False))
-    if baseline is not None and baseline >= 4.0 and not applied:
+    return _default_radiometry(None if applied else processing_baseline(item), nodata)
+
+
+def _default_radiometry(baseline: float | None, nodata: float | None) -> Radiometry:
+    """Rule 2 for integer DNs: 1e-4, and the BOA offset from baseline 04.00 on."""
+    if baseline is not None and baseline >= 4.0:
         return Radiometry(scale=DEFAULT_SCALE, offset=BOA_OFFSET, nodata=nodata, source="baseline>=04.00")
     return Radiometry(scale=DEFAULT_SCALE, offset=0.0, nodata=nodata, source="default")
 
 
+def resolve_file_radiometry(
+    *, integer: bool, scale: float, offset: float, nodata: float | None, baseline: float | None = None
+) -> Radiometry:
+    """Scale/offset/nodata of one band of a GeoTIFF, from its own tags (the rules of the module docstring).
+
+    Args:
+        integer: the band holds integer DNs (False: float).
+        scale, offset: the band's scale/offset tags (GDAL reports 1 and 0 when the file declares none).
+        nodata: the file's nodata value, or None when it declares none (integer DN 0 is then nodata).
+        baseline: processing baseline of the product when known (e.g. from a `_N0400_` product name).
+    """
+    if scale != 1.0 or offset != 0.0:
+        return Radiometry(scale=scale, offset=offset, nodata=NODATA_DN if nodata is None and integer else nodata,
+                          source="geotiff")
+    if not integer:
+        return Radiometry(scale=1.0, offset=0.0, nodata=nodata, source="float")
+    return _default_radiometry(baseline, NODATA_DN if nodata is None else nodata)
+
+
 def to_reflectance(dn: np.ndarray, radiometry: Radiometry) -> np.ndarray:
-    """Convert DNs to float32 reflectance; nodata DNs (and NaN) become NaN."""
+    """Convert DNs to float32 reflectance, DN * scale + offset; nodata DNs (and NaN) become NaN.
+
+    Computed in float64 and rounded once to float32, so DN * 1e-4 equals the correctly rounded DN / 10000
+    for every uint16 DN (float32 arithmetic would differ in the last bit for about 30 % of them).
+    """
     dn = np.asarray(dn)
-    out = dn.astype(np.float32) * np.float32(radiometry.scale) + np.float32(radiometry.offset)
-    out[(dn == radiometry.nodata) | ~np.isfinite(dn.astype(np.float32))] = np.nan
-    return out
+    out = dn.astype(np.float64) * radiometry.scale + radiometry.offset
+    invalid = ~np.isfinite(out)
+    if radiometry.nodata is not None and not np.isnan(radiometry.nodata):
+        invalid |= dn == radiometry.nodata
+    out[invalid] = np.nan
+    return out.astype(np.float32)

@@ -1,16 +1,22 @@
-"""Read a scene folder of single-band Sentinel-2 GeoTIFFs into the three native band groups.
+"""Read a scene folder of single-band Sentinel-2 GeoTIFFs: the one reader of scene folders.
 
-A scene folder holds one GeoTIFF per band, named by band id: `B01.tif` ... `B12.tif`, `B8A.tif` (also
-accepted: `<anything>_B01.tif` as BigEarthNet names them, and `.tiff`). Pixel values become float32
-surface reflectance: integer digital numbers are multiplied by the file's scale and offset when it declares
-them, else divided by 10000 (the L2A quantification value); float files are taken as reflectance. The
-file's nodata value becomes NaN. The 10/20/60 m grids are intersected and snapped to the 60 m pixel
-grid, so the three groups nest exactly 1:2:6.
+Inference (`superres`, `eval`), fusion training and SR training all read scene folders here. A scene folder
+holds one GeoTIFF per band, named by band id: `B01.tif` ... `B12.tif`, `B8A.tif` (also accepted:
+`<anything>_B01.tif` as BigEarthNet names them, and `.tiff`). Pixel values become float32 surface
+reflectance through the one rule of `pipeline.catalog.radiometry`, resolved from each file's own tags:
+declared scale/offset, else DN / 10000 (minus 0.1 for a processing baseline >= 04.00 read from a
+`_N0400_`-style folder name); float files without tags are reflectance. The file's nodata value (DN 0 when
+an integer file declares none) becomes NaN. The 10/20/60 m grids are intersected and snapped to the 60 m
+pixel grid, so the three groups nest exactly 1:2:6.
+
+Every rasterio/GDAL failure to open or read a band file (empty, truncated, not a raster) is an AssetError
+naming the file.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +25,13 @@ import rasterio
 from rasterio.windows import Window
 
 from pipeline.bands import BAND_GROUPS
+from pipeline.catalog.radiometry import (
+    Radiometry,
+    processing_baseline,
+    resolve_file_radiometry,
+    to_reflectance,
+)
 from pipeline.errors import AssetError, DataError
-
-#: Digital numbers per unit reflectance of Sentinel-2 L2A products.
-QUANTIFICATION_VALUE: float = 10000.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,57 +59,129 @@ class Scene:
         return self.b10, self.b20, self.b60
 
 
-def find_band_file(folder: Path, band: str) -> Path:
-    """Path of `band`'s GeoTIFF in `folder`; raises AssetError naming what was looked for."""
+def _band_file_candidates(folder: Path, band: str) -> list[Path]:
+    """Files of `folder` named for `band`, by the first naming pattern that matches any."""
     for pattern in (f"{band}.tif", f"{band}.tiff", f"*_{band}.tif", f"*_{band}.tiff"):
         hits = sorted(folder.glob(pattern))
-        if len(hits) == 1:
-            return hits[0]
-        if len(hits) > 1:
-            raise AssetError(f"scene folder {str(folder)!r} has several files for {band}: {[h.name for h in hits]}")
-    raise AssetError(
-        f"scene folder {str(folder)!r} has no GeoTIFF for band {band} (looked for {band}.tif or *_{band}.tif); "
-        "a scene folder needs all 12 L2A bands B01-B12 and B8A at their native resolution"
+        if hits:
+            return hits
+    return []
+
+
+def has_band_files(folder: Path, bands: Sequence[str]) -> bool:
+    """Whether `folder` holds a file named for every band of `bands` (readable or not)."""
+    return all(_band_file_candidates(folder, b) for b in bands)
+
+
+def find_band_file(folder: Path, band: str) -> Path:
+    """Path of `band`'s GeoTIFF in `folder`; raises AssetError naming what was looked for."""
+    hits = _band_file_candidates(folder, band)
+    if len(hits) > 1:
+        raise AssetError(f"scene folder {str(folder)!r} has several files for {band}: {[h.name for h in hits]}")
+    if not hits:
+        raise AssetError(
+            f"scene folder {str(folder)!r} has no GeoTIFF for band {band} "
+            f"(looked for {band}.tif or *_{band}.tif); "
+            "a scene folder needs all 12 L2A bands B01-B12 and B8A at their native resolution"
+        )
+    return hits[0]
+
+
+def _unreadable(path: Path, exc: Exception) -> AssetError:
+    """The AssetError for a band file rasterio/GDAL cannot open or read: which file, why, what to do."""
+    if path.is_file() and path.stat().st_size == 0:
+        why = "is empty (0 bytes)"
+    elif "not recognized as" in str(exc) or "not a supported file format" in str(exc):
+        why = "is not a GeoTIFF (GDAL does not recognise its format)"
+    else:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        why = f"is truncated or corrupt (GDAL: {detail})"
+    return AssetError(f"band file {str(path)!r} {why}; replace it with a complete single-band GeoTIFF of that band")
+
+
+def _open(path: Path) -> rasterio.DatasetReader:
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioError as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _read_band(src: rasterio.DatasetReader, radiometry: Radiometry, window: Window | None = None) -> np.ndarray:
+    """Band 1 of `src` (within `window`) as float32 reflectance, NaN = nodata."""
+    try:
+        raw = src.read(1, window=window)
+    except rasterio.errors.RasterioError as exc:
+        raise _unreadable(Path(src.name), exc) from exc
+    return to_reflectance(raw, radiometry)
+
+
+def file_radiometry(src: rasterio.DatasetReader, band_index: int = 1, baseline: float | None = None) -> Radiometry:
+    """The `Radiometry` of one band of an open GeoTIFF, from its own scale/offset/nodata tags."""
+    i = band_index - 1
+    return resolve_file_radiometry(
+        integer=np.issubdtype(np.dtype(src.dtypes[i]), np.integer),
+        scale=float(src.scales[i]) if src.scales else 1.0,
+        offset=float(src.offsets[i]) if src.offsets else 0.0,
+        nodata=src.nodata,
+        baseline=baseline,
     )
 
 
-def to_reflectance(raw: np.ndarray, *, nodata: float | None, scale: float, offset: float) -> np.ndarray:
-    """Digital numbers (or reflectance) to float32 reflectance with NaN at `nodata`.
+def _folder_baseline(folder: Path) -> float | None:
+    """Processing baseline from a product-style folder name (`..._N0400_...`), else None."""
+    return processing_baseline({"id": folder.resolve().name})
 
-    Integer data: DN * scale + offset when the file declares a scale other than 1, else DN / 10000.
-    Float data: taken as reflectance (scale/offset applied when declared).
-    """
-    out = raw.astype(np.float64)
-    invalid = ~np.isfinite(out)
-    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
-        invalid |= raw == nodata
-    if scale != 1.0 or offset != 0.0:
-        out = out * scale + offset
-    elif np.issubdtype(raw.dtype, np.integer):
-        out = out / QUANTIFICATION_VALUE
-    out[invalid] = np.nan
-    return out.astype(np.float32)
+
+def _open_bands(folder: Path, bands: Sequence[str]) -> dict[str, rasterio.DatasetReader]:
+    if not folder.is_dir():
+        raise AssetError(f"scene folder {str(folder)!r} does not exist or is not a folder")
+    files = {band: find_band_file(folder, band) for band in bands}  # all names checked before any open
+    srcs: dict[str, rasterio.DatasetReader] = {}
+    try:
+        for band, path in files.items():
+            srcs[band] = _open(path)
+    except AssetError:
+        for src in srcs.values():
+            src.close()
+        raise
+    return srcs
 
 
 def read_scene(folder: str | Path) -> Scene:
     """Read the 12 band GeoTIFFs of a scene folder, cut to their common footprint on the 60 m grid.
 
     Raises:
-        AssetError: a band file is missing or unreadable.
+        AssetError: a band file is missing, or cannot be opened or read (empty, truncated, not a raster).
         DataError: the bands do not share a CRS, their pixel sizes are not 1:2:6, or they do not overlap.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise AssetError(f"scene folder {str(folder)!r} does not exist or is not a folder")
-    srcs = {}
-    try:
-        for group in BAND_GROUPS:
-            for band in group.bands:
-                srcs[band] = rasterio.open(find_band_file(folder, band))
-    except rasterio.errors.RasterioIOError as exc:
-        raise AssetError(f"cannot read a band GeoTIFF of {str(folder)!r}: {exc}") from exc
+    srcs = _open_bands(folder, [band for group in BAND_GROUPS for band in group.bands])
     try:
         return _read_aligned(folder, srcs)
+    finally:
+        for src in srcs.values():
+            src.close()
+
+
+def read_bands(folder: str | Path, bands: Sequence[str]) -> np.ndarray:
+    """Read some bands of one grid (e.g. the 10 m B04 B03 B02) of a scene folder, whole.
+
+    Returns:
+        (len(bands), H, W) float32 reflectance, NaN = nodata.
+
+    Raises:
+        AssetError: a band file is missing, or cannot be opened or read.
+        DataError: the bands do not share one grid (CRS, transform and size).
+    """
+    folder = Path(folder)
+    srcs = _open_bands(folder, bands)
+    try:
+        grids = {(str(s.crs), tuple(s.transform)[:6], s.shape) for s in srcs.values()}
+        if len(grids) != 1:
+            raise DataError(f"bands {list(bands)} of {str(folder)!r} are not on one grid; give bands of one resolution")
+        baseline = _folder_baseline(folder)
+        return np.stack([_read_band(s, file_radiometry(s, baseline=baseline)) for s in srcs.values()])
     finally:
         for src in srcs.values():
             src.close()
@@ -118,7 +199,8 @@ def _read_aligned(folder: Path, srcs: dict) -> Scene:
             if not (math.isclose(abs(t.a), want, rel_tol=1e-6) and math.isclose(abs(t.e), want, rel_tol=1e-6)):
                 raise DataError(
                     f"{band} of {str(folder)!r} has {abs(t.a):g} m pixels, expected {want:g} m "
-                    f"({group.factor_to_10m}x the {res10:g} m of B02): the evaluation needs every band at its "
+                    f"({group.factor_to_10m}x the {res10:g} m of B02): "
+                    "the evaluation needs every band at its "
                     "native resolution (1:2:6)"
                 )
             if t.b != 0 or t.d != 0 or t.e > 0:
@@ -136,6 +218,7 @@ def _read_aligned(folder: Path, srcs: dict) -> Scene:
     n60y = math.floor((top - bottom) / res60 + 1e-6)
     if n60x < 1 or n60y < 1:
         raise DataError(f"the bands of {str(folder)!r} do not overlap by one 60 m pixel")
+    baseline = _folder_baseline(folder)
     arrays = []
     for group in BAND_GROUPS:
         k = group.factor_to_10m
@@ -148,10 +231,7 @@ def _read_aligned(folder: Path, srcs: dict) -> Scene:
                 raise DataError(f"{band} of {str(folder)!r} is not on the 60 m pixel grid of B01 (offset {col:.3f} px)")
             size = (n60y * 6 // k, n60x * 6 // k)
             win = Window(round(col), round(row), size[1], size[0])
-            raw = src.read(1, window=win)
-            scale = float(src.scales[0]) if src.scales else 1.0
-            offset = float(src.offsets[0]) if src.offsets else 0.0
-            stack.append(to_reflectance(raw, nodata=src.nodata, scale=scale, offset=offset))
+            stack.append(_read_band(src, file_radiometry(src, baseline=baseline), win))
         arrays.append(np.stack(stack))
     transform = (res10, 0.0, left, 0.0, -res10, top)
     return Scene(name=folder.name, b10=arrays[0], b20=arrays[1], b60=arrays[2],
@@ -189,13 +269,10 @@ def read_product(path: str | Path) -> Product:
             desc = list(src.descriptions)
             order = [desc.index(b) for b in S2_BANDS] if set(S2_BANDS) <= set(desc) else list(range(len(S2_BANDS)))
             raw = src.read()
-            arrays = [
-                to_reflectance(raw[i], nodata=src.nodata, scale=float(src.scales[i]), offset=float(src.offsets[i]))
-                for i in order
-            ]
+            arrays = [to_reflectance(raw[i], file_radiometry(src, i + 1)) for i in order]
             t = src.transform
             return Product(path=str(path), data=np.stack(arrays), crs=str(src.crs), transform=(t.a, t.b, t.c, t.d, t.e, t.f))
-    except rasterio.errors.RasterioIOError as exc:
+    except rasterio.errors.RasterioError as exc:
         raise AssetError(f"cannot read SR product {str(path)!r}: {exc}") from exc
 
 

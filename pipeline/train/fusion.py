@@ -32,18 +32,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from pipeline.bands import BAND_GROUPS, NATIVE_GSD_M, RGB_BANDS, S2_BANDS
+from pipeline.bands import BAND_GROUPS, NATIVE_GSD_M, RGB_BANDS
 from pipeline.errors import ConfigError, TrainingDataError
 from pipeline.models.fusion.config import PRESETS, FusionNetConfig, preset_configs
 from pipeline.models.fusion.model import BUNDLE_KIND, FusionModel, load_fusion_model, save_fusion_model
+from pipeline.train.scenes import drop_nodata_border, read_training_scene
 from pipeline.train.srguide import SRGuide, load_sr_guides, make_sr_guide, save_sr_guides
 from pipeline.train.wald import WaldCrops, WaldPair, make_wald_pair, min_scene_size_10m, sample_crops
-
-#: Reflectance = DN / DN_SCALE (L2A without BOA offset, and L1C TOA).
-DN_SCALE = 10000.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,74 +142,6 @@ class FusionTrainConfig:
         return preset_configs(self.preset, **overrides)
 
 
-def _band_file(folder: Path, band: str) -> Path:
-    hits = sorted(p for p in folder.glob("*.tif") if p.stem.endswith(band) and not p.stem.endswith("_" + band + "_"))
-    hits = [p for p in hits if p.stem == band or p.stem.endswith("_" + band)]
-    if not hits:
-        raise TrainingDataError(f"scene folder '{folder}' has no GeoTIFF for band {band} (expected '*{band}.tif')")
-    return hits[0]
-
-
-def read_scene(folder: str | Path) -> dict[str, torch.Tensor]:
-    """Read the 12 bands of a scene, cropped to their common extent on nested 10/20/60 m grids.
-
-    Args:
-        folder: one GeoTIFF per band (`B01.tif` or `<name>_B01.tif`); grids may be coarser than native
-            as long as the 1:2:6 ratios hold (e.g. the 100/200/600 m Western Sahara tile).
-
-    Returns:
-        band -> (1, 1, h_b, w_b) float32 reflectance (DN / 10000); the 10 m side h is a multiple of 6 and
-        h_20 = h / 2, h_60 = h / 6.
-    """
-    import rasterio
-    from rasterio.windows import Window
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise TrainingDataError(f"training scene '{folder}' is not a folder; pass --data with scene folders")
-    files = {b: _band_file(folder, b) for b in S2_BANDS}
-    meta = {}
-    for b, f in files.items():
-        with rasterio.open(f) as r:
-            meta[b] = (r.transform, r.width, r.height)
-    r10 = meta["B02"][0].a
-    for b, (t, w, h) in meta.items():
-        ratio = NATIVE_GSD_M[b] // 10
-        if not math.isclose(t.a, r10 * ratio, rel_tol=1e-6) or not math.isclose(-t.e, r10 * ratio, rel_tol=1e-6):
-            raise TrainingDataError(f"band {b} of '{folder}' has pixel size {t.a}, expected {r10 * ratio} (1:2:6 ratios)")
-    left = max(t.c for t, _, _ in meta.values())
-    top = min(t.f for t, _, _ in meta.values())
-    right = min(t.c + w * t.a for t, w, _ in meta.values())
-    bottom = max(t.f + h * t.e for t, _, h in meta.values())
-
-    def on_all_grids(x: float, y: float) -> bool:
-        return all(
-            abs(((x - t.c) / t.a) - round((x - t.c) / t.a)) < 1e-6 and abs(((t.f - y) / -t.e) - round((t.f - y) / -t.e)) < 1e-6
-            for t, _, _ in meta.values()
-        )
-
-    start = next(((left + i * r10, top - j * r10) for i in range(12) for j in range(12)
-                  if on_all_grids(left + i * r10, top - j * r10)), None)
-    if start is None:
-        raise TrainingDataError(f"the band grids of '{folder}' are not nested (no common 60 m pixel corner)")
-    x0, y0 = start
-    n_w = int((right - x0) // (6 * r10)) * 6
-    n_h = int((y0 - bottom) // (6 * r10)) * 6
-    if n_w < 6 or n_h < 6:
-        raise TrainingDataError(f"the bands of '{folder}' share no common extent")
-    out: dict[str, torch.Tensor] = {}
-    for b, f in files.items():
-        t, _, _ = meta[b]
-        k = NATIVE_GSD_M[b] // 10
-        col, row = round((x0 - t.c) / t.a), round((t.f - y0) / -t.e)
-        with rasterio.open(f) as r:
-            a = r.read(1, window=Window(col, row, n_w // k, n_h // k)).astype(np.float32) / DN_SCALE
-        if a.shape != (n_h // k, n_w // k):
-            raise TrainingDataError(f"band {b} of '{folder}' could not be read on the common grid")
-        out[b] = torch.from_numpy(a)[None, None]
-    return out
-
-
 def _crop_to(scene: dict[str, torch.Tensor], mult: int) -> dict[str, torch.Tensor] | None:
     """Crop a scene so the 10 m side is a multiple of `mult`; None when too small."""
     h, w = scene["B02"].shape[-2:]
@@ -239,7 +168,10 @@ def holdout_cut(scene: dict[str, torch.Tensor], frac: float) -> dict[str, torch.
 
 
 def sr_weights_digest(weights: str | None) -> str:
-    """Digest of the SR weights' files: the cached guides go stale when the weights change, not only their path."""
+    """Digest of the SR weights' files.
+
+    The cached guides go stale when the weights change, not only their path.
+    """
     from pipeline.models.diffusion.model import DEFAULT_WEIGHTS
 
     folder = Path(weights) if weights is not None else DEFAULT_WEIGHTS
@@ -327,11 +259,13 @@ class WaldSampler:
             if not usable:
                 raise TrainingDataError(
                     f"no training scene is large enough for the {g.name} group (10 m side >= "
-                    f"{max(min_scene_size_10m(cfg), crop * g.factor_to_10m)} px at --crop {crop}); add a larger scene, "
+                    f"{max(min_scene_size_10m(cfg), crop * g.factor_to_10m)} px at --crop {crop}); "
+                    "add a larger scene, "
                     f"lower --crop, or leave the group out with --groups"
                 )
             self.scenes[g.name] = usable
-            # Scenes drawn with probability ~ sqrt(area): big scenes dominate less, tiny patches are not overused.
+            # Scenes drawn with probability ~ sqrt(area): big scenes dominate less, tiny patches are not
+            # overused.
             self.weights[g.name] = torch.tensor([math.sqrt(s["B02"].numel()) for s in usable.values()])
         self.pairs: dict[str, list[WaldPair]] = {}
         self.sr_pairs: dict[str, list[WaldPair | None]] = {}
@@ -376,8 +310,8 @@ def _seed(*parts: int) -> int:
 
 
 def load_training_scenes(cfg: FusionTrainConfig) -> dict[str, dict[str, torch.Tensor]]:
-    """Read every --data scene; the --holdout scene is cut to its training rows."""
-    scenes = {d: read_scene(d) for d in cfg.data}
+    """Read every --data scene (nodata border cut off); the --holdout scene is cut to its training rows."""
+    scenes = {d: drop_nodata_border(read_training_scene(d), d) for d in cfg.data}
     if cfg.holdout is not None:
         scenes[cfg.holdout] = holdout_cut(scenes[cfg.holdout], cfg.holdout_frac)
     return scenes

@@ -1,13 +1,14 @@
 """High-resolution RGB training sources for the SR model and the synthetic LR pairs made from them.
 
 Two kinds of folders are recognised (searched recursively):
-- **Sentinel-2 scenes**: a folder holding B04, B03, B02 as `B04.tif` or `<anything>_B04.tif`
-  (uint16 DN, reflectance = DN / 10000). Their 10 m RGB is the HR target; the LR input is made by
-  the synthetic degradation x4 (Wald).
+- **Sentinel-2 scenes**: a folder holding B04, B03, B02 as `B04.tif` or `<anything>_B04.tif`, read by
+  the scene-folder reader of inference (`pipeline.io.scene_files`: same radiometry, nodata = NaN). Their
+  10 m RGB is the HR target; the LR input is made by the synthetic degradation x4 (Wald).
 - **HR RGB images** (NAIP, WorldStrat, SEN2NAIP, ...): any other GeoTIFF with >= 3 bands; the
   first three bands are R, G, B. 8-bit DN are scaled by 1/255 and harmonised to Sentinel-2-like
   reflectance with the per-channel power law of paper eq. (9) (gammas jittered by +-10 %).
-Pixels equal to 0 in any band are treated as nodata; patches are drawn only where all are valid.
+Nodata (NaN in a scene, DN 0 in an HR image) in any band excludes a pixel; patches are drawn only where
+all pixels are valid.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 
 from pipeline.bands import RGB_BANDS
 from pipeline.errors import TrainingDataError
+from pipeline.io.scene_files import find_band_file, has_band_files, read_bands
 from pipeline.models.degradation import (
     NAIP_TO_S2_GAMMA,
     DegradationParams,
@@ -55,13 +57,6 @@ def _read(path: Path) -> np.ndarray:
         return ds.read()
 
 
-def _band_file(folder: Path, band: str) -> Path | None:
-    for f in sorted(folder.iterdir()):
-        if f.suffix.lower() in (".tif", ".tiff") and re.fullmatch(rf"(.*_)?{band}", f.stem):
-            return f
-    return None
-
-
 def _valid_corners(valid: np.ndarray, patch: int) -> np.ndarray:
     """Corners (i, j) whose patch x patch window is fully valid (integral image)."""
     h, w = valid.shape
@@ -88,16 +83,12 @@ def discover_sources(dirs: list[str | Path], patch: int) -> list[HRSource]:
         folders += [p for p in sorted(root.rglob("*")) if p.is_dir()] if root.is_dir() else []
         s2_files: set[Path] = set()
         for folder in folders:
-            files = [_band_file(folder, b) for b in RGB_BANDS]
-            if all(files):
-                img = np.stack([_read(f)[0] for f in files]).astype(np.float32)  # type: ignore[arg-type]
-                s2_files.update(files)  # type: ignore[arg-type]
-                valid = (img > 0).all(0)
-                corners = _valid_corners(valid, patch)
+            if has_band_files(folder, RGB_BANDS):
+                img = read_bands(folder, RGB_BANDS)
+                s2_files.update(find_band_file(folder, b) for b in RGB_BANDS)
+                corners = _valid_corners(np.isfinite(img).all(0), patch)
                 if len(corners):
-                    sources.append(
-                        HRSource(name=str(folder), kind="s2", image=img / 10000.0, valid_corners=corners)
-                    )
+                    sources.append(HRSource(name=str(folder), kind="s2", image=img, valid_corners=corners))
         tifs = (
             [root]
             if root.is_file()
@@ -120,7 +111,8 @@ def discover_sources(dirs: list[str | Path], patch: int) -> list[HRSource]:
                 sources.append(HRSource(name=str(f), kind="hr_rgb", image=img / scale, valid_corners=corners))
     if not sources:
         raise TrainingDataError(
-            f"no usable training image under {[str(d) for d in dirs]}: expected Sentinel-2 scene folders with "
+            f"no usable training image under {[str(d) for d in dirs]}: "
+            "expected Sentinel-2 scene folders with "
             f"B04/B03/B02 GeoTIFFs or HR RGB GeoTIFFs (>= 3 bands) of at least {patch}x{patch} valid pixels; "
             "point --data at such folders"
         )

@@ -9,7 +9,13 @@ import pytest
 
 from pipeline.bands import S2_BANDS
 from pipeline.catalog.assets import map_band_assets
-from pipeline.catalog.radiometry import Radiometry, processing_baseline, resolve_radiometry, to_reflectance
+from pipeline.catalog.radiometry import (
+    Radiometry,
+    processing_baseline,
+    resolve_file_radiometry,
+    resolve_radiometry,
+    to_reflectance,
+)
 from pipeline.errors import AssetError
 from tests.conftest import CATALOG, STAC_ITEMS
 
@@ -87,3 +93,28 @@ def test_nodata_stays_nodata_after_scaling():
     refl = to_reflectance(dn, Radiometry(scale=1e-4, offset=-0.1))
     assert np.isnan(refl[0, 0])
     assert refl[0, 1] == pytest.approx(0.0, abs=1e-6) and refl[1, 0] == pytest.approx(0.05, abs=1e-6)
+
+
+def test_every_uint16_dn_converts_to_the_correctly_rounded_dn_over_10000():
+    dn = np.arange(2**16, dtype=np.uint16)
+    refl = to_reflectance(dn, Radiometry(scale=1e-4, offset=0.0, nodata=None))
+    np.testing.assert_array_equal(refl, (dn.astype(np.float64) / 10000.0).astype(np.float32))
+    # a baseline-04.00 DN (+1000) with the -0.1 offset gives the same number as the old product's DN
+    shifted = to_reflectance(dn[: 2**16 - 1000] + np.uint16(1000), Radiometry(scale=1e-4, offset=-0.1, nodata=None))
+    np.testing.assert_array_equal(shifted, refl[: 2**16 - 1000])
+
+
+@pytest.mark.parametrize(
+    "integer,scale,offset,nodata,baseline,expected",
+    [
+        (True, 1.0, 0.0, None, None, (1e-4, 0.0, 0, "default")),
+        (True, 1.0, 0.0, None, 4.0, (1e-4, -0.1, 0, "baseline>=04.00")),
+        (True, 1.0, 0.0, None, 2.12, (1e-4, 0.0, 0, "default")),
+        (True, 1e-4, -0.1, 0.0, 2.12, (1e-4, -0.1, 0, "geotiff")),  # declared tags win
+        (True, 2e-5, 0.0, 65535.0, None, (2e-5, 0.0, 65535, "geotiff")),
+        (False, 1.0, 0.0, None, None, (1.0, 0.0, None, "float")),
+    ],
+)
+def test_a_geotiffs_own_tags_resolve_by_the_stac_rules(integer, scale, offset, nodata, baseline, expected):
+    r = resolve_file_radiometry(integer=integer, scale=scale, offset=offset, nodata=nodata, baseline=baseline)
+    assert (r.scale, r.offset, r.nodata, r.source) == expected

@@ -11,20 +11,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.cli.train import fusion_parser
 from pipeline.errors import ConfigError, TrainingDataError
 from pipeline.models.fusion import preset_configs
-from pipeline.models.fusion.srguide import load_sr_guides, make_sr_guide, super_resolve_rgb
-from pipeline.models.fusion.wald import make_wald_pair, min_scene_size_10m
 from pipeline.models.sensor import upsample
 from pipeline.train.fusion import (
     FusionTrainConfig,
     WaldSampler,
     _crop_to,
-    build_parser,
     holdout_cut,
     prepare_sr_guides,
-    read_scene,
 )
+from pipeline.train.scenes import read_training_scene
+from pipeline.train.srguide import load_sr_guides, make_sr_guide, super_resolve_rgb
+from pipeline.train.wald import make_wald_pair, min_scene_size_10m
 
 REPO = Path(__file__).resolve().parents[2]
 AUSTRIA = REPO / "data/samples/catalog/S2A_MSIL2A_20170613T101031_87_48"
@@ -45,7 +45,7 @@ class FakeSR:
 
 @pytest.fixture(scope="module")
 def scene() -> dict[str, torch.Tensor]:
-    return read_scene(AUSTRIA)
+    return read_training_scene(AUSTRIA)
 
 
 @pytest.mark.parametrize("group,side", [("10m", 120), ("20m", 56)])
@@ -60,7 +60,7 @@ def test_sr_guide_lands_on_the_group_grid_and_feeds_the_pair(scene, group: str, 
     assert pair.guide.shape == plain.guide.shape == (1, 3, side, side)
     # guide = the SR (MARK reflectance above the native-derived guide), in normalised units
     from pipeline.bands import RGB_BANDS
-    from pipeline.models.fusion.wald import normalise
+    from pipeline.models.fusion.normalise import normalise
 
     assert torch.allclose(pair.guide, normalise(g.sr, RGB_BANDS), atol=1e-6)
     # R, G, B inputs are the SR's own degraded RGB, upsampled onto the group grid
@@ -146,7 +146,7 @@ def test_holdout_cut_keeps_whole_60m_blocks(scene) -> None:
 
 
 def test_cli_flags_reach_the_config(tmp_path: Path) -> None:
-    a = build_parser().parse_args(["--data", str(AUSTRIA), "--out", str(tmp_path), "--sr-guide", str(tmp_path / "c"),
+    a = fusion_parser()[0].parse_args(["--data", str(AUSTRIA), "--out", str(tmp_path), "--sr-guide", str(tmp_path / "c"),
                                    "--sr-guide-prob", "0.6", "--sr-guide-steps", "5", "--holdout", str(AUSTRIA)])
     assert a.sr_guide_prob == 0.6 and a.sr_guide_steps == 5 and a.sr_guide_draws == 3 and a.holdout_frac == 0.2
     with pytest.raises(ConfigError, match="sr-guide-prob"):
@@ -159,7 +159,7 @@ def test_trunk_stride_override_and_mixed_strides_round_trip(tmp_path: Path) -> N
     """`--trunk-stride` changes the trained nets' trunk grid; nets of different strides load as one model."""
     from pipeline.models.fusion import FusionModel, load_fusion_model, save_fusion_model
 
-    a = build_parser().parse_args(["--data", str(AUSTRIA), "--out", str(tmp_path), "--trunk-stride", "1"])
+    a = fusion_parser()[0].parse_args(["--data", str(AUSTRIA), "--out", str(tmp_path), "--trunk-stride", "1"])
     cfg = FusionTrainConfig(data=(str(AUSTRIA),), trunk_stride=a.trunk_stride)
     assert {g: c.trunk_stride for g, c in cfg.net_configs().items()} == {"10m": 1, "20m": 1, "60m": 1}
     assert FusionTrainConfig(data=(str(AUSTRIA),)).net_configs()["60m"].trunk_stride == 2  # the preset's

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from pipeline.errors import TrainingDataError
+from pipeline.errors import AssetError, TrainingDataError
 from pipeline.models.fusion import preset_configs
-from pipeline.models.fusion.wald import make_wald_pair, min_scene_size_10m, sample_crops
 from pipeline.models.sensor import upsample
-from pipeline.train.fusion import WaldSampler, _crop_to, lr_factor, read_scene
+from pipeline.train.fusion import WaldSampler, _crop_to, lr_factor
+from pipeline.train.scenes import read_training_scene
+from pipeline.train.wald import make_wald_pair, min_scene_size_10m, sample_crops
 
 REPO = Path(__file__).resolve().parents[2]
 AUSTRIA = REPO / "data/samples/catalog/S2A_MSIL2A_20170613T101031_87_48"  # a training scene of SPLIT.md
@@ -20,7 +22,7 @@ SAHARA = REPO / "data/samples/scenes/western_sahara_29rkh_100m_crop"  # 100/200/
 
 @pytest.fixture(scope="module")
 def scene() -> dict[str, torch.Tensor]:
-    return read_scene(AUSTRIA)
+    return read_training_scene(AUSTRIA)
 
 
 def test_read_scene_gives_nested_grids_in_reflectance(scene: dict[str, torch.Tensor]) -> None:
@@ -30,9 +32,10 @@ def test_read_scene_gives_nested_grids_in_reflectance(scene: dict[str, torch.Ten
 
 
 def test_read_scene_names_the_missing_band(tmp_path: Path) -> None:
-    (tmp_path / "B02.tif").write_bytes(b"")
-    with pytest.raises(TrainingDataError, match="no GeoTIFF for band B01"):
-        read_scene(tmp_path)
+    shutil.copytree(AUSTRIA, tmp_path / "scene")
+    (tmp_path / "scene" / "B01.tif").unlink()
+    with pytest.raises(AssetError, match="no GeoTIFF for band B01"):
+        read_training_scene(tmp_path / "scene")
 
 
 @pytest.mark.parametrize("group,side", [("10m", 120), ("20m", 56)])
@@ -77,7 +80,7 @@ def test_crops_carry_the_measured_bands_under_them(scene: dict[str, torch.Tensor
 
 
 def test_sampler_refuses_a_group_without_a_large_enough_scene() -> None:
-    scenes = {"sahara": read_scene(SAHARA)}
+    scenes = {"sahara": read_training_scene(SAHARA)}
     with pytest.raises(TrainingDataError, match="60m group"):
         WaldSampler(scenes, preset_configs("small"), 24, torch.Generator().manual_seed(0))
     cfgs = {k: v for k, v in preset_configs("small").items() if k != "60m"}
