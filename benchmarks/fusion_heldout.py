@@ -118,7 +118,10 @@ def make_superresolver(fusion, sr, sr_steps: int, sr_cache: str | None = None, s
 
 def run_scenes(folders: list[str], methods: list[str], superresolve, native: dict,
                row_frac: tuple[float, float] | None = None) -> list:
-    """Wald x4 of every method on each scene (rows `row_frac` only when given); sets `native["rgb"]` per scene."""
+    """Wald x4 of every method on each scene (rows `row_frac` only when given).
+
+    Sets `native["rgb"]` per scene.
+    """
     results = []
     for folder in folders:
         scene = read_scene(folder)
@@ -157,7 +160,8 @@ def cost_table(side10: int = 12) -> None:
     x = (torch.rand(1, 4, side10, side10, generator=g), torch.rand(1, 6, side10 // 2, side10 // 2, generator=g),
          torch.rand(1, 2, side10 // 6, side10 // 6, generator=g), torch.rand(1, 3, 4 * side10, 4 * side10, generator=g))
     mpix = (4 * side10) ** 2 / 1e6
-    print(f"| preset | trunk stride | params (3 nets) | GFLOP / output Mpx | s per {4 * side10}x{4 * side10} output, 1 thread |")
+    print(f"| preset | trunk stride | params (3 nets) | GFLOP / output Mpx "
+        f"| s per {4 * side10}x{4 * side10} output, 1 thread |")
     print("|---|---|---|---|---|")
     for preset in ("paper", "small"):
         for stride in (1, 2, 4):
@@ -168,7 +172,8 @@ def cost_table(side10: int = 12) -> None:
             model.fuse(*x)
             dt = time.perf_counter() - t0
             n = sum(p.numel() for p in model.parameters())
-            print(f"| {preset} | {stride} | {n / 1e6:.2f} M | {fc.get_total_flops() / 1e9 / mpix:.0f} | {dt:.2f} |")
+            print(f"| {preset} | {stride} | {n / 1e6:.2f} M "
+                f"| {fc.get_total_flops() / 1e9 / mpix:.0f} | {dt:.2f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,14 +213,16 @@ def main(argv: list[str] | None = None) -> int:
             vals = [r.methods[m].groups[grp] for r in results]
             agg[grp] = {k: float(np.mean([v[k] for v in vals])) for k in ("psnr", "ssim", "sam_deg", "ergas")}
         rows[m] = agg
-    print(f"Wald x4 on {len(results)} held-out scene(s): {', '.join(r.scene for r in results)}  ({time.time() - t0:.0f} s)")
+    print(f"Wald x4 on {len(results)} held-out scene(s): {', '.join(r.scene for r in results)}  "
+        f"({time.time() - t0:.0f} s)")
     print("| method | 10m PSNR | 10m SSIM | 10m SAM | 10m ERGAS | 20m PSNR | 20m SSIM | 20m SAM | 20m ERGAS "
           "| 60m PSNR | 60m SSIM | 60m SAM | 60m ERGAS | all PSNR | all SSIM | all ERGAS (12 bands) |")
     print("|---" * 17 + "|")
     for m, g in rows.items():
         cells = [f"{g[k]['psnr']:.2f} | {g[k]['ssim']:.4f} | {g[k]['sam_deg']:.3f} | {g[k]['ergas']:.3f}"
                  for k in ("10m", "20m", "60m")]
-        print(f"| {m} | {' | '.join(cells)} | {g['all']['psnr']:.2f} | {g['all']['ssim']:.4f} | {g['all']['ergas']:.3f} |")
+        print(f"| {m} | {' | '.join(cells)} | {g['all']['psnr']:.2f} | {g['all']['ssim']:.4f} "
+            f"| {g['all']['ergas']:.3f} |")
     print("guide RGB PSNR vs the native RGB (dB): " + ", ".join(
         f"{m} {float(np.mean(v)):.2f}" for m, v in guide_psnr.items()))
     per_scene = {r.scene: {m: r.methods[m].groups for m in methods} for r in results}

@@ -106,7 +106,8 @@ def test_band_scores_has_every_metric():
 
 def test_ssim_matches_scikit_image_on_a_real_band():
     """Golden value: skimage 0.26 structural_similarity(gaussian_weights=True, sigma=1.5,
-    use_sample_covariance=False, data_range=1) of the held-out Finland B08 against itself rolled by (1, -2) px."""
+    use_sample_covariance=False, data_range=1) of the held-out Finland B08 against itself rolled by
+    (1, -2) px."""
     from pathlib import Path
 
     from pipeline.io.scene_files import read_scene

@@ -77,7 +77,10 @@ def test_crop_keeps_the_grids_nested():
 
 
 def _oracle(scene):
-    """A 'method' that returns the native 10 m bands (20/60 m by pixel repetition) on the 4x grid of the LR input."""
+    """A 'method' that returns the native 10 m bands (20/60 m by pixel repetition).
+
+    On the 4x grid of the LR input.
+    """
 
     def superresolve(b10, b20, b60, method, *, seed=0):
         rep = {"10m": 1, "20m": 2, "60m": 6}
