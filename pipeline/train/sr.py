@@ -94,7 +94,8 @@ class SRTask:
             src = load_sr_model(self.cfg.init_from)
             if src.config.to_json() | {"preset": ""} != self.cfg.model.to_json() | {"preset": ""}:
                 raise ConfigError(
-                    f"--init-from '{self.cfg.init_from}' holds a {src.config.preset!r} network that differs from the "
+                    f"--init-from '{self.cfg.init_from}' holds a {src.config.preset!r} network "
+                    "that differs from the "
                     f"requested {self.cfg.model.preset!r} one; drop --preset or pick matching weights"
                 )
             model.load_state_dict(inference_state_dict(src), strict=False)
@@ -150,7 +151,10 @@ class SRTask:
 
 
 def train_sr(cfg: SRTrainConfig, launch_cfg: LaunchConfig) -> LaunchResult:
-    """Check the data (and --init-from) on the driver (fail fast with a clear message), then launch Ray Train."""
+    """Check the data (and --init-from) on the driver, then launch Ray Train.
+
+    Checking on the driver fails fast, with a clear message.
+    """
     discover_sources(list(cfg.data), cfg.patch)
     if cfg.init_from:
         SRTask(cfg, launch_cfg.steps).build_model()
