@@ -45,6 +45,8 @@ test-slow: setup
 lint: setup
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/python -m ruff check pipeline tests infra benchmarks
+	$(BIN)/python -m ruff format --check pipeline tests infra benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf out .pytest_cache

@@ -58,7 +58,9 @@ def bare_compute(manifest: dict, *, repeats: int = 3) -> dict:
     tiles = int(manifest["tiles"]) - int(manifest.get("tiles_empty", 0))
     solver = get_method(method, options)
     b10, b20, b60 = real_windows(window, min(batch, max(1, tiles)))
-    t = median_time(lambda: predict_tiles(solver, b10, b20, b60, seed=0), repeats=repeats, warmup=1)
+    t = median_time(
+        lambda: predict_tiles(solver, b10, b20, b60, seeds=range(len(b10))), repeats=repeats, warmup=1
+    )
     n_batches = math.ceil(tiles / batch)
     return {
         "method": method,
