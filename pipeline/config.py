@@ -1,4 +1,8 @@
-"""The job configuration: one frozen dataclass per concern, composed into `RunConfig`.
+"""The job configuration: one frozen dataclass per concern, composed into `RunConfig` (or `PlanRunConfig`).
+
+Every field is validated at construction and a bad value raises `ConfigError` naming its flag, so the CLI
+fails before any search, ingest or model load. The dataclass defaults are the CLI's defaults (one source).
+This module imports nothing heavy (no torch, rasterio, zarr or ray): the CLI imports it before anything else.
 
 The resolved config is written into every output's manifest, and its pixel-relevant part fingerprints the
 job so that a rerun into the same `--out` resumes it, and a different job is refused.
@@ -9,24 +13,72 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 
-from pipeline.catalog.query import SearchQuery
+from pipeline.catalog.query import CatalogOptions, SearchQuery
 from pipeline.errors import ConfigError
-from pipeline.inference.methods import METHODS, MethodOptions
-from pipeline.io.cog import DTYPES
+from pipeline.models.checkpoint import check_fusion_weights, check_sr_weights
+from pipeline.tiling.grid import GRID_MULTIPLE
 
+#: The super-resolution methods: the learned DiffFuSR and two baselines (pipeline.inference.methods).
+METHODS: tuple[str, ...] = ("difffusr", "gs", "bicubic")
 DEFAULT_METHOD = "difffusr"
+#: GeoTIFF/COG value types: "uint16" reflectance x 10000 (nodata 0), or "float32" reflectance (nodata NaN).
+DTYPES: tuple[str, ...] = ("uint16", "float32")
+#: Steps of the diffusion schedule (T); DDIM may take at most this many.
+SCHEDULE_STEPS = 1000
+#: Largest seed (32 bits): tile seeds are seed + tile index, and must stay valid generator seeds.
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodOptions:
+    """Options of the learned method (ignored by the baselines).
+
+    Attributes:
+        sr_weights: diffusion SR checkpoint folder (None: the shipped small model).
+        fusion_weights: fusion checkpoint folder (None: the shipped small model).
+        steps: DDIM sampling steps of the diffusion SR.
+        device: torch device string ("cpu", "cuda").
+    """
+
+    sr_weights: str | None = None
+    fusion_weights: str | None = None
+    steps: int = 20
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.steps <= SCHEDULE_STEPS:
+            raise ConfigError(f"--steps {self.steps} must be between 1 and {SCHEDULE_STEPS} "
+                              f"(the schedule has T = {SCHEDULE_STEPS})")
+        # Weights are checked here, on the driver, so that a wrong folder fails before any search or ingest
+        # (cheap: JSON files and the safetensors header only).
+        if self.sr_weights is not None:
+            check_sr_weights(self.sr_weights)
+        if self.fusion_weights is not None:
+            check_fusion_weights(self.fusion_weights)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TilingConfig:
     """Attributes:
     core: tile core side, 10 m pixels (multiple of 6); 96 px = 960 m = 384 output pixels.
-    halo: context/blend margin on each side, 10 m pixels (multiple of 6).
+    halo: context/blend margin on each side, 10 m pixels (multiple of 6, at most half the core).
     """
 
     core: int = 96
     halo: int = 12
+
+    def __post_init__(self) -> None:
+        if self.core < GRID_MULTIPLE or self.core % GRID_MULTIPLE:
+            raise ConfigError(
+                f"--tile-size {self.core} must be a positive multiple of {GRID_MULTIPLE} 10 m pixels "
+                "(60 m pixels must nest exactly), e.g. 96"
+            )
+        if self.halo < 0 or self.halo % GRID_MULTIPLE:
+            raise ConfigError(f"--halo {self.halo} must be a multiple of {GRID_MULTIPLE} 10 m pixels, >= 0, e.g. 12")
+        if self.halo * 2 > self.core:
+            raise ConfigError(f"--halo {self.halo} is more than half of --tile-size {self.core}; use a smaller halo")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,24 +123,53 @@ class OutputConfig:
             raise ConfigError("--out is required: a folder path or s3:// URL for the outputs")
 
 
-@dataclass(frozen=True, kw_only=True)
-class RunConfig:
-    """Everything `difffusr run` needs."""
+def check_seed(seed: int) -> None:
+    """ConfigError unless `seed` is a valid sampler seed (0 <= seed <= MAX_SEED)."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed {seed} must be between 0 and {MAX_SEED}")
 
-    query: SearchQuery
+
+def check_crs(crs: str) -> None:
+    """ConfigError unless `crs` names a projected CRS in metres (a 2.5 m grid needs one)."""
+    from pyproj import CRS  # pyproj is light, but only a --crs needs it
+    from pyproj.exceptions import CRSError
+
+    try:
+        parsed = CRS.from_user_input(crs)
+    except CRSError:
+        raise ConfigError(f"--crs {crs!r} is not a CRS pyproj knows; use e.g. EPSG:32633") from None
+    if not parsed.is_projected or parsed.axis_info[0].unit_name not in ("metre", "meter"):
+        raise ConfigError(f"--crs {crs!r} is not a projected CRS in metres; a 2.5 m grid needs one (e.g. a UTM zone)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobConfig:
+    """What every `run` job has, whatever its area: output, method, model, tiling, compute and seed."""
+
     output: OutputConfig
     method: str = DEFAULT_METHOD
     model: MethodOptions = field(default_factory=MethodOptions)
     tiling: TilingConfig = field(default_factory=TilingConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
-    crs: str | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"--method {self.method!r} is not one of {', '.join(METHODS)}")
-        if self.model.steps < 1 or self.model.steps > 1000:
-            raise ConfigError(f"--steps {self.model.steps} must be between 1 and 1000 (the schedule has T = 1000)")
+        check_seed(self.seed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig(JobConfig):
+    """Everything `difffusr run` needs: the job and its search (area, dates), in the output CRS `crs`."""
+
+    query: SearchQuery
+    crs: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.crs is not None:
+            check_crs(self.crs)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self), default=str))
@@ -101,3 +182,22 @@ class RunConfig:
         doc["model"].pop("device", None)
         doc["items"] = sorted(item_ids)
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanRunConfig(JobConfig):
+    """`difffusr run --plan FILE`: the job without an area or dates; each plan unit brings its own.
+
+    `output.out` is the plan's output root; a unit writes under `ROOT/<tile_id>/<start>_<end>`.
+    """
+
+    catalog: CatalogOptions
+
+    def unit(self, *, bbox: tuple[float, float, float, float], start: datetime, end: datetime, out: str,
+             crs: str) -> RunConfig:
+        """The RunConfig of one unit: its bbox (lon/lat degrees), inclusive UTC dates, output and CRS."""
+        return RunConfig(
+            query=self.catalog.query(bbox, start, end),
+            output=OutputConfig(**{**asdict(self.output), "out": out}),
+            method=self.method, model=self.model, tiling=self.tiling, compute=self.compute, seed=self.seed, crs=crs,
+        )

@@ -8,7 +8,6 @@ reported and the plan goes on with the next one.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ from datetime import UTC, datetime
 from pipeline.catalog.query import parse_datetime_range
 from pipeline.cluster.plan import load_plan, pending_units, unit_output
 from pipeline.cluster.runtime import start_ray
-from pipeline.config import OutputConfig, RunConfig
+from pipeline.config import PlanRunConfig
 from pipeline.errors import DiffFuSRError, EmptySearchError
 from pipeline.io.outputs import OutputDir
 
@@ -30,8 +29,8 @@ class PlanSummary:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def run_plan(plan_file: str, base: RunConfig, *, progress: bool = True) -> PlanSummary:
-    """Run the pending units of a plan; `base` supplies the STAC API, collection, method and options."""
+def run_plan(plan_file: str, base: PlanRunConfig, *, progress: bool = True) -> PlanSummary:
+    """Run the pending units of a plan into `base.output.out`; `base` gives the catalog, method, options."""
     from pipeline.run import run_job
 
     units = load_plan(plan_file)
@@ -45,12 +44,7 @@ def run_plan(plan_file: str, base: RunConfig, *, progress: bool = True) -> PlanS
         for n, unit in enumerate(todo, start=1):
             print(f"plan: unit {n}/{len(todo)} {unit.key}", file=sys.stderr)
             start, end = parse_datetime_range(unit.datetime)
-            cfg = dataclasses.replace(
-                base,
-                query=dataclasses.replace(base.query, bbox=unit.bbox, start=start, end=end),
-                output=OutputConfig(**{**dataclasses.asdict(base.output), "out": unit_output(root, unit)}),
-                crs=f"EPSG:{unit.epsg}",
-            )
+            cfg = base.unit(bbox=unit.bbox, start=start, end=end, out=unit_output(root, unit), crs=f"EPSG:{unit.epsg}")
             try:
                 run_job(cfg, progress=progress)
                 summary.completed.append(unit.key)

@@ -138,6 +138,48 @@ def parse_mgrs_tiles(text: str | None) -> tuple[str, ...]:
     return tuple(tiles)
 
 
+@dataclass(frozen=True, kw_only=True)
+class CatalogOptions:
+    """Where and how to search, without the area and dates (a plan's units bring those).
+
+    Attributes:
+        stac_url, collection, max_cloud, mgrs_tiles, max_items: as in `SearchQuery`.
+    """
+
+    stac_url: str = EARTH_SEARCH_V1
+    collection: str = DEFAULT_COLLECTION
+    max_cloud: float | None = None
+    mgrs_tiles: tuple[str, ...] = field(default_factory=tuple)
+    max_items: int = 500
+
+    def __post_init__(self) -> None:
+        if not self.stac_url.startswith(("http://", "https://")):
+            raise ConfigError(f"--stac-url {self.stac_url!r} is not an http(s) URL of a STAC API")
+        if self.max_cloud is not None and not 0 <= self.max_cloud <= 100:
+            raise ConfigError(f"--max-cloud {self.max_cloud!r} must be a percentage between 0 and 100")
+        if self.max_items < 1:
+            raise ConfigError(f"--max-items {self.max_items!r} must be at least 1")
+        object.__setattr__(self, "stac_url", self.stac_url.rstrip("/"))
+
+    def query(self, bbox: tuple[float, float, float, float], start: datetime, end: datetime) -> SearchQuery:
+        """The search of one area (lon/lat degrees) and inclusive UTC datetime range."""
+        return SearchQuery(stac_url=self.stac_url, collection=self.collection, bbox=bbox, start=start, end=end,
+                           max_cloud=self.max_cloud, mgrs_tiles=self.mgrs_tiles, max_items=self.max_items)
+
+
+def resolve_catalog(
+    *,
+    stac_url: str,
+    collection: str,
+    max_cloud: float | None = None,
+    mgrs_tiles: str | None = None,
+    max_items: int = 500,
+) -> CatalogOptions:
+    """Validate raw user options of the catalog (not the area or dates) into CatalogOptions."""
+    return CatalogOptions(stac_url=stac_url, collection=collection, max_cloud=max_cloud,
+                          mgrs_tiles=parse_mgrs_tiles(mgrs_tiles), max_items=max_items)
+
+
 def resolve_query(
     *,
     stac_url: str,
@@ -150,23 +192,9 @@ def resolve_query(
     max_items: int = 500,
 ) -> SearchQuery:
     """Validate raw user options into a SearchQuery."""
-    if not stac_url.startswith(("http://", "https://")):
-        raise ConfigError(f"--stac-url {stac_url!r} is not an http(s) URL of a STAC API")
+    catalog = resolve_catalog(stac_url=stac_url, collection=collection, max_cloud=max_cloud, mgrs_tiles=mgrs_tiles,
+                              max_items=max_items)
     if (bbox is None) == (aoi is None):
         raise ConfigError("give exactly one of --bbox W,S,E,N or --aoi FILE.geojson")
     box = parse_bbox(bbox) if bbox is not None else bbox_from_geojson(aoi)  # type: ignore[arg-type]
-    start, end = parse_datetime_range(datetime_range)
-    if max_cloud is not None and not 0 <= max_cloud <= 100:
-        raise ConfigError(f"--max-cloud {max_cloud!r} must be a percentage between 0 and 100")
-    if max_items < 1:
-        raise ConfigError(f"--max-items {max_items!r} must be at least 1")
-    return SearchQuery(
-        stac_url=stac_url.rstrip("/"),
-        collection=collection,
-        bbox=box,
-        start=start,
-        end=end,
-        max_cloud=max_cloud,
-        mgrs_tiles=parse_mgrs_tiles(mgrs_tiles),
-        max_items=max_items,
-    )
+    return catalog.query(box, *parse_datetime_range(datetime_range))

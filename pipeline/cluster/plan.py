@@ -1,4 +1,4 @@
-"""`difffusr plan`: split a region x date range into work units and estimate what they cost.
+"""Split a region x date range into work units and estimate their cost (`difffusr plan`: cli/cluster.py).
 
 One work unit = one MGRS 100 km grid square (clipped to the AOI) x one date window. A plan file is
 JSON (format ``difffusr-plan``, version 1)::
@@ -21,7 +21,6 @@ Resume contract (what `difffusr run --plan FILE --out ROOT` does with it):
 
 from __future__ import annotations
 
-import argparse
 import calendar
 import datetime as dt
 import json
@@ -119,20 +118,6 @@ def read_aoi(path: str | Path) -> BaseGeometry:
             f"AOI {str(path)!r} has no polygon area (type {kind!r}); give Polygon/MultiPolygon features"
         )
     return region if region.is_valid else region.buffer(0)
-
-
-def parse_date_range(text: str) -> tuple[dt.date, dt.date]:
-    """ "YYYY-MM-DD/YYYY-MM-DD" (end inclusive) -> (start, end) dates."""
-    parts = text.split("/")
-    try:
-        start, end = (dt.date.fromisoformat(p[:10]) for p in parts)
-    except ValueError as exc:
-        raise ConfigError(
-            f"--datetime {text!r} is not START/END with dates YYYY-MM-DD, e.g. 2024-06-01/2024-08-31"
-        ) from exc
-    if end < start:
-        raise ConfigError(f"--datetime {text!r} ends before it starts; swap START and END")
-    return start, end
 
 
 def date_windows(start: dt.date, end: dt.date, window: str) -> list[str]:
@@ -253,69 +238,3 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} PB"
-
-
-# ----------------------------------------------------------------------------- CLI
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="difffusr plan",
-        description="Split a region and date range into work units (MGRS 100 km squares x date windows), "
-        "estimate GPU-hours and output size, and write the job list `difffusr run --plan` executes.",
-    )
-    p.add_argument("--aoi", required=True, help="GeoJSON file with the region's polygon(s), lon/lat")
-    p.add_argument(
-        "--datetime", required=True, help="START/END dates, end inclusive, e.g. 2024-06-01/2024-08-31"
-    )
-    p.add_argument("--window", default="all", help="date window per unit: all (default), month or <N>d")
-    p.add_argument("--out", help="write the plan JSON here (default: only print the summary)")
-    p.add_argument(
-        "--gpu-seconds-per-km2",
-        type=float,
-        default=GPU_SECONDS_PER_KM2,
-        help=f"inference rate for the estimate (default {GPU_SECONDS_PER_KM2}, benchmarks/RESULTS.md)",
-    )
-    return p
-
-
-def cli_main(argv: list[str]) -> int:
-    """Entry point of `difffusr plan`; returns the exit code (user errors raise ConfigError)."""
-    args = _parser().parse_args(argv)
-    if args.gpu_seconds_per_km2 <= 0:
-        raise ConfigError(f"--gpu-seconds-per-km2 {args.gpu_seconds_per_km2} must be positive")
-    start, end = parse_date_range(args.datetime)
-    windows = date_windows(start, end, args.window)
-    units = make_units(read_aoi(args.aoi), windows)
-    est = estimate(units, args.gpu_seconds_per_km2)
-    print(
-        f"{est.units} work units = {est.tiles} MGRS tiles x {est.windows} date windows "
-        f"({est.area_km2:,.0f} km2 per window)\n"
-        f"estimated GPU-hours: {est.gpu_hours:,.1f} (at {args.gpu_seconds_per_km2} GPU-s/km2)\n"
-        f"estimated output: {human_bytes(est.output_bytes)} "
-        f"(12 bands x uint16 at {TARGET_GSD_M} m, before compression)"
-    )
-    if args.out:
-        meta = {
-            "aoi": str(args.aoi),
-            "datetime": args.datetime,
-            "window": args.window,
-            "rates": {"gpu_seconds_per_km2": args.gpu_seconds_per_km2, "bytes_per_pixel": BYTES_PER_PIXEL},
-            "totals": asdict(est),
-        }
-        try:
-            write_plan(args.out, units, meta)
-        except OSError as exc:
-            raise ConfigError(f"cannot write plan to {args.out!r}: {exc}; pick a writable --out") from exc
-        print(f"plan written to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    from pipeline.errors import DiffFuSRError
-
-    try:
-        raise SystemExit(cli_main(sys.argv[1:]))
-    except DiffFuSRError as err:
-        print(f"difffusr plan: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None

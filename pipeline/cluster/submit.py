@@ -1,4 +1,4 @@
-"""`difffusr submit`, `difffusr status`, `difffusr logs`: run difffusr on a Ray cluster via the Jobs API.
+"""Run difffusr on a Ray cluster via the Jobs API (`difffusr submit`, `status`, `logs`: pipeline.cli.cluster).
 
 The job's entrypoint is ``difffusr <the words after -->`` and runs on the cluster's head node (the
 cluster's image has difffusr installed; ``--working-dir`` ships a source tree that then shadows it).
@@ -22,13 +22,11 @@ Address: ``--address`` or ``RAY_ADDRESS``, the dashboard's HTTP URL (``http://HE
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -160,8 +158,8 @@ def build_runtime_env(working_dir: str | None, env_package: Path | None) -> dict
     return runtime_env
 
 
-def _client(address: str | None):
-    """A JobSubmissionClient for --address / RAY_ADDRESS, with errors that say what to fix."""
+def client_for(address: str | None):
+    """A JobSubmissionClient for --address / RAY_ADDRESS (it connects), with errors that say what to fix."""
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
         raise ConfigError(
@@ -179,7 +177,8 @@ def _client(address: str | None):
         ) from exc
 
 
-def _job_call(fn, job: str, address: str | None):
+def job_call(fn, job: str, address: str | None):
+    """`fn(job)`, with a missing job turned into a ConfigError that says how to list the cluster's jobs."""
     try:
         return fn(job)
     except RuntimeError as exc:
@@ -191,7 +190,7 @@ def _job_call(fn, job: str, address: str | None):
         raise
 
 
-def _submit_with_retry(client, retry_s: float = AGENT_WAIT_S, **kwargs) -> str:
+def submit_with_retry(client, retry_s: float = AGENT_WAIT_S, **kwargs) -> str:
     """submit_job, retrying while the head's job agent is still starting (a fresh cluster)."""
     deadline = time.monotonic() + retry_s
     delay = 0.5
@@ -222,101 +221,3 @@ def wait_for_job(client, job: str, timeout_s: float | None = None, poll_s: float
         if timeout_s is not None and time.monotonic() - start > timeout_s:
             return status
         time.sleep(poll_s)
-
-
-def _submit_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="difffusr submit",
-        description="Send a difffusr command to a running Ray cluster as a job (Ray Jobs API). "
-        "Example: difffusr submit --address http://head:8265 -- run --stac-url URL ... --out s3://b/run1",
-    )
-    p.add_argument(
-        "--address", help="Ray dashboard URL of the cluster, http://HEAD:8265 (default: $RAY_ADDRESS)"
-    )
-    p.add_argument("--working-dir", help="local source folder to upload as the job's working directory")
-    p.add_argument(
-        "--wait", action="store_true", help="stream the job's logs until it ends; exit 0 iff it succeeded"
-    )
-    p.add_argument("--timeout", type=float, help="with --wait: stop waiting after this many seconds")
-    p.add_argument(
-        "--env", action="append", default=[], metavar="KEY=VALUE", help="extra env var for the job"
-    )
-    p.add_argument(
-        "--no-forward-env", action="store_true", help="do not forward AWS_*/GDAL_*/CPL_* variables"
-    )
-    p.add_argument("--job-id", help="submission id (a cluster refuses a second job with the same id)")
-    p.add_argument("--num-gpus", type=float, help="GPUs reserved for the job's driver process (default none)")
-    p.add_argument(
-        "--raw", action="store_true", help="run the words after -- as they are, without `difffusr`"
-    )
-    p.add_argument(
-        "command", nargs=argparse.REMAINDER, help="-- then the difffusr subcommand and its options"
-    )
-    return p
-
-
-def cli_main(argv: list[str]) -> int:
-    """Entry point of `difffusr submit`; prints the job id (and with --wait its logs)."""
-    args = _submit_parser().parse_args(argv)
-    entrypoint = build_entrypoint(args.command, args.raw)
-    env = forwarded_env({} if args.no_forward_env else os.environ, args.env)
-    client = _client(args.address)
-    with tempfile.TemporaryDirectory(prefix="difffusr-submit-") as tmp:
-        package = write_env_package(tmp, env) if env else None
-        runtime_env = build_runtime_env(args.working_dir, package)
-        # The env package's launcher needs only the standard library; it then execs the command.
-        command = f"python -m {ENV_PACKAGE} {entrypoint}" if package else entrypoint
-        job = _submit_with_retry(
-            client,
-            entrypoint=command,
-            submission_id=args.job_id,
-            runtime_env=runtime_env or None,
-            metadata={"tool": "difffusr", "command": entrypoint[:200]},
-            entrypoint_num_gpus=args.num_gpus,
-        )
-    names = ", ".join(sorted(env)) or "none"
-    print(f"submitted job {job}: {entrypoint}")
-    print(f"forwarded env vars (values not shown): {names}")
-    if not args.wait:
-        print(f"follow it with: difffusr status {job} ; difffusr logs {job}")
-        return 0
-    status = wait_for_job(client, job, timeout_s=args.timeout)
-    print(f"job {job}: {status}")
-    return 0 if status == "SUCCEEDED" else 1
-
-
-def cli_status(argv: list[str]) -> int:
-    """Entry point of `difffusr status [JOB]`: one job's status and message, or every job's."""
-    p = argparse.ArgumentParser(prog="difffusr status", description="Status of a Ray job (or list all jobs).")
-    p.add_argument("job", nargs="?", help="submission id printed by `difffusr submit` (omit to list jobs)")
-    p.add_argument("--address", help="Ray dashboard URL of the cluster (default: $RAY_ADDRESS)")
-    args = p.parse_args(argv)
-    client = _client(args.address)
-    if args.job is None:
-        for info in client.list_jobs():
-            print(f"{info.submission_id or info.job_id}\t{info.status.value}\t{info.entrypoint}")
-        return 0
-    info = _job_call(client.get_job_info, args.job, args.address)
-    line = f"{args.job}: {info.status.value}"
-    if info.message:
-        line += f" - {info.message.strip()}"
-    if info.start_time and info.end_time:
-        line += f" ({(info.end_time - info.start_time) / 1000:.1f} s)"
-    print(line)
-    return 0
-
-
-def cli_logs(argv: list[str]) -> int:
-    """Entry point of `difffusr logs JOB [--follow]`: the job's driver output."""
-    p = argparse.ArgumentParser(prog="difffusr logs", description="Output of a Ray job's driver.")
-    p.add_argument("job", help="submission id printed by `difffusr submit`")
-    p.add_argument("--address", help="Ray dashboard URL of the cluster (default: $RAY_ADDRESS)")
-    p.add_argument("--follow", action="store_true", help="keep printing until the job ends")
-    args = p.parse_args(argv)
-    client = _client(args.address)
-    if args.follow:
-        _job_call(client.get_job_status, args.job, args.address)
-        wait_for_job(client, args.job)
-        return 0
-    sys.stdout.write(_job_call(client.get_job_logs, args.job, args.address))
-    return 0

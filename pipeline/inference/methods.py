@@ -13,10 +13,11 @@ from typing import Any, Protocol
 
 import torch
 
+from pipeline.config import METHODS, MethodOptions
 from pipeline.errors import ConfigError
 from pipeline.models import baselines
 
-METHODS: tuple[str, ...] = ("difffusr", "gs", "bicubic")
+__all__ = ["METHODS", "MethodOptions", "SuperResolver", "get_method"]
 
 
 class SuperResolver(Protocol):
@@ -27,23 +28,6 @@ class SuperResolver(Protocol):
     def __call__(
         self, b10: torch.Tensor, b20: torch.Tensor, b60: torch.Tensor, *, generator: torch.Generator
     ) -> torch.Tensor: ...
-
-
-@dataclass(frozen=True, kw_only=True)
-class MethodOptions:
-    """Options of the learned method (ignored by the baselines).
-
-    Attributes:
-        sr_weights: diffusion SR checkpoint folder (None: the shipped small model).
-        fusion_weights: fusion checkpoint folder (None: the shipped small model).
-        steps: DDIM sampling steps of the diffusion SR.
-        device: torch device string ("cpu", "cuda").
-    """
-
-    sr_weights: str | None = None
-    fusion_weights: str | None = None
-    steps: int = 20
-    device: str = "cpu"
 
 
 @dataclass

@@ -5,6 +5,9 @@ needed to rebuild the network; `bands.json` lists the input and output band ids,
 weights for the wrong bands fails with a message instead of producing garbage.
 Writes are atomic: the folder is built under a temporary name and renamed into place, so a crash
 leaves either the old or the new checkpoint.
+
+`check_sr_weights` / `check_fusion_weights` read only the JSON files and the safetensors header (no torch), so
+the CLI checks weights on the driver, before any search or ingest, with the loaders' messages.
 """
 
 from __future__ import annotations
@@ -12,19 +15,27 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
-
+from pipeline.bands import BAND_GROUPS, RGB_BANDS
 from pipeline.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 BANDS_FILE = "bands.json"
+#: `config["kind"]` of the diffusion SR network.
+SR_KIND = "diffusion_sr"
+#: `config["kind"]` of one fusion group network (a folder per group: 10m/, 20m/, 60m/).
+FUSION_KIND = "fusion"
+#: `config["kind"]` of one checkpoint holding all three fusion networks, as the training launcher exports it.
+FUSION_BUNDLE_KIND = "fusion_bundle"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +72,8 @@ def save_checkpoint(
         input_bands: band ids the network takes, in channel order.
         output_bands: band ids it produces, in channel order.
     """
+    from safetensors.torch import save_file
+
     if "kind" not in config:
         raise ValueError("checkpoint config needs a 'kind' entry")
     folder = Path(folder)
@@ -85,15 +98,20 @@ def save_checkpoint(
     return folder
 
 
-def load_checkpoint(
+def read_checkpoint_header(
     folder: str | Path, *, kind: str | None = None, input_bands: list[str] | None = None
-) -> Checkpoint:
-    """Read a checkpoint folder and check that it is what the caller expects.
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Check a checkpoint folder without loading its tensors; return its (config, bands).
+
+    Reads config.json, bands.json and the safetensors header (a few kB), so it is cheap and needs no torch.
 
     Args:
         folder: a folder written by `save_checkpoint`.
         kind: expected `config["kind"]`; a different kind raises CheckpointError.
         input_bands: expected input band ids; a mismatch raises CheckpointError.
+
+    Raises:
+        CheckpointError: a file is missing, unreadable or truncated, or the kind or bands differ.
     """
     folder = Path(folder)
     missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE, BANDS_FILE) if not (folder / f).is_file()]
@@ -105,17 +123,89 @@ def load_checkpoint(
     try:
         config = json.loads((folder / CONFIG_FILE).read_text())
         bands = json.loads((folder / BANDS_FILE).read_text())
-        state_dict = load_file(str(folder / WEIGHTS_FILE))
+        _check_safetensors_header(folder / WEIGHTS_FILE)
     except Exception as exc:  # corrupt JSON or safetensors: say which file
         raise CheckpointError(f"checkpoint '{folder}' is unreadable ({type(exc).__name__}: {exc}); re-export it") from exc
+    if not isinstance(config, dict) or not isinstance(bands, dict):
+        raise CheckpointError(f"checkpoint '{folder}' has a config.json or bands.json that is not an object; re-export it")
     if kind is not None and config.get("kind") != kind:
         raise CheckpointError(
-            f"checkpoint '{folder}' holds a {config.get('kind')!r} model, but a {kind!r} model was requested; "
-            "point the option at the matching checkpoint"
+            f"checkpoint '{folder}' holds a {config.get('kind')!r} model, but a {kind!r} model was "
+            "requested; point the option at the matching checkpoint"
         )
     if input_bands is not None and list(bands.get("inputs", [])) != list(input_bands):
         raise CheckpointError(
-            f"checkpoint '{folder}' was trained on bands {bands.get('inputs')}, but the input has {list(input_bands)}; "
-            "use weights trained for these bands"
+            f"checkpoint '{folder}' was trained on bands {bands.get('inputs')}, but the input has "
+            f"{list(input_bands)}; use weights trained for these bands"
         )
+    return config, bands
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """Raise ValueError unless `path` starts with a complete safetensors header (8-byte length + JSON)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path.name} is {size} bytes, not a safetensors file")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            raise ValueError(f"{path.name} is truncated ({size} bytes, header alone needs {n + 8})")
+        json.loads(f.read(n))
+
+
+def check_sr_weights(folder: str | Path) -> None:
+    """Cheap check that `folder` holds diffusion SR weights (for `load_sr_model`); CheckpointError if not."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(
+            f"SR weights folder '{folder}' does not exist; pass a folder written by `difffusr train sr` or "
+            "`difffusr convert-checkpoint`"
+        )
+    read_checkpoint_header(folder, kind=SR_KIND, input_bands=list(RGB_BANDS))
+
+
+def check_fusion_weights(folder: str | Path) -> None:
+    """Cheap check that `folder` holds fusion weights (as `load_fusion_model` loads); CheckpointError if not.
+
+    A fusion weights folder is either one bundle checkpoint (kind "fusion_bundle") or one checkpoint of kind
+    "fusion" per group subfolder 10m/, 20m/, 60m/.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"fusion weights folder '{folder}' does not exist; pass --fusion-weights DIR")
+    if (folder / WEIGHTS_FILE).is_file():
+        read_checkpoint_header(folder, kind=FUSION_BUNDLE_KIND)
+        return
+    for g in BAND_GROUPS:
+        sub = folder / g.name
+        if not sub.is_dir():
+            raise CheckpointError(
+                f"fusion weights folder '{folder}' lacks the '{g.name}' group checkpoint; expected "
+                "subfolders 10m/ 20m/ 60m/ as written by `difffusr train fusion`"
+            )
+        config, _ = read_checkpoint_header(sub, kind=FUSION_KIND)
+        group = config.get("net", {}).get("group") if isinstance(config.get("net"), dict) else None
+        if group != g.name:
+            raise CheckpointError(f"checkpoint '{sub}' is for group {group!r}, not {g.name!r}")
+
+
+def load_checkpoint(
+    folder: str | Path, *, kind: str | None = None, input_bands: list[str] | None = None
+) -> Checkpoint:
+    """Read a checkpoint folder and check that it is what the caller expects.
+
+    Args:
+        folder: a folder written by `save_checkpoint`.
+        kind: expected `config["kind"]`; a different kind raises CheckpointError.
+        input_bands: expected input band ids; a mismatch raises CheckpointError.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config, bands = read_checkpoint_header(folder, kind=kind, input_bands=input_bands)
+    try:
+        state_dict = load_file(str(folder / WEIGHTS_FILE))
+    except Exception as exc:  # corrupt safetensors past its header: say which file
+        raise CheckpointError(f"checkpoint '{folder}' is unreadable ({type(exc).__name__}: {exc}); re-export it") from exc
     return Checkpoint(state_dict=state_dict, config=config, bands=bands, path=folder)

@@ -1,4 +1,4 @@
-"""`difffusr convert-checkpoint PATH.ckpt OUT_DIR`: the authors' PyTorch Lightning checkpoints -> project format.
+"""The authors' PyTorch Lightning checkpoints -> project format (for `difffusr convert-checkpoint`).
 
 Reads `ckpt["state_dict"]` without executing arbitrary pickled code (unknown classes such as
 `easydict.EasyDict` in `hyper_parameters` are replaced by inert stubs), tells the SR diffusion
@@ -13,7 +13,6 @@ schedule rebuilt here. Fusion checkpoints go to `pipeline.models.fusion.convert.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pickle
 from pathlib import Path
@@ -178,32 +177,3 @@ def convert_checkpoint(path: str | Path, out_dir: str | Path) -> dict[str, Any]:
         report.setdefault("kind", "fusion")
     Path(out_dir, "conversion_report.json").write_text(json.dumps(report, indent=2, default=str))
     return report
-
-
-def cli_main(argv: list[str]) -> int:
-    """Entry point of `difffusr convert-checkpoint PATH.ckpt OUT_DIR`."""
-    p = argparse.ArgumentParser(
-        prog="difffusr convert-checkpoint",
-        description="Convert an authors' DiffFuSR Lightning checkpoint (SR or fusion)",
-    )
-    p.add_argument("ckpt", help="path of the .ckpt (Hugging Face NorskRegnesentralSTI/DiffFuSR)")
-    p.add_argument("out_dir", help="folder to write model.safetensors + config.json + bands.json")
-    a = p.parse_args(argv)
-    report = convert_checkpoint(a.ckpt, a.out_dir)
-    for key in ("missing", "unexpected", "wrong_shape"):
-        vals = report.get(key, [])
-        print(f"{key}: {len(vals)}" + (f" {vals}" if vals else ""))
-    if report.get("ignored_keys"):
-        print(f"ignored: {len(report['ignored_keys'])} {report['ignored_keys'][:5]}")
-    if report.get("variant"):
-        print(f"fusion variant: {report['variant']}")
-    if report.get("superseded"):
-        print(
-            f"superseded: {len(report['superseded'])} raw 'model.*' tensors (inference uses the 'ema.*' copy)"
-        )
-    if report.get("schedule_max_abs_diff"):
-        print(
-            f"schedule buffers max |diff| vs rebuilt cosine schedule: {max(report['schedule_max_abs_diff'].values()):.3g}"
-        )
-    print(f"wrote {a.out_dir} ({report.get('kind')})")
-    return 0

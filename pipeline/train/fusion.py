@@ -24,7 +24,6 @@ can select models (`benchmarks/fusion_heldout.py --scenes DIR --row-frac 0.8 1`)
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
 import time
@@ -390,61 +389,20 @@ class FusionTask:
         return model.state_dict(), config, list(model.configs["60m"].input_bands) + list(RGB_BANDS), outs
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="difffusr train fusion", description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="small", choices=sorted(PRESETS))
-    p.add_argument("--data", nargs="+", required=True, metavar="DIR", help="scene folders of per-band GeoTIFFs")
-    p.add_argument("--workers", type=int, default=1, help="DDP ranks (Ray Train workers, gloo on CPU)")
-    p.add_argument("--out", required=True, metavar="RUN_DIR")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=12, help="crops per group, step and rank")
-    p.add_argument("--crop", type=int, default=48, help="crop side, pixels of the group grid")
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the exported weights (0 = off)")
-    p.add_argument("--init", default=None, metavar="WEIGHTS",
-                   help="start from these fusion weights (each net keeps their trunk grid unless --trunk-stride is given)")
-    p.add_argument("--ckpt-every", type=int, default=250)
-    p.add_argument("--log-every", type=int, default=25)
-    p.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last checkpoint")
-    p.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32")
-    p.add_argument("--groups", nargs="+", default=["10m", "20m", "60m"], help="group networks to train")
-    p.add_argument("--sr-guide", default=None, metavar="CACHE_DIR",
-                   help="train with SR-aware guides (diffusion SR of the Wald-degraded RGB), cached in CACHE_DIR")
-    p.add_argument("--sr-guide-prob", type=float, default=0.7, help="probability a crop uses an SR guide")
-    p.add_argument("--sr-guide-draws", type=int, default=3, help="SR draws per scene and group")
-    p.add_argument("--sr-guide-steps", type=int, default=4, help="DDIM steps of the SR guides")
-    p.add_argument("--sr-weights", default=None, metavar="DIR", help="SR weights for the guides (default shipped)")
-    p.add_argument("--holdout", default=None, metavar="DIR", help="a --data scene whose last rows are not trained on")
-    p.add_argument("--holdout-frac", type=float, default=0.2, help="fraction of --holdout rows left out")
-    p.add_argument("--trunk-stride", type=int, default=None, choices=(1, 2, 4),
-                   help="trunk grid of the trained nets: 1 = output grid, 2/4 = coarser (default: the preset's)")
-    p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start a local one)")
-    return p
+def train_fusion(cfg: FusionTrainConfig, *, ray_address: str | None = None) -> tuple[Path, Any]:
+    """Train on Ray Train DDP (`difffusr train fusion`, pipeline.cli.train), then write `cfg.out`/weights.
 
-
-def cli_main(argv: list[str]) -> int:
-    """`difffusr train fusion ...`: train on Ray Train DDP, then write RUN_DIR/weights; returns 0."""
+    Returns:
+        (the exported weights folder, the launcher's LaunchResult).
+    """
     from pipeline.train.launch import LaunchConfig, launch
 
-    a = build_parser().parse_args(argv)
-    cfg = FusionTrainConfig(preset=a.preset, data=tuple(a.data), out=a.out, steps=a.steps, batch=a.batch,
-                            crop=a.crop, lr=a.lr, seed=a.seed, ckpt_every=a.ckpt_every, log_every=a.log_every,
-                            resume=a.resume, bf16=a.bf16, workers=a.workers, ema=a.ema, init=a.init,
-                            groups=tuple(a.groups), sr_guide=a.sr_guide, sr_guide_prob=a.sr_guide_prob,
-                            sr_guide_draws=a.sr_guide_draws, sr_guide_steps=a.sr_guide_steps,
-                            sr_weights=a.sr_weights, holdout=a.holdout, holdout_frac=a.holdout_frac,
-                            trunk_stride=a.trunk_stride)
-    for d in cfg.data:
-        if not Path(d).is_dir():
-            raise TrainingDataError(f"--data '{d}' is not a folder; pass scene folders of per-band GeoTIFFs")
     if cfg.sr_guide is not None:  # compute the SR guide cache once here, not in every rank
         configs = {k: v for k, v in cfg.net_configs().items() if k in cfg.groups}
         prepare_sr_guides(cfg, load_training_scenes(cfg), configs)
     result = launch(FusionTask(cfg), LaunchConfig(
         run_dir=cfg.out, workers=cfg.workers, steps=cfg.steps, checkpoint_every=cfg.ckpt_every,
-        log_every=cfg.log_every, resume=cfg.resume, grad_clip=0.0, ray_address=a.ray_address))
+        log_every=cfg.log_every, resume=cfg.resume, grad_clip=0.0, ray_address=ray_address))
     weights = save_fusion_model(load_fusion_model(result.final_checkpoint), Path(cfg.out) / "weights",
                                 extra={"preset": cfg.preset, "steps": result.steps_done, "train_data": list(cfg.data)})
-    print(f"fusion weights: {weights} ({result.steps_done} steps, {result.wall_s:.0f} s)")
-    return 0
+    return weights, result

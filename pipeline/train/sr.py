@@ -12,19 +12,16 @@ The MoCo queue is kept identical on every rank: keys are all-gathered before the
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipeline.bands import RGB_BANDS
 from pipeline.errors import ConfigError
-from pipeline.models.checkpoint import load_checkpoint
 from pipeline.models.degradation import DegradationRanges
-from pipeline.models.diffusion.config import KIND, SRConfig, get_preset
+from pipeline.models.diffusion.config import SRConfig
 from pipeline.models.diffusion.model import SRDiffusion, inference_state_dict, load_sr_model
 from pipeline.train.hr_data import discover_sources, sample_pairs
 from pipeline.train.launch import LaunchConfig, LaunchResult, launch
@@ -159,73 +156,3 @@ def train_sr(cfg: SRTrainConfig, launch_cfg: LaunchConfig) -> LaunchResult:
     if cfg.init_from:
         SRTask(cfg, launch_cfg.steps).build_model()
     return launch(SRTask(cfg, launch_cfg.steps), launch_cfg)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="difffusr train sr", description=__doc__.split("\n")[0])
-    p.add_argument("--preset", default="small", help="network size: small (CPU) or paper (published size)")
-    p.add_argument(
-        "--data", nargs="+", required=True, help="folders of HR RGB GeoTIFFs and/or Sentinel-2 scenes"
-    )
-    p.add_argument("--workers", type=int, default=1, help="DDP ranks (Ray Train workers)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per rank (0 = CPU, gloo)")
-    p.add_argument("--threads-per-worker", type=int, default=1, help="torch threads per rank")
-    p.add_argument(
-        "--out", required=True, help="run folder (checkpoints, metrics.jsonl, loss_curve.png, final/)"
-    )
-    p.add_argument("--steps", type=int, default=4000, help="optimisation steps")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--batch-size", type=int, default=8, help="patches per rank per step")
-    p.add_argument("--patch", type=int, default=64, help="HR patch side (pixels)")
-    p.add_argument(
-        "--lr", type=float, default=None, help="Adam learning rate (default: 1e-4 paper, 4e-4 small)"
-    )
-    p.add_argument(
-        "--noise-max",
-        type=float,
-        default=None,
-        help="max LR noise std-dev in reflectance (default: 25/255 paper, 5/255 small)",
-    )
-    p.add_argument("--contrast-weight", type=float, default=0.01, help="lambda of the InfoNCE term")
-    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
-    p.add_argument("--log-every", type=int, default=10, help="steps between metrics lines")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--init-from",
-        default=None,
-        help="start from these SR weights (fine-tuning); the network config is taken from them",
-    )
-    return p
-
-
-def cli_main(argv: list[str]) -> int:
-    """Entry point of `difffusr train sr`; raises DiffFuSRError on user errors."""
-    a = build_parser().parse_args(argv)
-    model = get_preset(a.preset)
-    if a.init_from:
-        model = SRConfig.from_json(load_checkpoint(a.init_from, kind=KIND).config)
-    small = model.preset == "small"
-    cfg = SRTrainConfig(
-        data=tuple(str(Path(d)) for d in a.data),
-        model=model,
-        batch_size=a.batch_size,
-        patch=a.patch,
-        lr=a.lr if a.lr is not None else (4e-4 if small else 1e-4),
-        noise_max=a.noise_max if a.noise_max is not None else (5.0 / 255 if small else 25.0 / 255),
-        contrast_weight=a.contrast_weight,
-        seed=a.seed,
-        init_from=a.init_from,
-    )
-    lc = LaunchConfig(
-        run_dir=a.out,
-        workers=a.workers,
-        gpus_per_worker=a.gpus_per_worker,
-        threads_per_worker=a.threads_per_worker,
-        steps=a.steps,
-        checkpoint_every=a.checkpoint_every,
-        log_every=a.log_every,
-        resume=a.resume,
-    )
-    res = train_sr(cfg, lc)
-    print(f"trained {res.steps_done} steps in {res.wall_s:.0f} s; weights: {res.final_checkpoint}")
-    return 0

@@ -10,14 +10,14 @@ import pytest
 from pyproj import Geod, Transformer
 from shapely.geometry import Point
 
+from pipeline.catalog.query import parse_datetime_range
+from pipeline.cli import main
 from pipeline.cluster.mgrs_grid import band_letter, grid_squares, zone_cells
 from pipeline.cluster.plan import (
     BYTES_PER_PIXEL,
     PIXELS_PER_KM2,
-    cli_main,
     date_windows,
     load_plan,
-    parse_date_range,
     pending_units,
     read_aoi,
     unit_output,
@@ -30,8 +30,8 @@ AOI = Path(__file__).parent / "data" / "dublin_wicklow.geojson"
 
 def test_plan_of_dublin_wicklow_gives_its_two_tiles_times_three_months(tmp_path, capsys):
     out = tmp_path / "jobs.json"
-    rc = cli_main(
-        ["--aoi", str(AOI), "--datetime", "2024-06-01/2024-08-31", "--window", "month", "--out", str(out)]
+    rc = main(
+        ["plan", "--aoi", str(AOI), "--datetime", "2024-06-01/2024-08-31", "--window", "month", "--out", str(out)]
     )
     assert rc == 0
     printed = capsys.readouterr().out
@@ -121,8 +121,8 @@ def test_zone_exceptions_of_norway_and_svalbard(lon, lat, tile_id):
 
 def test_rerun_of_plan_skips_units_whose_manifest_exists(tmp_path):
     plan = tmp_path / "jobs.json"
-    cli_main(
-        ["--aoi", str(AOI), "--datetime", "2024-06-01/2024-06-20", "--window", "10d", "--out", str(plan)]
+    main(
+        ["plan", "--aoi", str(AOI), "--datetime", "2024-06-01/2024-06-20", "--window", "10d", "--out", str(plan)]
     )
     units = load_plan(plan)
     assert [u.datetime for u in units[:2]] == ["2024-06-01/2024-06-10", "2024-06-11/2024-06-20"]
@@ -137,7 +137,7 @@ def test_rerun_of_plan_skips_units_whose_manifest_exists(tmp_path):
 
 
 def test_date_windows_split_months_and_days():
-    start, end = parse_date_range("2024-01-15/2024-03-02")
+    start, end = (t.date() for t in parse_datetime_range("2024-01-15/2024-03-02"))
     assert date_windows(start, end, "month") == [
         "2024-01-15/2024-01-31",
         "2024-02-01/2024-02-29",
@@ -147,13 +147,26 @@ def test_date_windows_split_months_and_days():
     assert len(date_windows(start, end, "7d")) == 7
 
 
-def test_bad_plan_inputs_say_what_to_fix(tmp_path):
-    with pytest.raises(ConfigError, match="ends before it starts"):
-        parse_date_range("2024-06-30/2024-06-01")
-    with pytest.raises(ConfigError, match="YYYY-MM-DD"):
-        parse_date_range("June 2024")
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    ("dates", "message"),
+    [("2024-06-30/2024-06-01", "ends before it starts"), ("June 2024", "not an ISO date"),
+     ("2024-06-01/", "must be START/END")],
+)
+def test_bad_plan_dates_are_one_line_and_write_nothing(tmp_path, capsys, dates, message):
+    out = tmp_path / "jobs.json"
+    assert main(["plan", "--aoi", str(AOI), "--datetime", dates, "--out", str(out)]) == 2
+    assert message in _one_error_line(capsys) and not out.exists()
+
+
+def test_bad_plan_inputs_say_what_to_fix(tmp_path, capsys):
     with pytest.raises(ConfigError, match="--window 'weekly'"):
-        date_windows(*parse_date_range("2024-06-01/2024-06-30"), "weekly")
+        date_windows(*(t.date() for t in parse_datetime_range("2024-06-01/2024-06-30")), "weekly")
     point = tmp_path / "point.geojson"
     point.write_text(json.dumps({"type": "Point", "coordinates": [-6.2, 53.3]}))
     with pytest.raises(ConfigError, match="no polygon area"):
@@ -162,8 +175,17 @@ def test_bad_plan_inputs_say_what_to_fix(tmp_path):
         load_plan(point)
     polar = tmp_path / "polar.geojson"
     polar.write_text(json.dumps({"type": "Polygon", "coordinates": [[[0, 85], [1, 85], [1, 86], [0, 85]]]}))
-    with pytest.raises(ConfigError, match="MGRS coverage"):
-        cli_main(["--aoi", str(polar), "--datetime", "2024-06-01/2024-06-30"])
+    assert main(["plan", "--aoi", str(polar), "--datetime", "2024-06-01/2024-06-30"]) == 2
+    assert "MGRS coverage" in _one_error_line(capsys)
+    junk = tmp_path / "junk.geojson"
+    junk.write_text("{not json")
+    assert main(["plan", "--aoi", str(junk), "--datetime", "2024-06-01/2024-06-30"]) == 2
+    assert "cannot read AOI" in _one_error_line(capsys)
+    assert main(["plan", "--aoi", str(tmp_path / "missing.geojson"), "--datetime", "2024-06-01/2024-06-30"]) == 2
+    assert "cannot read AOI" in _one_error_line(capsys)
+    assert main(["plan", "--aoi", str(AOI), "--datetime", "2024-06-01/2024-06-30",
+                 "--out", str(tmp_path / "no" / "such" / "jobs.json")]) == 2
+    assert "cannot write plan" in _one_error_line(capsys)
 
 
 def test_resume_contract_holds_on_s3(s3_env, tmp_path):
@@ -171,7 +193,7 @@ def test_resume_contract_holds_on_s3(s3_env, tmp_path):
     import fsspec
 
     plan = tmp_path / "jobs.json"
-    cli_main(["--aoi", str(AOI), "--datetime", "2024-06-01/2024-06-30", "--out", str(plan)])
+    main(["plan", "--aoi", str(AOI), "--datetime", "2024-06-01/2024-06-30", "--out", str(plan)])
     units = load_plan(plan)
     root = "s3://difffusr-plan-test/production"
     fs = fsspec.filesystem("s3", skip_instance_cache=True)

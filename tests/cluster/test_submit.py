@@ -14,12 +14,9 @@ import pytest
 from infra.local._common import free_port
 from pipeline import cli
 from pipeline.cluster.submit import (
-    _submit_with_retry,
     build_entrypoint,
-    cli_logs,
-    cli_main,
-    cli_status,
     forwarded_env,
+    submit_with_retry,
     wait_for_job,
 )
 from pipeline.errors import ConfigError
@@ -48,7 +45,7 @@ def _warm_up(url: str, budget_s: float = 120.0) -> None:
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(url)
-    job = _submit_with_retry(client, retry_s=budget_s, entrypoint="true")
+    job = submit_with_retry(client, retry_s=budget_s, entrypoint="true")
     assert wait_for_job(client, job, timeout_s=budget_s, echo=False) == "SUCCEEDED"
 
 
@@ -111,8 +108,8 @@ def test_submit_runs_a_job_on_both_nodes_with_forwarded_credentials(cluster, cap
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "difffusr-test-key-id")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    rc = cli_main(
-        ["--address", url, "--wait", "--timeout", "300", "--raw", "--", sys.executable, "-c", JOB_CODE]
+    rc = cli.main(
+        ["submit", "--address", url, "--wait", "--timeout", "300", "--raw", "--", sys.executable, "-c", JOB_CODE]
     )
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -124,13 +121,13 @@ def test_submit_runs_a_job_on_both_nodes_with_forwarded_credentials(cluster, cap
 
     job = _job_id(out)
     monkeypatch.setenv("RAY_ADDRESS", url)  # status/logs take the address from the environment
-    assert cli_status([job]) == 0
+    assert cli.main(["status", job]) == 0
     status_line = capsys.readouterr().out
     assert status_line.startswith(f"{job}: SUCCEEDED")
-    assert cli_logs([job]) == 0
+    assert cli.main(["logs", job]) == 0
     logs = capsys.readouterr().out
     assert f"digests {digest} {digest}" in logs and SECRET not in logs
-    assert cli_status([]) == 0
+    assert cli.main(["status"]) == 0
     assert job in capsys.readouterr().out
     leaks = [
         str(f)
@@ -160,26 +157,48 @@ def test_difffusr_submit_plan_runs_in_the_uploaded_working_dir(cluster, capsys, 
 
 def test_failed_job_reports_failed_and_exit_code_1(cluster, capsys):
     _, url = cluster
-    rc = cli_main(["--address", url, "--wait", "--raw", "--", sys.executable, "-c", "raise SystemExit(3)"])
+    rc = cli.main(["submit", "--address", url, "--wait", "--raw", "--", sys.executable, "-c", "raise SystemExit(3)"])
     out = capsys.readouterr().out
     assert rc == 1 and "FAILED" in out
 
 
-def test_user_errors_say_what_to_fix(monkeypatch, cluster):
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_user_errors_say_what_to_fix(monkeypatch, cluster, capsys):
     _, url = cluster
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    with pytest.raises(ConfigError, match="RAY_ADDRESS"):
-        cli_status(["raysubmit_x"])
-    with pytest.raises(ConfigError, match="no job 'raysubmit_missing'"):
-        cli_status(["raysubmit_missing", "--address", url])
+    assert cli.main(["status", "raysubmit_x"]) == 2
+    assert "RAY_ADDRESS" in _one_error_line(capsys)
+    assert cli.main(["status", "raysubmit_missing", "--address", url]) == 2
+    assert "no job 'raysubmit_missing'" in _one_error_line(capsys)
     with pytest.raises(ConfigError, match="nothing to submit"):
         build_entrypoint(["--"], raw=False)
     with pytest.raises(ConfigError, match="--env 'NOEQUALS'"):
         forwarded_env({}, ["NOEQUALS"])
     start = time.monotonic()
-    with pytest.raises(ConfigError, match="cannot reach the Ray Jobs API"):
-        cli_status(["x", "--address", f"http://127.0.0.1:{free_port()}"])
+    assert cli.main(["status", "x", "--address", f"http://127.0.0.1:{free_port()}"]) == 2
+    assert "cannot reach the Ray Jobs API" in _one_error_line(capsys)
     assert time.monotonic() - start < 30
+
+
+def test_submit_to_an_address_that_is_not_listening_is_one_line(capsys, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cli.main(["submit", "--address", f"http://127.0.0.1:{free_port()}", "--no-forward-env", "--",
+                     "plan", "--help"]) == 2
+    assert "cannot reach the Ray Jobs API" in _one_error_line(capsys)
+
+
+def test_submit_without_a_command_or_with_a_missing_working_dir_is_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cli.main(["submit", "--address", "http://127.0.0.1:9", "--"]) == 2
+    assert "nothing to submit" in _one_error_line(capsys)
+    assert cli.main(["submit", "--address", "http://127.0.0.1:9", "--working-dir", str(tmp_path / "nope"),
+                     "--no-forward-env", "--", "plan", "--help"]) == 2
+    assert "--working-dir" in _one_error_line(capsys)
 
 
 def test_entrypoint_prefixes_difffusr_and_quotes_words():

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
-import pytest
+from pipeline.cli import main
 
-from pipeline.errors import AssetError, ConfigError
-from pipeline.eval.cli import cli_main
-
+REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -20,7 +20,7 @@ def _pngs_ok(folder):
 
 def test_eval_wald_writes_report_tables_and_figures(tmp_path, ireland, capsys):
     out = tmp_path / "wald"
-    assert cli_main(["wald", str(ireland), "--methods", "gs,bicubic", "--out", str(out)]) == 0
+    assert main(["eval", "wald", str(ireland), "--methods", "gs,bicubic", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
     for heading in ("### 10m group", "### 20m group", "### 60m group", "### all 12 bands", "### OpenSR-test scores"):
         assert heading in report
@@ -37,18 +37,47 @@ def test_eval_wald_writes_report_tables_and_figures(tmp_path, ireland, capsys):
 
 def test_eval_consistency_writes_report(tmp_path, product, finland):
     out = tmp_path / "cons"
-    assert cli_main(["consistency", str(product), "--inputs", str(finland), "--out", str(out)]) == 0
+    assert main(["eval", "consistency", str(product), "--inputs", str(finland), "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
     assert "| 10m |" in report and "| 60m |" in report and "| B09 |" in report
     assert len(_pngs_ok(out / "figures")) == 4
     assert json.loads((out / "results.json").read_text())["groups"]["20m"]["r2"] > 0.9
 
 
-def test_unknown_method_is_a_config_error(tmp_path, ireland):
-    with pytest.raises(ConfigError, match="lanczos"):
-        cli_main(["wald", str(ireland), "--methods", "bicubic,lanczos", "--out", str(tmp_path)])
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
 
 
-def test_missing_scene_is_an_asset_error(tmp_path):
-    with pytest.raises(AssetError, match="does not exist"):
-        cli_main(["wald", str(tmp_path / "nowhere"), "--methods", "bicubic", "--out", str(tmp_path / "r")])
+def test_unknown_method_is_one_line_and_writes_nothing(tmp_path, ireland, capsys):
+    out = tmp_path / "r"
+    assert main(["eval", "wald", str(ireland), "--methods", "bicubic,lanczos", "--out", str(out)]) == 2
+    assert "lanczos" in _error_line(capsys) and not out.exists()
+
+
+def test_missing_scene_is_one_line_and_creates_no_report_folder(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["eval", "wald", str(tmp_path / "nowhere"), "--methods", "bicubic", "--out", str(out)]) == 2
+    assert "does not exist" in _error_line(capsys) and not out.exists()
+
+
+def test_report_folder_under_a_file_is_refused_before_the_work(tmp_path, ireland, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(["eval", "wald", str(ireland), "--methods", "bicubic", "--out", str(blocker / "r")]) == 2
+    assert re.search(r"cannot create report folder .* is a file", _error_line(capsys))
+
+
+def test_wrong_kind_of_weights_is_refused_before_the_work(tmp_path, ireland, capsys):
+    fusion = REPO / "pipeline" / "weights" / "fusion_small"
+    assert main(["eval", "wald", str(ireland), "--methods", "difffusr", "--sr-weights", str(fusion),
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "lacks model.safetensors" in _error_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_consistency_of_a_missing_product_is_one_line(tmp_path, finland, capsys):
+    out = tmp_path / "cons"
+    assert main(["eval", "consistency", str(tmp_path / "none.tif"), "--inputs", str(finland), "--out", str(out)]) == 2
+    assert "does not exist" in _error_line(capsys) and not out.exists()

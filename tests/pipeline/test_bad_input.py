@@ -1,18 +1,30 @@
-"""Bad input: one line on stderr naming the bad value and the fix, exit code 2, no traceback, nothing left behind."""
+"""Bad input: one line on stderr naming the bad value and the fix, exit 2, no traceback, nothing written."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import os
 import shutil
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 
+from infra.local._common import free_port
 from infra.local.stac_server import StacServer, StacServerConfig
 from pipeline.cli import main
 from tests.conftest import CATALOG, DEMO_BBOX, DEMO_DATETIME
+
+REPO = Path(__file__).resolve().parents[2]
+SR_WEIGHTS = REPO / "pipeline" / "weights" / "sr_small"
+FUSION_WEIGHTS = REPO / "pipeline" / "weights" / "fusion_small"
 
 
 def _run(capsys, argv):
@@ -58,6 +70,120 @@ def test_unwritable_out_is_reported_before_any_work(stac_api, capsys, tmp_path):
     code, err = _run(capsys, ["run", "--stac-url", stac_api, "--bbox", DEMO_BBOX, "--datetime", DEMO_DATETIME,
                               "--out", str(blocker), "--quiet"])
     assert code == 2 and len(err) == 1 and "is an existing file" in err[0]
+
+
+def _dead_url() -> str:
+    """A loopback URL nothing listens on: any search there fails with a connection error."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def _run_argv(out: Path, *extra: str, stac_url: str | None = None) -> list[str]:
+    return ["run", "--stac-url", stac_url or _dead_url(), "--bbox", DEMO_BBOX, "--datetime", DEMO_DATETIME,
+            "--out", str(out), "--quiet", *extra]
+
+
+def test_bad_tile_size_fails_before_the_search_of_a_dead_stac_url(capsys, tmp_path):
+    code, err = _run(capsys, _run_argv(tmp_path / "out", "--tile-size", "100"))
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("difffusr: error: --tile-size 100 must be a positive multiple of 6")
+    assert not (tmp_path / "out").exists()
+
+
+def _junk_folder(tmp_path: Path) -> Path:
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "model.bin").write_bytes(b"\0" * 64)
+    return junk
+
+
+@pytest.mark.parametrize(
+    ("flag", "weights", "message"),
+    [
+        ("--sr-weights", "missing", "SR weights folder '{}' does not exist"),
+        ("--sr-weights", "junk", "checkpoint folder '{}' lacks model.safetensors, config.json, bands.json"),
+        ("--sr-weights", "fusion", "checkpoint folder '{}' lacks model.safetensors"),
+        ("--fusion-weights", "missing", "fusion weights folder '{}' does not exist"),
+        ("--fusion-weights", "junk", "fusion weights folder '{}' lacks the '10m' group checkpoint"),
+        ("--fusion-weights", "sr", "holds a 'diffusion_sr' model, but a 'fusion_bundle' model was requested"),
+    ],
+)
+def test_bad_weights_fail_on_the_driver_before_any_search(capsys, tmp_path, flag, weights, message):
+    folder = {"missing": tmp_path / "nowhere", "junk": _junk_folder(tmp_path), "fusion": FUSION_WEIGHTS,
+              "sr": SR_WEIGHTS}[weights]
+    code, err = _run(capsys, _run_argv(tmp_path / "out", flag, str(folder)))
+    assert code == 2 and len(err) == 1, err
+    assert message.format(folder) in err[0] and "STAC" not in err[0]
+    assert not (tmp_path / "out").exists()
+    # `superres` says the same for the same folder.
+    code, sr_err = _run(capsys, ["superres", str(CATALOG / "S2A_MSIL2A_20170613T101031_87_48"),
+                                 str(tmp_path / "sr.tif"), flag, str(folder)])
+    assert code == 2 and sr_err == err
+    assert not (tmp_path / "sr.tif").exists()
+
+
+def test_run_plan_takes_no_area_and_refuses_one(capsys, tmp_path):
+    code, err = _run(capsys, ["run", "--plan", str(tmp_path / "jobs.json"), "--bbox", DEMO_BBOX, "--out",
+                              str(tmp_path / "out"), "--stac-url", _dead_url()])
+    assert code == 2 and len(err) == 1 and "brings each unit's area, dates and CRS; drop --bbox" in err[0]
+    code, err = _run(capsys, ["run", "--plan", str(tmp_path / "jobs.json"), "--out", str(tmp_path / "out"),
+                              "--stac-url", _dead_url()])
+    assert code == 2 and len(err) == 1 and "cannot read plan" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def _difffusr(*argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_stac_retries_are_quiet_and_short_lines_with_verbose(tmp_path):
+    """The real process's stderr (pytest's log capture does not hide it): no urllib3 WARNING reprs."""
+    argv = _run_argv(tmp_path / "out", "--method", "gs")
+    proc = _difffusr(*argv)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert err[0].startswith("difffusr: error: STAC search at 'http://127.0.0.1:")
+    verbose = _difffusr("--verbose", *argv)
+    lines = verbose.stderr.strip().splitlines()
+    retries = [line for line in lines if "retrying" in line]
+    assert verbose.returncode == 2 and len(retries) == 4 and lines[-1].startswith("difffusr: error: STAC search")
+    assert all(len(line) < 160 and "Retry(total" not in line and "object at 0x" not in line for line in retries)
+    assert "WARNING" not in verbose.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture()
+def not_a_stac_api(tmp_path) -> Iterator[str]:
+    """A loopback HTTP server that answers an HTML page at / and 404 elsewhere, as a wrong URL would."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<html><body>Welcome to nginx!</body></html>")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # the test reads stderr: no access log there
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("path", ["", "/api/v1"])
+def test_a_url_that_is_not_a_stac_api_is_one_line(not_a_stac_api, capsys, tmp_path, path):
+    code, err = _run(capsys, _run_argv(tmp_path / "out", "--method", "gs", stac_url=not_a_stac_api + path))
+    assert code == 2 and len(err) == 1, err
+    assert f"STAC search at '{not_a_stac_api}{path}'" in err[0] and "check --stac-url" in err[0]
+    assert ("HTML page" if path else "not JSON") in err[0] and "<" not in err[0]
+    assert not (tmp_path / "out").exists()
+    code, err = _run(capsys, ["search", "--stac-url", not_a_stac_api + path, "--bbox", DEMO_BBOX, "--datetime",
+                              DEMO_DATETIME])
+    assert code == 2 and len(err) == 1 and "check --stac-url" in err[0]
 
 
 def test_unreachable_stac_api_is_a_catalog_error(capsys, tmp_path):

@@ -3,26 +3,28 @@
     difffusr eval wald SCENE_DIR... --methods difffusr,gs,bicubic [--ratio 4] --out REPORT_DIR
     difffusr eval consistency OUTPUT.tif --inputs SCENE_DIR --out REPORT_DIR
 
-Both write REPORT_DIR/report.md (tables), REPORT_DIR/figures/*.png and REPORT_DIR/results.json.
+Both write REPORT_DIR/report.md (tables), REPORT_DIR/figures/*.png and REPORT_DIR/results.json. The report
+folder is created only once the inputs have been read, so a bad input leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
 
+from pipeline.cli.args import Parser
 from pipeline.errors import ConfigError, OutputError
 
-_METHODS = ("difffusr", "gs", "bicubic")
 
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="difffusr eval", description=__doc__.split("\n")[0])
+def eval_parser() -> Parser:
+    p = Parser(prog="difffusr eval", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="protocol", required=True)
     w = sub.add_parser("wald", help="reduced-resolution protocol: degrade, super-resolve, score against the originals")
-    w.add_argument("scenes", nargs="+", metavar="SCENE_DIR", help="folders of band GeoTIFFs B01.tif ... B12.tif (native GSD)")
+    w.add_argument("scenes", nargs="+", metavar="SCENE_DIR",
+                   help="folders of band GeoTIFFs B01.tif ... B12.tif (native GSD)")
     w.add_argument("--methods", default="difffusr,gs,bicubic", help="comma-separated methods (default: %(default)s)")
     w.add_argument("--ratio", type=int, default=4, help="Wald degradation ratio, 2 or 4 (default: %(default)s)")
     w.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder (created)")
@@ -32,13 +34,24 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--steps", type=int, default=None, help="DDIM steps of difffusr (default: the model's)")
     w.add_argument("--sr-weights", default=None, help="diffusion SR checkpoint folder (default: shipped)")
     w.add_argument("--fusion-weights", default=None, help="fusion checkpoint folder (default: shipped)")
-    w.add_argument("--border", type=int, default=16, help="OpenSR border crop, 10 m-group HR pixels (default: %(default)s)")
+    w.add_argument("--border", type=int, default=16,
+                   help="OpenSR border crop, 10 m-group HR pixels (default: %(default)s)")
     c = sub.add_parser("consistency", help="no-reference check of an SR product against its own inputs")
     c.add_argument("product", metavar="OUTPUT.tif", help="12-band SR GeoTIFF (e.g. from difffusr superres or run)")
     c.add_argument("--inputs", required=True, metavar="SCENE_DIR", help="the scene folder the product was made from")
     c.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder (created)")
     c.add_argument("--border", type=int, default=16, help="OpenSR border crop, product pixels (default: %(default)s)")
     return p
+
+
+def _check_out_dir(path: str) -> None:
+    """OutputError unless REPORT_DIR is a folder or can be made (checked before the work, made after it)."""
+    out = Path(path).absolute()
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputError(f"cannot create report folder {path!r}: '{existing}' is a file; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot create report folder {path!r}: '{existing}' is not writable; choose another --out")
 
 
 def _out_dir(path: str) -> Path:
@@ -51,58 +64,62 @@ def _out_dir(path: str) -> Path:
 
 
 def _method_options(args: argparse.Namespace):
-    from pipeline.inference.methods import MethodOptions
+    """MethodOptions of the flags given, or None for the model's own defaults."""
+    from pipeline.config import MethodOptions
 
     if args.steps is None and args.sr_weights is None and args.fusion_weights is None:
         return None
     kw = {"sr_weights": args.sr_weights, "fusion_weights": args.fusion_weights}
     if args.steps is not None:
-        if args.steps < 1:
-            raise ConfigError(f"--steps {args.steps} must be >= 1")
         kw["steps"] = args.steps
     return MethodOptions(**kw)
 
 
 def run_wald(args: argparse.Namespace, command: str) -> Path:
     """Run `eval wald` from parsed arguments; returns the report path."""
+    from pipeline.config import METHODS, check_seed
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if not methods or bad:
+        raise ConfigError(f"--methods {args.methods!r}: {bad or 'empty'} not in {', '.join(METHODS)}")
+    check_seed(args.seed)
+    options = _method_options(args)
+    _check_out_dir(args.out)
+
     from pipeline.eval.opensr import OpenSRConfig
     from pipeline.eval.protocol import WaldConfig, wald_scene
     from pipeline.eval.report import write_wald_report
     from pipeline.io.scene_files import read_scene
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in _METHODS]
-    if not methods or bad:
-        raise ConfigError(f"--methods {args.methods!r}: {bad or 'empty'} not in {', '.join(_METHODS)}")
     cfg = WaldConfig(ratio=args.ratio, crop=args.crop, seed=args.seed, opensr=OpenSRConfig(border_px=args.border))
-    out = _out_dir(args.out)
-    options = _method_options(args)
     results = []
     for folder in args.scenes:
         scene = read_scene(folder)
-        print(f"eval wald: {scene.name} {scene.b10.shape[1]}x{scene.b10.shape[2]} px, methods {', '.join(methods)}",
-              file=sys.stderr)
+        size = f"{scene.b10.shape[1]}x{scene.b10.shape[2]}"
+        print(f"eval wald: {scene.name} {size} px, methods {', '.join(methods)}", file=sys.stderr)
         results.append(wald_scene(scene, methods, cfg, options=options))
-    return write_wald_report(results, cfg, out, command=command)
+    return write_wald_report(results, cfg, _out_dir(args.out), command=command)
 
 
 def run_consistency(args: argparse.Namespace, command: str) -> Path:
     """Run `eval consistency` from parsed arguments; returns the report path."""
+    _check_out_dir(args.out)
+
     from pipeline.eval.opensr import OpenSRConfig
     from pipeline.eval.protocol import consistency_check
     from pipeline.eval.report import write_consistency_report
     from pipeline.io.scene_files import match_product_to_scene, read_product, read_scene
 
-    out = _out_dir(args.out)
     product = read_product(args.product)
     sr, scene = match_product_to_scene(product, read_scene(args.inputs))
     res = consistency_check(sr, scene, product=Path(args.product).name, cfg=OpenSRConfig(border_px=args.border))
-    return write_consistency_report(res, out, command=command)
+    return write_consistency_report(res, _out_dir(args.out), command=command)
 
 
-def cli_main(argv: list[str]) -> int:
-    """Entry point of `difffusr eval`; user errors raise DiffFuSRError (the CLI prints them, exit 2)."""
-    args = _parser().parse_args(argv)
+def cmd_eval(argv: list[str]) -> int:
+    """`difffusr eval wald|consistency ...`; user errors raise DiffFuSRError (one line, exit 2)."""
+    args = eval_parser().parse_args(argv)
     command = "difffusr eval " + " ".join(shlex.quote(a) for a in argv)
     path = run_wald(args, command) if args.protocol == "wald" else run_consistency(args, command)
     print(f"report: {path}")
