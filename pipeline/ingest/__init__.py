@@ -1,1 +1,2 @@
-"""Ingest: read each tile window from every granule, composite the observations, write the work store."""
+"""Ingest: read each tile window from every granule (load, odc-stac), composite the observations (composite,
+pure numpy), write the tile into the work store and mark it done (stage)."""

@@ -10,7 +10,7 @@ import rasterio
 
 from pipeline.errors import OutputError
 from pipeline.io.grid import SceneGrid, resolve_grid
-from pipeline.io.load import load_tile
+from pipeline.ingest.load import load_tile
 from pipeline.io.work_store import DONE, WorkStore
 from pipeline.tiling.grid import TileKey, TileLayout
 from tests.conftest import CATALOG, SAMPLES
