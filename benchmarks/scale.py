@@ -1,0 +1,243 @@
+"""How `difffusr run` scales with the region: per-tile cost of every stage, peak memory and disk at N tiles.
+
+The input is any scene folder of single-band Sentinel-2 GeoTIFFs (B01.tif ... B12.tif, B8A.tif at their
+native 10/20/60 m) or any STAC API. A scene folder is served as a one-item catalog (Earth Search v1 asset
+keys, file:// hrefs) by the real loopback STAC API of `infra/local`. For each requested tile count N the
+job runs on a square AOI at the scene centre holding about N tiles (core `--tile-size` 10 m pixels), in a
+child process whose resident memory (driver, Ray workers) and output-folder size are sampled.
+
+    python -m benchmarks.scale --scene PATH/TO/SCENE --tiles 25,100,400 --method bicubic \\
+        --json benchmarks/results/scale_bicubic.json
+    python -m benchmarks.scale --stac-url URL --center LON,LAT --datetime 2023-06-01/2023-06-30 --tiles 25,100
+
+Reported per N: tiles, stage seconds and seconds per tile, driver / worker peak RSS (MiB), peak output-folder
+bytes and bytes per tile, and the ratios of the largest N to the smallest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import rasterio
+from pyproj import Transformer
+
+from benchmarks.common import machine, write_json
+from benchmarks.demo_run import REPO, run_monitored
+from pipeline.io.scene_files import find_band_file
+
+#: Acquisition time given to a scene folder served as an item (a folder of GeoTIFFs carries none).
+SCENE_DATETIME = "2016-01-01T00:00:00Z"
+
+
+def scene_item(folder: Path, item_id: str, datetime: str = SCENE_DATETIME) -> dict:
+    """A STAC item (Earth Search v1 asset keys, absolute file:// hrefs) for a folder of band GeoTIFFs."""
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from infra.local.make_samples import ES_V1_BANDS, STAC_EXTENSIONS, band_asset, bbox_of, footprint_lonlat
+
+    assets, grids = {}, {}
+    for key, band, gsd, desc, wl, fwhm in ES_V1_BANDS:
+        path = find_band_file(folder, band).resolve()  # the pipeline's own band-file rule
+        with rasterio.open(path) as src:
+            t = src.transform
+            grids[band] = {
+                "epsg": src.crs.to_epsg(),
+                "shape": [src.height, src.width],
+                "transform": [t.a, t.b, t.c, t.d, t.e, t.f],
+            }
+        assets[key] = band_asset(key, band, gsd, desc, wl, fwhm, grids[band], path.as_uri())
+    geom = footprint_lonlat(grids["B02"]["epsg"], grids["B02"]["transform"], grids["B02"]["shape"])
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": STAC_EXTENSIONS,
+        "id": item_id,
+        "collection": "sentinel-2-l2a",
+        "geometry": geom,
+        "bbox": bbox_of(geom),
+        "properties": {"datetime": datetime, "eo:cloud_cover": 0.0, "proj:epsg": grids["B02"]["epsg"]},
+        "links": [],
+        "assets": assets,
+    }
+
+
+def scene_center(item: dict) -> tuple[float, float]:
+    w, s, e, n = item["bbox"]
+    return (w + e) / 2, (s + n) / 2
+
+
+def square_bbox(center: tuple[float, float], side_m: float) -> tuple[float, float, float, float]:
+    """A lon/lat box whose UTM footprint is a square of `side_m` around `center` (lon, lat)."""
+    lon, lat = center
+    zone = int((lon + 180) // 6) + 1
+    epsg = (32600 if lat >= 0 else 32700) + zone
+    fwd = Transformer.from_crs(4326, epsg, always_xy=True)
+    inv = Transformer.from_crs(epsg, 4326, always_xy=True)
+    x, y = fwd.transform(lon, lat)
+    h = side_m / 2
+    w, s = inv.transform(x - h, y - h)
+    e, n = inv.transform(x + h, y + h)
+    return (w, s, e, n)
+
+
+def side_for_tiles(tiles: int, core_px: int) -> float:
+    """AOI side (m) that holds about `tiles` tiles of `core_px` 10 m pixels (a margin keeps it under k x k)."""
+    k = max(1, round(math.sqrt(tiles)))
+    return k * core_px * 10.0 - 150.0
+
+
+@contextmanager
+def scene_catalog(folder: Path) -> Iterator[str]:
+    """Serve a scene folder as a one-item catalog on a loopback STAC API; yields the API URL."""
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from infra.local.stac_server import StacServer, StacServerConfig
+
+    item = scene_item(folder, item_id=f"scale-{folder.name}")
+    with tempfile.TemporaryDirectory(prefix="difffusr-scale-") as tmp:
+        cat = Path(tmp)
+        coll = json.loads((REPO / "data" / "samples" / "catalog" / "collection.json").read_text())
+        (cat / "collection.json").write_text(json.dumps(coll))
+        (cat / item["id"]).mkdir()
+        (cat / item["id"] / f"{item['id']}.json").write_text(json.dumps(item))
+        with StacServer(StacServerConfig(catalog=cat)) as server:
+            yield server.url, scene_center(item)
+
+
+class DiskSampler:
+    """Peak size in bytes of a folder tree, sampled every `interval_s` in a thread."""
+
+    def __init__(self, root: Path, interval_s: float = 0.5) -> None:
+        self.root, self.interval_s, self.peak = root, interval_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _size(self) -> int:
+        total = 0
+        for dirpath, _, files in os.walk(self.root):
+            for f in files:
+                try:
+                    total += os.lstat(os.path.join(dirpath, f)).st_size
+                except OSError:
+                    pass
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak = max(self.peak, self._size())
+
+    def __enter__(self) -> DiskSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_at(url: str, center, tiles: int, out: Path, args: argparse.Namespace) -> dict:
+    bbox = square_bbox(center, side_for_tiles(tiles, args.tile_size))
+    argv = [
+        "run", "--stac-url", url, "--bbox", ",".join(f"{v:.6f}" for v in bbox), "--datetime", args.datetime,
+        "--method", args.method, "--out", str(out), "--overwrite", "--quiet", "--tile-size", str(args.tile_size),
+        *args.extra,
+    ]  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    with DiskSampler(out) as disk:
+        run = run_monitored(argv, timeout_s=args.timeout)
+    if run.returncode != 0 or run.manifest is None:
+        raise SystemExit(f"scale: difffusr run failed at {tiles} tiles: {run.stderr_tail}")
+    m = run.manifest
+    n = int(m["tiles"])
+    return {
+        "requested_tiles": tiles,
+        "tiles": n,
+        "bbox": list(bbox),
+        "wall_s": round(run.wall_s, 2),
+        "timings_s": m["timings_s"],
+        "per_tile_s": {k: round(v / n, 4) for k, v in m["timings_s"].items()},
+        "driver_peak_mb": round(run.driver_peak_mb, 1),
+        "worker_peak_mb": round(run.worker_peak_mb, 1),
+        "ray_system_peak_mb": round(run.ray_system_peak_mb, 1),
+        "disk_peak_bytes": disk.peak,
+        "disk_peak_bytes_per_tile": round(disk.peak / n),
+    }
+
+
+def ratios(rows: list[dict]) -> dict:
+    """Largest-N / smallest-N ratios of memory peaks, per-tile stage costs and disk per tile."""
+    lo, hi = rows[0], rows[-1]
+    out = {
+        "tiles": f"{hi['tiles']} / {lo['tiles']}",
+        "driver_peak": round(hi["driver_peak_mb"] / lo["driver_peak_mb"], 3),
+        "worker_peak": round(hi["worker_peak_mb"] / max(lo["worker_peak_mb"], 1e-9), 3),
+        "disk_peak_per_tile": round(
+            hi["disk_peak_bytes_per_tile"] / max(lo["disk_peak_bytes_per_tile"], 1), 3
+        ),
+    }
+    for stage, v in hi["per_tile_s"].items():
+        if lo["per_tile_s"].get(stage):
+            out[f"per_tile_{stage}"] = round(v / lo["per_tile_s"][stage], 3)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--scene", type=Path, help="folder of single-band GeoTIFFs B01.tif ... B12.tif, B8A.tif")
+    src.add_argument("--stac-url", help="a STAC API (then --center and --datetime say where and when)")
+    p.add_argument("--center", help="LON,LAT of the AOI centre (default: the scene centre)")
+    p.add_argument("--datetime", default="2015-01-01/2017-12-31", help="START/END of the search")
+    p.add_argument("--tiles", default="25,100,400", help="comma-separated tile counts (default 25,100,400)")
+    p.add_argument("--tile-size", type=int, default=96, help="tile core, 10 m pixels (default 96)")
+    p.add_argument("--method", default="bicubic", help="difffusr, gs or bicubic (default bicubic)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="where the runs write (default: a temporary folder)"
+    )
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("extra", nargs="*", help="more `difffusr run` flags after --, e.g. -- --workers 2")
+    args = p.parse_args(argv)
+    counts = sorted(int(t) for t in args.tiles.split(","))
+    with tempfile.TemporaryDirectory(prefix="difffusr-scale-out-") as tmp:
+        root = args.out or Path(tmp)
+        with scene_catalog(args.scene) if args.scene else _external(args.stac_url) as (url, center):
+            if args.center:
+                center = tuple(float(v) for v in args.center.split(","))
+            if center is None:
+                raise SystemExit("scale: --center LON,LAT is required with --stac-url")
+            rows = []
+            for n in counts:
+                rows.append(run_at(url, center, n, root / f"tiles_{n}", args))
+                print(json.dumps(rows[-1]), flush=True)
+    result = {
+        "machine": machine(),
+        "method": args.method,
+        "input": str(args.scene or args.stac_url),
+        "runs": rows,
+    }
+    if len(rows) > 1:
+        result["ratios_largest_vs_smallest"] = ratios(rows)
+        print(json.dumps(result["ratios_largest_vs_smallest"]))
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
+@contextmanager
+def _external(url: str) -> Iterator[tuple[str, None]]:
+    yield url, None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
