@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 import rasterio
 from pyproj import Transformer
@@ -90,7 +91,7 @@ def square_bbox(center: tuple[float, float], side_m: float) -> tuple[float, floa
 
 
 def side_for_tiles(tiles: int, core_px: int) -> float:
-    """AOI side (m) that holds about `tiles` tiles of `core_px` 10 m pixels (a margin keeps it under k x k)."""
+    """AOI side (m) holding about `tiles` tiles of `core_px` 10 m pixels (a margin keeps it under k x k)."""
     k = max(1, round(math.sqrt(tiles)))
     return k * core_px * 10.0 - 150.0
 
@@ -136,7 +137,7 @@ class DiskSampler:
         while not self._stop.wait(self.interval_s):
             self.peak = max(self.peak, self._size())
 
-    def __enter__(self) -> DiskSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -149,7 +150,8 @@ def run_at(url: str, center, tiles: int, out: Path, args: argparse.Namespace) ->
     bbox = square_bbox(center, side_for_tiles(tiles, args.tile_size))
     argv = [
         "run", "--stac-url", url, "--bbox", ",".join(f"{v:.6f}" for v in bbox), "--datetime", args.datetime,
-        "--method", args.method, "--out", str(out), "--overwrite", "--quiet", "--tile-size", str(args.tile_size),
+        "--method", args.method, "--out", str(out), "--overwrite", "--quiet",
+        "--tile-size", str(args.tile_size),
         *args.extra,
     ]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
