@@ -3,6 +3,8 @@
 Every field is validated at construction and a bad value raises `ConfigError` naming its flag, so the CLI
 fails before any search, ingest or model load. The dataclass defaults are the CLI's defaults (one source).
 This module imports nothing heavy (no torch, rasterio, zarr or ray): the CLI imports it before anything else.
+Weights folders are checked by the CLI (`pipeline.models.checkpoint.check_*_weights`, cheap), since the
+config sits below the models in the import layers.
 
 The resolved config is written into every output's manifest, and its pixel-relevant part fingerprints the
 job so that a rerun into the same `--out` resumes it, and a different job is refused.
@@ -17,7 +19,6 @@ from datetime import datetime
 
 from pipeline.catalog.query import CatalogOptions, SearchQuery
 from pipeline.errors import ConfigError
-from pipeline.models.checkpoint import check_fusion_weights, check_sr_weights
 from pipeline.tiling.grid import GRID_MULTIPLE
 
 #: The super-resolution methods: the learned DiffFuSR and two baselines (pipeline.inference.methods).
@@ -51,12 +52,6 @@ class MethodOptions:
         if not 1 <= self.steps <= SCHEDULE_STEPS:
             raise ConfigError(f"--steps {self.steps} must be between 1 and {SCHEDULE_STEPS} "
                               f"(the schedule has T = {SCHEDULE_STEPS})")
-        # Weights are checked here, on the driver, so that a wrong folder fails before any search or ingest
-        # (cheap: JSON files and the safetensors header only).
-        if self.sr_weights is not None:
-            check_sr_weights(self.sr_weights)
-        if self.fusion_weights is not None:
-            check_fusion_weights(self.fusion_weights)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -139,11 +139,27 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     add_tiling_args(p)
 
 
+def check_weights(options) -> None:
+    """CheckpointError unless the `MethodOptions`' weights folders hold weights of the right kind.
+
+    Cheap (JSON files and the safetensors header), on this machine, before any search, ingest or Ray actor:
+    the same messages the loaders give.
+    """
+    from pipeline.models.checkpoint import check_fusion_weights, check_sr_weights
+
+    if options.sr_weights is not None:
+        check_sr_weights(options.sr_weights)
+    if options.fusion_weights is not None:
+        check_fusion_weights(options.fusion_weights)
+
+
 def model_options_from_args(args: argparse.Namespace):
-    """The validated `MethodOptions` (weights checked on this machine, cheaply, before any other work)."""
+    """The validated `MethodOptions` of the model flags, weights checked."""
     from pipeline.config import MethodOptions
 
-    return MethodOptions(sr_weights=args.sr_weights, fusion_weights=args.fusion_weights, steps=args.steps)
+    options = MethodOptions(sr_weights=args.sr_weights, fusion_weights=args.fusion_weights, steps=args.steps)
+    check_weights(options)
+    return options
 
 
 # ----------------------------------------------------------------------------- flags from a config dataclass

@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from pipeline.cli.args import Parser
+from pipeline.cli.args import Parser, check_weights
 from pipeline.errors import ConfigError, OutputError
 
 
@@ -72,7 +72,9 @@ def _method_options(args: argparse.Namespace):
     kw = {"sr_weights": args.sr_weights, "fusion_weights": args.fusion_weights}
     if args.steps is not None:
         kw["steps"] = args.steps
-    return MethodOptions(**kw)
+    options = MethodOptions(**kw)
+    check_weights(options)
+    return options
 
 
 def run_wald(args: argparse.Namespace, command: str) -> Path:

@@ -1,5 +1,5 @@
-"""The job config: light to import, every field validated at construction with a ConfigError naming its flag,
-and weights checked cheaply (JSON files and the safetensors header) against the kind the flag needs."""
+"""The job config: light to import, every field validated at construction with a ConfigError naming its flag;
+weights checked cheaply (JSON files and the safetensors header) against the kind the flag needs."""
 
 from __future__ import annotations
 
@@ -92,19 +92,18 @@ def test_a_plan_unit_is_the_plan_job_with_the_units_area_dates_output_and_crs():
 def test_the_shipped_weights_pass_their_checks():
     check_sr_weights(SR_WEIGHTS)
     check_fusion_weights(FUSION_WEIGHTS)
-    MethodOptions(sr_weights=str(SR_WEIGHTS), fusion_weights=str(FUSION_WEIGHTS))
 
 
 def test_missing_junk_or_wrong_kind_sr_weights_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="SR weights folder .* does not exist"):
-        MethodOptions(sr_weights=str(tmp_path / "missing"))
+        check_sr_weights(tmp_path / "missing")
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "notes.txt").write_text("not weights")
     with pytest.raises(CheckpointError, match="lacks model.safetensors, config.json, bands.json"):
-        MethodOptions(sr_weights=str(junk))
+        check_sr_weights(junk)
     with pytest.raises(CheckpointError, match="lacks model.safetensors"):
-        MethodOptions(sr_weights=str(FUSION_WEIGHTS))  # fusion weights are a folder per group
+        check_sr_weights(FUSION_WEIGHTS)  # fusion weights are a folder per group
     bundle_as_sr = tmp_path / "fusion_as_sr"
     shutil.copytree(FUSION_WEIGHTS / "10m", bundle_as_sr)
     with pytest.raises(CheckpointError, match="holds a 'fusion' model, but a 'diffusion_sr' model was requested"):
@@ -113,7 +112,7 @@ def test_missing_junk_or_wrong_kind_sr_weights_are_refused(tmp_path):
 
 def test_sr_weights_given_as_fusion_weights_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="holds a 'diffusion_sr' model, but a 'fusion_bundle' model"):
-        MethodOptions(fusion_weights=str(SR_WEIGHTS))
+        check_fusion_weights(SR_WEIGHTS)
     with pytest.raises(CheckpointError, match="fusion weights folder .* does not exist"):
         check_fusion_weights(tmp_path / "missing")
     partial = tmp_path / "partial"
