@@ -7,5 +7,5 @@ Public surface::
     from pipeline.eval.opensr import consistency, synthesis, correctness, OpenSRConfig
     from pipeline.io.scene_files import read_scene, read_product
     from pipeline.eval.protocol import WaldConfig, wald_scene, consistency_check
-    from pipeline.eval.cli import cli_main                 # `difffusr eval wald|consistency`
+    from pipeline.cli.eval import cmd_eval                 # `difffusr eval wald|consistency`
 """

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pipeline.errors import CheckpointError
-from pipeline.models.convert import cli_main, detect_kind, map_sr_state_dict, read_lightning_state_dict
+from pipeline.cli.convert import cmd_convert
+from pipeline.models.convert import detect_kind, map_sr_state_dict, read_lightning_state_dict
 from pipeline.models.diffusion import SRDiffusion, get_preset
 
 MANIFEST = json.loads(
@@ -91,7 +92,7 @@ def test_not_a_checkpoint_and_another_model_are_rejected(tmp_path):
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"backbone.conv.weight": torch.zeros(2)}}, other)
     with pytest.raises(CheckpointError, match="another model"):
-        cli_main([str(other), str(tmp_path / "out")])
+        cmd_convert([str(other), str(tmp_path / "out")])
     nosd = tmp_path / "nosd.ckpt"
     torch.save({"weights": torch.zeros(1)}, nosd)
     with pytest.raises(CheckpointError, match="state_dict"):
@@ -112,7 +113,7 @@ def test_full_random_checkpoint_converts_loads_and_runs(tmp_path, capsys):
         sd[f"diffusion.{name}"] = getattr(s, name).clone()
     _save_like_lightning(sd, path)
     del sd
-    assert cli_main([str(path), str(tmp_path / "paper")]) == 0
+    assert cmd_convert([str(path), str(tmp_path / "paper")]) == 0
     out = capsys.readouterr().out
     assert "missing: 0" in out and "unexpected: 0" in out and "wrong_shape: 0" in out
     report = json.loads((tmp_path / "paper" / "conversion_report.json").read_text())

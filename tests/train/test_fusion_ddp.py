@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.cli import main
 from pipeline.models.fusion import load_fusion_model
-from pipeline.train.fusion import cli_main
 
 REPO = Path(__file__).resolve().parents[2]
 SCENES = [REPO / "data/samples/catalog/S2A_MSIL2A_20170613T101031_87_48",
@@ -24,8 +24,8 @@ def test_two_worker_ddp_training_and_resume(tmp_path: Path, monkeypatch: pytest.
     # the 120 px bundled scenes are too small for the 60 m group's x24 pairs: train 10m and 20m
     base = ["--data", *map(str, SCENES), "--groups", "10m", "20m", "--crop", "24", "--batch", "2",
             "--workers", "2", "--log-every", "1", "--ckpt-every", "2", "--out", str(run), "--ray-address", "local"]
-    assert cli_main([*base, "--steps", "2"]) == 0
-    assert cli_main([*base, "--steps", "3", "--resume"]) == 0
+    assert main(["train", "fusion", *base, "--steps", "2"]) == 0
+    assert main(["train", "fusion", *base, "--steps", "3", "--resume"]) == 0
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3]
     assert all("l1_10m" in r and "l1_20m" in r and "l1_60m" not in r for r in lines)
@@ -40,8 +40,9 @@ def test_two_worker_ddp_training_and_resume(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_init_keeps_each_nets_trunk_grid_and_one_step_back_projects(tmp_path: Path) -> None:
-    """--init from the shipped weights (60 m trunk on the full grid, the preset's is 2x coarser) loads them exactly,
-    and one training step runs through the back-projection onto the measured bands, with gradients."""
+    """--init from the shipped weights (60 m trunk on the full grid, the preset's is 2x coarser) loads them
+    exactly, and one training step runs through the back-projection onto the measured bands, with
+    gradients."""
     from pipeline.models.fusion.model import SHIPPED_WEIGHTS
     from pipeline.train.fusion import FusionTask, FusionTrainConfig
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.cli.train import cmd_train_sr
 from pipeline.errors import ConfigError, TrainingDataError
 from pipeline.models.diffusion import SRConfig, inference_state_dict, load_sr_model
 from pipeline.train.launch import LaunchConfig
-from pipeline.train.sr import SRTask, SRTrainConfig, cli_main, train_sr
+from pipeline.train.sr import SRTask, SRTrainConfig, train_sr
 
 REPO = Path(__file__).resolve().parents[2]
 #: A training patch of SPLIT.md (Austria, 2017-06-13), bundled as 12 GeoTIFFs.
@@ -39,11 +40,11 @@ TINY = SRConfig(
 def test_empty_or_non_image_data_folder_is_a_training_data_error(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(TrainingDataError, match="no usable training image"):
-        cli_main(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--steps", "1"])
+        cmd_train_sr(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--steps", "1"])
     with pytest.raises(TrainingDataError, match="does not exist"):
-        cli_main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
+        cmd_train_sr(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
     with pytest.raises(ConfigError, match="unknown SR preset"):
-        cli_main(["--preset", "huge", "--data", str(PATCH), "--out", str(tmp_path / "run")])
+        cmd_train_sr(["--preset", "huge", "--data", str(PATCH), "--out", str(tmp_path / "run")])
     tiny_cfg = SRTrainConfig(
         data=(str(PATCH),), model=TINY, patch=32, init_from=str(REPO / "pipeline" / "weights" / "sr_small")
     )
