@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("cluster", "cmd_status", "status of a submitted job"),
     "logs": ("cluster", "cmd_logs", "logs of a submitted job"),
     "plan": ("cluster", "cmd_plan", "split a large region into work units with cost estimates"),
+    "schedule": ("cluster", "cmd_schedule", "create the RayJob of the last date window (CronJob)"),
 }
 _VERBOSE = ("--verbose", "-v")
 

@@ -1,4 +1,5 @@
-"""`difffusr submit`, `status`, `logs` (Ray Jobs API: cluster/submit.py) and `plan` (cluster/plan.py)."""
+"""`difffusr submit`, `status`, `logs` (Ray Jobs API: cluster/submit.py), `plan` (cluster/plan.py) and
+`schedule` (cluster/schedule.py, the production CronJob's command)."""
 
 from __future__ import annotations
 
@@ -182,4 +183,36 @@ def cmd_plan(argv: list[str]) -> int:
         except OSError as exc:
             raise ConfigError(f"cannot write plan to {args.out!r}: {exc}; pick a writable --out") from exc
         print(f"plan written to {args.out}")
+    return 0
+
+
+def schedule_parser() -> Parser:
+    p = Parser(
+        prog="difffusr schedule",
+        description="Create the RayJob of the latest complete date window from a template (the command of "
+        "the CronJob difffusr-production in k8s/; the window follows from the date alone, so a retried run "
+        "picks the same one, and its RayJob, if already there, is left alone).",
+    )
+    p.add_argument("--template", required=True, help="RayJob template with @WINDOW@ / @WINDOW_ID@")
+    p.add_argument("--window", default="month", help="month (previous calendar month) or <N>d")
+    p.add_argument("--today", help="date to schedule from, YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--dry-run", action="store_true", help="print the RayJob as JSON instead of creating it")
+    return p
+
+
+def cmd_schedule(argv: list[str]) -> int:
+    """`difffusr schedule --template FILE [--window month|<N>d] [--today DATE] [--dry-run]`."""
+    import json
+
+    from pipeline.cluster.schedule import create_rayjob, latest_window, parse_today, read_template, render
+
+    args = schedule_parser().parse_args(argv)
+    start, end = latest_window(parse_today(args.today), args.window)
+    doc = render(read_template(args.template), start, end)
+    if args.dry_run:
+        print(json.dumps(doc, indent=1))
+        return 0
+    outcome = create_rayjob(doc)
+    left = "created" if outcome == "created" else "already submitted, left alone"
+    print(f"RayJob {doc['metadata']['name']} for {start}/{end}: {left}")
     return 0

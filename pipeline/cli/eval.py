@@ -2,9 +2,12 @@
 
     difffusr eval wald SCENE_DIR... --methods difffusr,gs,bicubic [--ratio 4] --out REPORT_DIR
     difffusr eval consistency OUTPUT.tif --inputs SCENE_DIR --out REPORT_DIR
+    difffusr eval sr-wald --scenes SCENE_DIR... [--weights DIR] [--steps 10 20] [--samples 1 4] [--json OUT]
 
-Both write REPORT_DIR/report.md (tables), REPORT_DIR/figures/*.png and REPORT_DIR/results.json. The report
-folder is created only once the inputs have been read, so a bad input leaves nothing behind.
+`wald` and `consistency` write REPORT_DIR/report.md (tables), REPORT_DIR/figures/*.png and
+REPORT_DIR/results.json. The report folder is created only once the inputs have been read, so a bad input
+leaves nothing behind. `sr-wald` scores the diffusion SR alone on the RGB (pipeline.eval.sr_wald): one JSON
+line per (steps, samples, low-frequency consistency) on stdout, and all of them in --json.
 """
 
 from __future__ import annotations
@@ -41,6 +44,17 @@ def eval_parser() -> Parser:
     c.add_argument("--inputs", required=True, metavar="SCENE_DIR", help="the scene folder the product was made from")
     c.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder (created)")
     c.add_argument("--border", type=int, default=16, help="OpenSR border crop, product pixels (default: %(default)s)")
+    s = sub.add_parser("sr-wald", help="Wald x4 fidelity of the diffusion SR alone (RGB), against bicubic")
+    s.add_argument("--weights", default=None, help="SR checkpoint folder (default: shipped sr_small)")
+    s.add_argument("--scenes", nargs="+", required=True, metavar="SCENE_DIR",
+                   help="held-out Sentinel-2 scene folders")
+    s.add_argument("--steps", type=int, nargs="+", default=[20], help="DDIM steps (several: one row each)")
+    s.add_argument("--lowfreq", choices=["on", "off", "both", "default"], default="both",
+                   help="low-frequency consistency of the sampler; both: one row each (default: %(default)s)")
+    s.add_argument("--samples", type=int, nargs="+", default=[1], help="samples averaged per output (K)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default: %(default)s)")
+    s.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+    s.add_argument("--json", default=None, metavar="OUT", help="write the results here")
     return p
 
 
@@ -119,9 +133,46 @@ def run_consistency(args: argparse.Namespace, command: str) -> Path:
     return write_consistency_report(res, _out_dir(args.out), command=command)
 
 
+def run_sr_wald(args: argparse.Namespace) -> None:
+    """Run `eval sr-wald` from parsed arguments: one JSON line per row on stdout, all rows in --json."""
+    import json
+
+    from pipeline.config import MethodOptions, check_seed
+    from pipeline.models.checkpoint import check_sr_weights
+
+    for n in args.steps:
+        MethodOptions(steps=n)  # the one --steps rule
+    if min(args.samples) < 1:
+        raise ConfigError(f"--samples {min(args.samples)} must be at least 1")
+    if args.threads < 1:
+        raise ConfigError(f"--threads {args.threads} must be at least 1")
+    check_seed(args.seed)
+    if args.weights is not None:
+        check_sr_weights(args.weights)
+    if args.json is not None and not Path(args.json).absolute().parent.is_dir():
+        raise OutputError(f"--json {args.json!r}: its folder does not exist; create it or choose another")
+
+    import torch
+
+    from pipeline.eval.sr_wald import sweep
+    from pipeline.models.diffusion.model import load_sr_model
+
+    torch.set_num_threads(args.threads)
+    results = []
+    for row in sweep(load_sr_model(args.weights), args.scenes, steps=args.steps, samples=args.samples,
+                     lowfreq=args.lowfreq, seed=args.seed):
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
 def cmd_eval(argv: list[str]) -> int:
-    """`difffusr eval wald|consistency ...`; user errors raise DiffFuSRError (one line, exit 2)."""
+    """`difffusr eval wald|consistency|sr-wald ...`; user errors raise DiffFuSRError (one line, exit 2)."""
     args = eval_parser().parse_args(argv)
+    if args.protocol == "sr-wald":
+        run_sr_wald(args)
+        return 0
     command = "difffusr eval " + " ".join(shlex.quote(a) for a in argv)
     path = run_wald(args, command) if args.protocol == "wald" else run_consistency(args, command)
     print(f"report: {path}")

@@ -1,8 +1,8 @@
 """Scheduled production: create the RayJob of the latest complete date window (the CronJob's command).
 
-``python -m pipeline.cluster.schedule --template rayjob.yaml --window month`` runs in the CronJob
-``difffusr-production`` of ``k8s/``. It picks the window deterministically from today's date (UTC),
-so a retried or late CronJob run picks the same window, fills ``@WINDOW@`` (STAC datetime range,
+``difffusr schedule --template rayjob.yaml --window month`` (its flags: ``pipeline.cli.cluster``) runs
+in the CronJob ``difffusr-production`` of ``k8s/``. It picks the window deterministically from today's
+date (UTC), so a retried or late CronJob run picks the same window, fills ``@WINDOW@`` (STAC datetime range,
 e.g. ``2024-06-01/2024-06-30``) and ``@WINDOW_ID@`` (``20240601-20240630``) into the template and
 creates the RayJob through the in-cluster Kubernetes API with the pod's service account. A RayJob of
 the same name (the same window) already there is reported and left alone (exit 0).
@@ -13,13 +13,11 @@ counted from 1970-01-01 (so consecutive runs tile time without gaps or overlaps)
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
 import re
 import ssl
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -45,20 +43,54 @@ def latest_window(today: dt.date, window: str) -> tuple[dt.date, dt.date]:
     raise ConfigError(f"--window {window!r} is not 'month' or '<N>d' (e.g. '10d')")
 
 
+def parse_today(today: str | None) -> dt.date:
+    """The date `--today` names (YYYY-MM-DD), or today in UTC when it is None."""
+    if today is None:
+        return dt.datetime.now(dt.UTC).date()
+    try:
+        return dt.date.fromisoformat(today)
+    except ValueError:
+        raise ConfigError(f"--today {today!r} is not YYYY-MM-DD") from None
+
+
+def read_template(path: str | Path) -> str:
+    """The text of the RayJob template file; ConfigError if it cannot be read."""
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --template {str(path)!r}: {exc.strerror or exc}") from None
+
+
 def render(template: str, start: dt.date, end: dt.date) -> dict:
     """Fill a RayJob template's @WINDOW@ / @WINDOW_ID@ placeholders and parse it."""
     text = template.replace("@WINDOW_ID@", f"{start:%Y%m%d}-{end:%Y%m%d}")
     text = text.replace("@WINDOW@", f"{start.isoformat()}/{end.isoformat()}")
-    doc = yaml.safe_load(text)
-    if not isinstance(doc, dict) or doc.get("kind") != "RayJob":
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"the production template is not valid YAML ({reason})") from None
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    if not isinstance(meta, dict) or doc.get("kind") != "RayJob" or not meta.get("name"):
         raise ConfigError(
-            "the production template is not a RayJob manifest; check ConfigMap difffusr-production-template"
+            "the production template is not a RayJob manifest with a metadata.name; "
+            "check ConfigMap difffusr-production-template"
         )
     return doc
 
 
 def create_rayjob(doc: dict) -> str:
-    """POST the RayJob to the in-cluster API server; returns "created" or "exists"."""
+    """POST the RayJob to the in-cluster API server; returns "created" or "exists".
+
+    Raises:
+        ConfigError: not inside a Kubernetes pod with a service account, the API server cannot be reached,
+            or it refuses the RayJob.
+    """
+    if "KUBERNETES_SERVICE_HOST" not in os.environ or not (_SA_DIR / "token").is_file():
+        raise ConfigError(
+            f"not inside a Kubernetes pod (no KUBERNETES_SERVICE_HOST or no service account at {_SA_DIR}); "
+            "run it from the CronJob, or add --dry-run to print the RayJob"
+        )
     namespace = (_SA_DIR / "namespace").read_text().strip()
     doc.setdefault("metadata", {})["namespace"] = namespace
     host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
@@ -81,42 +113,6 @@ def create_rayjob(doc: dict) -> str:
             return "exists"
         raise ConfigError(
             f"the API server refused RayJob {doc['metadata']['name']!r}: HTTP {exc.code} {exc.read()[:300]!r}"
-        )
-
-
-def cli_main(argv: list[str]) -> int:
-    """Entry point (`python -m pipeline.cluster.schedule`); returns the exit code."""
-    p = argparse.ArgumentParser(
-        prog="python -m pipeline.cluster.schedule", description=__doc__.splitlines()[0]
-    )
-    p.add_argument("--template", required=True, help="RayJob template with @WINDOW@ / @WINDOW_ID@")
-    p.add_argument("--window", default="month", help="month (previous calendar month) or <N>d")
-    p.add_argument("--today", help="date to schedule from, YYYY-MM-DD (default: today, UTC)")
-    p.add_argument("--dry-run", action="store_true", help="print the RayJob as JSON instead of creating it")
-    args = p.parse_args(argv)
-    try:
-        today = dt.date.fromisoformat(args.today) if args.today else dt.datetime.now(dt.UTC).date()
-    except ValueError as exc:
-        raise ConfigError(f"--today {args.today!r} is not YYYY-MM-DD") from exc
-    start, end = latest_window(today, args.window)
-    doc = render(Path(args.template).read_text(), start, end)
-    if args.dry_run:
-        print(json.dumps(doc, indent=1))
-        return 0
-    outcome = create_rayjob(doc)
-    name = doc["metadata"]["name"]
-    print(
-        f"RayJob {name} for {start}/{end}: "
-        + ("created" if outcome == "created" else "already submitted, left alone")
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    from pipeline.errors import DiffFuSRError
-
-    try:
-        raise SystemExit(cli_main(sys.argv[1:]))
-    except DiffFuSRError as err:
-        print(f"schedule: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        ) from None
+    except urllib.error.URLError as exc:
+        raise ConfigError(f"cannot reach the Kubernetes API server at {host}:{port}: {exc.reason}") from None

@@ -10,14 +10,14 @@ Reported per scene (metrics by `pipeline.eval.metrics`):
 Rows: the model ("sr"), bicubic, and bicubic followed by the same back-projection the model's
 low-frequency consistency uses ("bicubic_bp").
 
-`python -m pipeline.eval.sr_wald --weights DIR --scenes DIR... [--steps 20] [--json OUT]`
+`difffusr eval sr-wald --scenes DIR... [--weights DIR] [--steps 10 20] [--samples 1 4] [--json OUT]`
+(its flags: `pipeline.cli.eval`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +27,15 @@ import torch.nn.functional as F
 from pipeline.bands import RGB_BANDS
 from pipeline.eval import metrics
 from pipeline.io.scene_files import read_bands
-from pipeline.models.diffusion.model import LOWFREQ_ITERATIONS, SRDiffusion, load_sr_model
+from pipeline.models.diffusion.model import LOWFREQ_ITERATIONS, SRDiffusion
 from pipeline.models.sensor import backproject, wald_degrade
 
 #: SR factor of the protocol (10 m -> 40 m -> 10 m).
 FACTOR = 4
+#: `--lowfreq` choice -> the `lowfreq_consistency` values evaluated (None: the model config's own).
+LOWFREQ_MODES: dict[str, tuple[bool | None, ...]] = {
+    "on": (True,), "off": (False,), "both": (False, True), "default": (None,)
+}
 
 
 def load_rgb(folder: str | Path) -> torch.Tensor:
@@ -93,35 +97,22 @@ def evaluate(
     return out
 
 
-def cli_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m pipeline.eval.sr_wald", description="Wald x4 fidelity of SR weights"
-    )
-    p.add_argument("--weights", default=None, help="SR checkpoint folder (default: shipped sr_small)")
-    p.add_argument("--scenes", nargs="+", required=True, help="held-out Sentinel-2 scene folders")
-    p.add_argument("--steps", type=int, nargs="+", default=[20], help="DDIM steps (several: one row each)")
-    p.add_argument("--lowfreq", choices=["on", "off", "both", "default"], default="both")
-    p.add_argument("--samples", type=int, nargs="+", default=[1], help="samples averaged per output (K)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None, help="write the results here")
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    model = load_sr_model(a.weights)
-    modes = {"on": [True], "off": [False], "both": [False, True], "default": [None]}[a.lowfreq]
-    results = []
-    for steps in a.steps:
-        for k in a.samples:
-            for lf in modes:
-                res = evaluate(model, a.scenes, steps, a.seed, lf, k)
-                results.append({"steps": steps, "num_samples": k, "lowfreq_consistency": lf, "scenes": res})
-                print(json.dumps(results[-1]))
-    if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=2))
-    return 0
+def sweep(
+    model: SRDiffusion,
+    scenes: list[str | Path],
+    *,
+    steps: list[int],
+    samples: list[int],
+    lowfreq: str = "both",
+    seed: int = 0,
+) -> Iterator[dict]:
+    """`evaluate` for every (steps, samples, low-frequency consistency) combination, one row each.
 
-
-if __name__ == "__main__":
-    import sys
-
-    raise SystemExit(cli_main(sys.argv[1:]))
+    Yields:
+        {"steps", "num_samples", "lowfreq_consistency", "scenes": evaluate(...)} in loop order.
+    """
+    for n in steps:
+        for k in samples:
+            for lf in LOWFREQ_MODES[lowfreq]:
+                res = evaluate(model, scenes, n, seed, lf, k)
+                yield {"steps": n, "num_samples": k, "lowfreq_consistency": lf, "scenes": res}

@@ -139,7 +139,7 @@ def test_secret_holds_placeholders_only_and_reaches_every_ray_pod(rendered):
 def test_cronjob_creates_the_rayjob_of_the_previous_month(rendered, tmp_path):
     cron = next(d for d in rendered if d["kind"] == "CronJob")
     command = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[:3] == ["python", "-m", "pipeline.cluster.schedule"]
+    assert command[:2] == ["difffusr", "schedule"]
     template = tmp_path / "rayjob.yaml"
     cm = next(d for d in rendered if d["metadata"]["name"] == "difffusr-production-template")
     template.write_text(cm["data"]["rayjob-production.yaml"])
@@ -147,7 +147,8 @@ def test_cronjob_creates_the_rayjob_of_the_previous_month(rendered, tmp_path):
         [
             sys.executable,
             "-m",
-            "pipeline.cluster.schedule",
+            "pipeline.cli",
+            command[1],  # the CronJob's own subcommand, through the CLI's entry point
             "--template",
             str(template),
             "--window",
