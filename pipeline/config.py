@@ -19,7 +19,7 @@ from datetime import datetime
 
 from pipeline.catalog.query import CatalogOptions, SearchQuery
 from pipeline.errors import ConfigError
-from pipeline.tiling.grid import GRID_MULTIPLE
+from pipeline.tiling.grid import DEFAULT_CORE, DEFAULT_HALO, GRID_MULTIPLE
 
 #: The super-resolution methods: the learned DiffFuSR and two baselines (pipeline.inference.methods).
 METHODS: tuple[str, ...] = ("difffusr", "gs", "bicubic")
@@ -61,8 +61,8 @@ class TilingConfig:
     halo: context/blend margin on each side, 10 m pixels (multiple of 6, at most half the core).
     """
 
-    core: int = 96
-    halo: int = 12
+    core: int = DEFAULT_CORE  # defaults: tiling.grid, the one source (tiling sits below config)
+    halo: int = DEFAULT_HALO
 
     def __post_init__(self) -> None:
         if self.core < GRID_MULTIPLE or self.core % GRID_MULTIPLE:

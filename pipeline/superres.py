@@ -12,7 +12,7 @@ from pipeline.inference.methods import MethodOptions
 from pipeline.inference.scene import super_resolve_scene
 from pipeline.io.cog import write_geotiff
 from pipeline.io.scene_files import read_scene
-from pipeline.tiling.grid import SR_FACTOR
+from pipeline.tiling.grid import DEFAULT_CORE, DEFAULT_HALO, SR_FACTOR
 
 
 def superres_folder(
@@ -23,8 +23,8 @@ def superres_folder(
     options: MethodOptions | None = None,
     dtype: str = "uint16",
     seed: int = 0,
-    core: int = 96,
-    halo: int = 12,
+    core: int = DEFAULT_CORE,
+    halo: int = DEFAULT_HALO,
     on_tile=None,
 ) -> dict:
     """Super-resolve a scene folder (B01.tif ... B12.tif at any GSD with 1:2:6 ratios).

@@ -16,7 +16,15 @@ from pipeline.errors import DataError
 from pipeline.inference.methods import MethodOptions, SuperResolver, get_method
 from pipeline.inference.predict import predict_tiles
 from pipeline.tiling.blend import blend_core
-from pipeline.tiling.grid import SR_FACTOR, TileKey, TileLayout, round_up, tile_seed
+from pipeline.tiling.grid import (
+    DEFAULT_CORE,
+    DEFAULT_HALO,
+    SR_FACTOR,
+    TileKey,
+    TileLayout,
+    round_up,
+    tile_seed,
+)
 
 
 def tile_windows(
@@ -57,8 +65,8 @@ def super_resolve_scene(
     method: str | SuperResolver,
     *,
     seed: int = 0,
-    core: int = 96,
-    halo: int = 12,
+    core: int = DEFAULT_CORE,
+    halo: int = DEFAULT_HALO,
     batch_size: int = 4,
     options: MethodOptions | None = None,
     on_tile: Callable[[int, int], None] | None = None,

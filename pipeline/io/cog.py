@@ -19,11 +19,11 @@ import zarr
 from rasterio.transform import Affine
 
 from pipeline.bands import S2_BANDS, TARGET_GSD_M
+from pipeline.config import DTYPES
 from pipeline.errors import ConfigError
 from pipeline.io.grid import SceneGrid
 from pipeline.io.mosaic_store import VARIABLE
 
-DTYPES = ("uint16", "float32")
 SCALE = 1e-4
 
 

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from affine import Affine
 from odc.geo.geobox import GeoBox
 from pyproj import CRS, Transformer
-from pyproj.exceptions import CRSError
 
+from pipeline.config import check_crs
 from pipeline.errors import ConfigError
 from pipeline.tiling.grid import SR_FACTOR, TileKey, TileLayout
 
@@ -76,14 +76,8 @@ def resolve_grid(bbox_lonlat: tuple[float, float, float, float], crs: str | None
     """Snap a lon/lat AOI onto a 60 m-aligned grid in its UTM zone (or `crs`)."""
     w, s, e, n = bbox_lonlat
     target = crs or utm_crs_for((w + e) / 2, (s + n) / 2)
-    try:
-        crs_obj = CRS.from_user_input(target)
-    except CRSError:
-        raise ConfigError(f"--crs {target!r} is not a CRS pyproj knows; use e.g. EPSG:32633") from None
-    if not crs_obj.is_projected or crs_obj.axis_info[0].unit_name not in ("metre", "meter"):
-        raise ConfigError(
-            f"--crs {target!r} is not a projected CRS in metres; a 2.5 m grid needs one (e.g. a UTM zone)"
-        )
+    check_crs(target)  # the one CRS rule (RunConfig applies it to --crs at construction)
+    crs_obj = CRS.from_user_input(target)
     epsg = crs_obj.to_epsg()
     crs_str = f"EPSG:{epsg}" if epsg else crs_obj.to_wkt()
     left, bottom, right, top = Transformer.from_crs("EPSG:4326", crs_obj, always_xy=True).transform_bounds(

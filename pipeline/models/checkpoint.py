@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 BANDS_FILE = "bands.json"
+# The kinds are defined here only; the models' writers and loaders import them.
 #: `config["kind"]` of the diffusion SR network.
 SR_KIND = "diffusion_sr"
 #: `config["kind"]` of one fusion group network (a folder per group: 10m/, 20m/, 60m/).
@@ -184,9 +185,11 @@ def check_fusion_weights(folder: str | Path) -> None:
                 f"fusion weights folder '{folder}' lacks the '{g.name}' group checkpoint; expected "
                 "subfolders 10m/ 20m/ 60m/ as written by `difffusr train fusion`"
             )
-        config, _ = read_checkpoint_header(sub, kind=FUSION_KIND)
-        group = config.get("net", {}).get("group") if isinstance(config.get("net"), dict) else None
-        if group != g.name:
+        config, bands = read_checkpoint_header(sub, kind=FUSION_KIND)
+        net = config.get("net") if isinstance(config.get("net"), dict) else {}
+        group = net.get("group")
+        # an empty output_bands in the net config means the group's own bands (FusionNetConfig)
+        if group != g.name or list(bands.get("outputs", [])) != list(net.get("output_bands") or g.bands):
             raise CheckpointError(f"checkpoint '{sub}' is for group {group!r}, not {g.name!r}")
 
 

@@ -17,6 +17,11 @@ from pipeline.errors import ConfigError
 GRID_MULTIPLE = 6
 #: 10 m -> 2.5 m.
 SR_FACTOR = 4
+#: Default tile core side, 10 m pixels: 96 px = 960 m = 384 output pixels. The one source of the default
+#: (`config.TilingConfig`, the CLI's --tile-size, `superres_folder` and `super_resolve_scene` read it).
+DEFAULT_CORE = 96
+#: Default halo (context/blend margin on each side), 10 m pixels; the one source, as DEFAULT_CORE.
+DEFAULT_HALO = 12
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,8 +48,8 @@ class TileLayout:
 
     height: int
     width: int
-    core: int = 96
-    halo: int = 12
+    core: int = DEFAULT_CORE
+    halo: int = DEFAULT_HALO
 
     def __post_init__(self) -> None:
         for name in ("height", "width", "core", "halo"):

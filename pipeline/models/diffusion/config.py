@@ -6,8 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from pipeline.errors import ConfigError
-
-KIND = "diffusion_sr"
+from pipeline.models.checkpoint import SR_KIND as KIND  # `config["kind"]` of this network (one definition)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,8 +16,8 @@ from torch import nn
 
 from pipeline.bands import RGB_BANDS
 from pipeline.errors import CheckpointError, ConfigError, DataError
-from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.models.diffusion.config import KIND, SRConfig
+from pipeline.models.checkpoint import SR_KIND, check_sr_weights, load_checkpoint, save_checkpoint
+from pipeline.models.diffusion.config import SRConfig
 from pipeline.models.diffusion.degradation_encoder import MoCo
 from pipeline.models.diffusion.rrdbnet import RRDBNet
 from pipeline.models.diffusion.schedule import CosineSchedule, DDIMSampler
@@ -290,12 +290,8 @@ def load_sr_model(weights: str | Path | None = None, device: str | torch.device 
         CheckpointError: missing folder, another model kind, other bands, or missing/unexpected tensors.
     """
     folder = Path(weights) if weights is not None else DEFAULT_WEIGHTS
-    if not folder.is_dir():
-        raise CheckpointError(
-            f"SR weights folder '{folder}' does not exist; pass a folder written by `difffusr train sr` or "
-            "`difffusr convert-checkpoint`"
-        )
-    ck = load_checkpoint(folder, kind=KIND, input_bands=list(RGB_BANDS))
+    check_sr_weights(folder)  # the CLI's driver-side check: the same messages, from one place
+    ck = load_checkpoint(folder, kind=SR_KIND, input_bands=list(RGB_BANDS))
     try:
         config = SRConfig.from_json(ck.config)
     except (TypeError, ConfigError) as exc:

@@ -13,16 +13,14 @@ import torch
 
 from pipeline.bands import BAND_GROUPS, GROUP_10M, GROUP_20M, GROUP_60M, RGB_BANDS, S2_BANDS
 from pipeline.errors import CheckpointError, DataError
-from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.models.checkpoint import FUSION_BUNDLE_KIND as BUNDLE_KIND  # re-exported for train.fusion
+from pipeline.models.checkpoint import FUSION_KIND, check_fusion_weights, load_checkpoint, save_checkpoint
 from pipeline.models.fusion.config import FusionNetConfig
 from pipeline.models.fusion.mtf import MTFDetailNet
 from pipeline.models.fusion.net import FusionGroupNet
 from pipeline.models.fusion.normalise import denormalise, normalise
 from pipeline.models.sensor import backproject, upsample
 
-CHECKPOINT_KIND = "fusion"
-#: One checkpoint holding all three networks (keys `nets.<group>.*`), as the training launcher exports it.
-BUNDLE_KIND = "fusion_bundle"
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "fusion_small"
 
 
@@ -130,7 +128,7 @@ def save_fusion_model(model: FusionModel, folder: str | Path, *, extra: dict[str
     folder = Path(folder)
     for g in BAND_GROUPS:
         cfg = model.configs[g.name]
-        config = {"kind": CHECKPOINT_KIND, "net": cfg.to_json(), "guide_bands": list(RGB_BANDS), **(extra or {})}
+        config = {"kind": FUSION_KIND, "net": cfg.to_json(), "guide_bands": list(RGB_BANDS), **(extra or {})}
         save_checkpoint(
             folder / g.name, model.nets[g.name].state_dict(), config=config,
             input_bands=list(cfg.input_bands), output_bands=list(cfg.output_bands),
@@ -150,8 +148,7 @@ def load_fusion_model(weights: str | Path | None = None, device: str | torch.dev
         FusionModel in eval mode.
     """
     folder = Path(weights) if weights is not None else SHIPPED_WEIGHTS
-    if not folder.is_dir():
-        raise CheckpointError(f"fusion weights folder '{folder}' does not exist; pass --fusion-weights DIR")
+    check_fusion_weights(folder)  # layout, kinds, groups and bands: the CLI's check, the same messages
     if (folder / "model.safetensors").is_file():  # a bundle exported by the training launcher
         ck = load_checkpoint(folder, kind=BUNDLE_KIND)
         with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
@@ -164,17 +161,8 @@ def load_fusion_model(weights: str | Path | None = None, device: str | torch.dev
     configs: dict[str, FusionNetConfig] = {}
     states = {}
     for g in BAND_GROUPS:
-        sub = folder / g.name
-        if not sub.is_dir():
-            raise CheckpointError(
-                f"fusion weights folder '{folder}' lacks the '{g.name}' group checkpoint; expected "
-                "subfolders 10m/ 20m/ 60m/ as written by `difffusr train fusion`"
-            )
-        ck = load_checkpoint(sub, kind=CHECKPOINT_KIND)
-        cfg = FusionNetConfig.from_json(ck.config["net"])
-        if cfg.group != g.name or tuple(ck.bands.get("outputs", [])) != cfg.output_bands:
-            raise CheckpointError(f"checkpoint '{sub}' is for group {cfg.group!r}, not {g.name!r}")
-        configs[g.name] = cfg
+        ck = load_checkpoint(folder / g.name, kind=FUSION_KIND)
+        configs[g.name] = FusionNetConfig.from_json(ck.config["net"])
         states[g.name] = ck.state_dict
     with torch.device("meta"):
         model = FusionModel(configs)
