@@ -64,8 +64,16 @@ def _load_sr(weights: str | None):
         return None
 
 
-def make_superresolver(fusion, sr, sr_steps: int, sr_cache: str | None = None, sr_key: str = "",
-                       native: dict | None = None, guide_psnr: dict | None = None, guides: dict | None = None):
+def make_superresolver(
+    fusion,
+    sr,
+    sr_steps: int,
+    sr_cache: str | None = None,
+    sr_key: str = "",
+    native: dict | None = None,
+    guide_psnr: dict | None = None,
+    guides: dict | None = None,
+):
     """A `superresolve(b10, b20, b60, method, seed=...)` for pipeline.eval.protocol.wald_scene.
 
     `sr_cache`: a folder keeping each scene's SR guide (keyed by its input, steps, seed and `sr_key`, the
@@ -95,7 +103,9 @@ def make_superresolver(fusion, sr, sr_steps: int, sr_cache: str | None = None, s
             else:  # one SR draw per scene, shared by gs[sr], fusion[sr] and the mixes
                 if "sr" not in cache:
                     rgb = baselines.rgb_of(t10)
-                    digest = hashlib.sha256(rgb.numpy().tobytes() + repr((sr_steps, seed, sr_key)).encode()).hexdigest()[:16]
+                    digest = hashlib.sha256(
+                        rgb.numpy().tobytes() + repr((sr_steps, seed, sr_key)).encode()
+                    ).hexdigest()[:16]
                     path = Path(sr_cache) / f"sr_{digest}.pt" if sr_cache else None
                     if path is not None and path.is_file():
                         cache["sr"] = torch.load(path, weights_only=True)
@@ -110,14 +120,21 @@ def make_superresolver(fusion, sr, sr_steps: int, sr_cache: str | None = None, s
                 gd = mix * native["rgb"] + (1 - mix) * gd
             if guide_psnr is not None and native is not None:
                 guide_psnr.setdefault(method, []).append(psnr(gd.numpy(), native["rgb"].numpy()))
-            out = baselines.gram_schmidt(t10, t20, t60, gd) if kind == "gs" else fusion.fuse(t10, t20, t60, gd)
+            out = (
+                baselines.gram_schmidt(t10, t20, t60, gd) if kind == "gs" else fusion.fuse(t10, t20, t60, gd)
+            )
         return out[0].numpy().astype(np.float32)
 
     return superresolve
 
 
-def run_scenes(folders: list[str], methods: list[str], superresolve, native: dict,
-               row_frac: tuple[float, float] | None = None) -> list:
+def run_scenes(
+    folders: list[str],
+    methods: list[str],
+    superresolve,
+    native: dict,
+    row_frac: tuple[float, float] | None = None,
+) -> list:
     """Wald x4 of every method on each scene (rows `row_frac` only when given).
 
     Sets `native["rgb"]` per scene.
@@ -141,9 +158,14 @@ def cut_rows(scene: Scene, lo: float, hi: float) -> Scene:
     if r1 - r0 < 24:
         raise SystemExit(f"--row-frac {lo} {hi} leaves {max(0, r1 - r0)} rows of {scene.name} (need >= 24)")
     a, b, c, d, e, f = scene.transform
-    return dataclasses.replace(scene, b10=scene.b10[:, r0:r1], b20=scene.b20[:, r0 // 2 : r1 // 2],
-                               b60=scene.b60[:, r0 // 6 : r1 // 6], transform=(a, b, c, d, e, f + r0 * e),
-                               name=f"{scene.name}[rows {r0}:{r1}]")
+    return dataclasses.replace(
+        scene,
+        b10=scene.b10[:, r0:r1],
+        b20=scene.b20[:, r0 // 2 : r1 // 2],
+        b60=scene.b60[:, r0 // 6 : r1 // 6],
+        transform=(a, b, c, d, e, f + r0 * e),
+        name=f"{scene.name}[rows {r0}:{r1}]",
+    )
 
 
 def cost_table(side10: int = 12) -> None:
@@ -157,11 +179,17 @@ def cost_table(side10: int = 12) -> None:
     from pipeline.models.fusion import FusionModel, preset_configs
 
     g = torch.Generator().manual_seed(0)
-    x = (torch.rand(1, 4, side10, side10, generator=g), torch.rand(1, 6, side10 // 2, side10 // 2, generator=g),
-         torch.rand(1, 2, side10 // 6, side10 // 6, generator=g), torch.rand(1, 3, 4 * side10, 4 * side10, generator=g))
+    x = (
+        torch.rand(1, 4, side10, side10, generator=g),
+        torch.rand(1, 6, side10 // 2, side10 // 2, generator=g),
+        torch.rand(1, 2, side10 // 6, side10 // 6, generator=g),
+        torch.rand(1, 3, 4 * side10, 4 * side10, generator=g),
+    )
     mpix = (4 * side10) ** 2 / 1e6
-    print(f"| preset | trunk stride | params (3 nets) | GFLOP / output Mpx "
-        f"| s per {4 * side10}x{4 * side10} output, 1 thread |")
+    print(
+        f"| preset | trunk stride | params (3 nets) | GFLOP / output Mpx "
+        f"| s per {4 * side10}x{4 * side10} output, 1 thread |"
+    )
     print("|---|---|---|---|---|")
     for preset in ("paper", "small"):
         for stride in (1, 2, 4):
@@ -172,25 +200,45 @@ def cost_table(side10: int = 12) -> None:
             model.fuse(*x)
             dt = time.perf_counter() - t0
             n = sum(p.numel() for p in model.parameters())
-            print(f"| {preset} | {stride} | {n / 1e6:.2f} M "
-                f"| {fc.get_total_flops() / 1e9 / mpix:.0f} | {dt:.2f} |")
+            print(
+                f"| {preset} | {stride} | {n / 1e6:.2f} M "
+                f"| {fc.get_total_flops() / 1e9 / mpix:.0f} | {dt:.2f} |"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenes", nargs="+", default=[])
-    p.add_argument("--cost", action="store_true", help="print the compute cost table of the architectures and exit")
+    p.add_argument(
+        "--cost", action="store_true", help="print the compute cost table of the architectures and exit"
+    )
     p.add_argument("--fusion-weights", default=None)
     p.add_argument("--sr-weights", default=None)
     p.add_argument("--sr-steps", type=int, default=20)
     p.add_argument("--no-sr", action="store_true", help="skip the SR guide even when available")
     p.add_argument("--json", default=None)
-    p.add_argument("--sr-cache", default=None, metavar="DIR",
-                   help="keep the SR guide of each scene here and reuse it (keyed by input, steps, seed and SR weights)")
-    p.add_argument("--guide-mix", nargs="+", type=float, default=[], metavar="A",
-                   help="diagnostic: also run fusion[mixA], guided by A x native RGB + (1 - A) x the SR guide")
-    p.add_argument("--row-frac", nargs=2, type=float, default=None, metavar=("A", "B"),
-                   help="score only rows [A H, B H) of each scene (a validation block of a training scene)")
+    p.add_argument(
+        "--sr-cache",
+        default=None,
+        metavar="DIR",
+        help="keep the SR guide of each scene here and reuse it (keyed by input, steps, seed and SR weights)",
+    )
+    p.add_argument(
+        "--guide-mix",
+        nargs="+",
+        type=float,
+        default=[],
+        metavar="A",
+        help="diagnostic: also run fusion[mixA], guided by A x native RGB + (1 - A) x the SR guide",
+    )
+    p.add_argument(
+        "--row-frac",
+        nargs=2,
+        type=float,
+        default=None,
+        metavar=("A", "B"),
+        help="score only rows [A H, B H) of each scene (a validation block of a training scene)",
+    )
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     if a.cost:
@@ -198,12 +246,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     fusion = load_fusion_model(a.fusion_weights)
     sr = None if a.no_sr else _load_sr(a.sr_weights)
-    methods = ["bicubic", "gs[bicubic]", "fusion[bicubic]"] + (["gs[sr]", "fusion[sr]"] if sr is not None else [])
+    methods = ["bicubic", "gs[bicubic]", "fusion[bicubic]"] + (
+        ["gs[sr]", "fusion[sr]"] if sr is not None else []
+    )
     methods += [f"fusion[mix{m:g}]" for m in a.guide_mix]
     native: dict[str, torch.Tensor] = {}
     guide_psnr: dict[str, list[float]] = {}
-    sres = make_superresolver(fusion, sr, a.sr_steps, a.sr_cache, sr_weights_digest(a.sr_weights),
-                              native=native, guide_psnr=guide_psnr)
+    sres = make_superresolver(
+        fusion,
+        sr,
+        a.sr_steps,
+        a.sr_cache,
+        sr_weights_digest(a.sr_weights),
+        native=native,
+        guide_psnr=guide_psnr,
+    )
     t0 = time.time()
     results = run_scenes(a.scenes, methods, sres, native, a.row_frac)
     rows = {}
@@ -213,22 +270,40 @@ def main(argv: list[str] | None = None) -> int:
             vals = [r.methods[m].groups[grp] for r in results]
             agg[grp] = {k: float(np.mean([v[k] for v in vals])) for k in ("psnr", "ssim", "sam_deg", "ergas")}
         rows[m] = agg
-    print(f"Wald x4 on {len(results)} held-out scene(s): {', '.join(r.scene for r in results)}  "
-        f"({time.time() - t0:.0f} s)")
-    print("| method | 10m PSNR | 10m SSIM | 10m SAM | 10m ERGAS | 20m PSNR | 20m SSIM | 20m SAM | 20m ERGAS "
-          "| 60m PSNR | 60m SSIM | 60m SAM | 60m ERGAS | all PSNR | all SSIM | all ERGAS (12 bands) |")
+    print(
+        f"Wald x4 on {len(results)} held-out scene(s): {', '.join(r.scene for r in results)}  "
+        f"({time.time() - t0:.0f} s)"
+    )
+    print(
+        "| method | 10m PSNR | 10m SSIM | 10m SAM | 10m ERGAS | 20m PSNR | 20m SSIM | 20m SAM | 20m ERGAS "
+        "| 60m PSNR | 60m SSIM | 60m SAM | 60m ERGAS | all PSNR | all SSIM | all ERGAS (12 bands) |"
+    )
     print("|---" * 17 + "|")
     for m, g in rows.items():
-        cells = [f"{g[k]['psnr']:.2f} | {g[k]['ssim']:.4f} | {g[k]['sam_deg']:.3f} | {g[k]['ergas']:.3f}"
-                 for k in ("10m", "20m", "60m")]
-        print(f"| {m} | {' | '.join(cells)} | {g['all']['psnr']:.2f} | {g['all']['ssim']:.4f} "
-            f"| {g['all']['ergas']:.3f} |")
-    print("guide RGB PSNR vs the native RGB (dB): " + ", ".join(
-        f"{m} {float(np.mean(v)):.2f}" for m, v in guide_psnr.items()))
+        cells = [
+            f"{g[k]['psnr']:.2f} | {g[k]['ssim']:.4f} | {g[k]['sam_deg']:.3f} | {g[k]['ergas']:.3f}"
+            for k in ("10m", "20m", "60m")
+        ]
+        print(
+            f"| {m} | {' | '.join(cells)} | {g['all']['psnr']:.2f} | {g['all']['ssim']:.4f} "
+            f"| {g['all']['ergas']:.3f} |"
+        )
+    print(
+        "guide RGB PSNR vs the native RGB (dB): "
+        + ", ".join(f"{m} {float(np.mean(v)):.2f}" for m, v in guide_psnr.items())
+    )
     per_scene = {r.scene: {m: r.methods[m].groups for m in methods} for r in results}
     if a.json:
-        Path(a.json).write_text(json.dumps({"mean": rows, "per_scene": per_scene,
-                                            "guide_psnr": {m: float(np.mean(v)) for m, v in guide_psnr.items()}}, indent=1))
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "mean": rows,
+                    "per_scene": per_scene,
+                    "guide_psnr": {m: float(np.mean(v)) for m, v in guide_psnr.items()},
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -57,8 +57,14 @@ class RegressionGuide(nn.Module):
         self.head = nn.Conv2d(3, nf, 3, 1, 1)
         self.body = nn.Sequential(*[RRDB(nf, nf // 2) for _ in range(blocks)])
         self.body_conv = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.up = nn.Sequential(nn.Conv2d(nf, 4 * nf, 3, 1, 1), nn.PixelShuffle(2), nn.LeakyReLU(0.2),
-                                nn.Conv2d(nf, 4 * nf, 3, 1, 1), nn.PixelShuffle(2), nn.LeakyReLU(0.2))
+        self.up = nn.Sequential(
+            nn.Conv2d(nf, 4 * nf, 3, 1, 1),
+            nn.PixelShuffle(2),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(nf, 4 * nf, 3, 1, 1),
+            nn.PixelShuffle(2),
+            nn.LeakyReLU(0.2),
+        )
         self.tail = nn.Conv2d(nf, 3, 3, 1, 1)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
@@ -91,7 +97,9 @@ def training_rgbs(dirs: list[str], holdout: str | None, frac: float) -> list[tor
     return out
 
 
-def sample_pairs(rgbs: list[torch.Tensor], n: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_pairs(
+    rgbs: list[torch.Tensor], n: int, size: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """n random (LR, HR) Wald pairs.
 
     HR: crops of `size` px (flips / turns); LR: the sensor model's x4 degrade.
@@ -136,14 +144,22 @@ def train(a: argparse.Namespace) -> RegressionGuide:
         if a.val and (time.time() - t0 >= next_val or step == a.steps):
             next_val += a.val_every_s
             model.eval()
-            row = {"step": step, "seconds": round(time.time() - t0, 1), "loss": float(loss.detach()),
-                   **guide_psnr_on(a.val, {"bicubic_bp": bicubic_bp, "regression": model}, tuple(a.row_frac))}
+            row = {
+                "step": step,
+                "seconds": round(time.time() - t0, 1),
+                "loss": float(loss.detach()),
+                **guide_psnr_on(a.val, {"bicubic_bp": bicubic_bp, "regression": model}, tuple(a.row_frac)),
+            }
             model.train()
             history.append(row)
             print(json.dumps(row), flush=True)
     torch.save(model.state_dict(), out / "guide.pt")
-    (out / "history.json").write_text(json.dumps({"nf": a.nf, "blocks": a.blocks, "steps": step,
-                                                  "seconds": time.time() - t0, "history": history}, indent=1))
+    (out / "history.json").write_text(
+        json.dumps(
+            {"nf": a.nf, "blocks": a.blocks, "steps": step, "seconds": time.time() - t0, "history": history},
+            indent=1,
+        )
+    )
     print(f"trained {step} steps in {time.time() - t0:.0f} s -> {out / 'guide.pt'}")
     return model.eval()
 
@@ -154,20 +170,40 @@ def score(model: nn.Module, scenes: list[str]) -> dict:
     methods = {name: f"fusion[{name}]" for name in guides}
     native: dict[str, torch.Tensor] = {}
     gpsnr: dict[str, list[float]] = {}
-    sres = make_superresolver(load_fusion_model(None), None, 0, native=native, guide_psnr=gpsnr, guides=guides)
+    sres = make_superresolver(
+        load_fusion_model(None), None, 0, native=native, guide_psnr=gpsnr, guides=guides
+    )
     with torch.no_grad():
         results = run_scenes(scenes, list(methods.values()), sres, native)
-    per_scene = {r.scene: {name: {"guide_psnr": gpsnr[m][i], **{f"{g}_{k}": r.methods[m].groups[g][k]
-                                  for g in ("10m", "20m", "60m", "all") for k in ("psnr", "ergas")}}
-                           for name, m in methods.items()} for i, r in enumerate(results)}
-    mean = {m: {k: float(np.mean([s[m][k] for s in per_scene.values()])) for k in next(iter(per_scene.values()))[m]}
-            for m in guides}
+    per_scene = {
+        r.scene: {
+            name: {
+                "guide_psnr": gpsnr[m][i],
+                **{
+                    f"{g}_{k}": r.methods[m].groups[g][k]
+                    for g in ("10m", "20m", "60m", "all")
+                    for k in ("psnr", "ergas")
+                },
+            }
+            for name, m in methods.items()
+        }
+        for i, r in enumerate(results)
+    }
+    mean = {
+        m: {
+            k: float(np.mean([s[m][k] for s in per_scene.values()]))
+            for k in next(iter(per_scene.values()))[m]
+        }
+        for m in guides
+    }
     print("| guide | guide RGB PSNR | 10m PSNR | 10m ERGAS | 20m ERGAS | 60m ERGAS | 12-band ERGAS |")
     print("|---|---|---|---|---|---|---|")
     for m, v in mean.items():
-        print(f"| {m} | {v['guide_psnr']:.2f} | {v['10m_psnr']:.2f} | {v['10m_ergas']:.3f} "
+        print(
+            f"| {m} | {v['guide_psnr']:.2f} | {v['10m_psnr']:.2f} | {v['10m_ergas']:.3f} "
             f"| {v['20m_ergas']:.3f} "
-              f"| {v['60m_ergas']:.3f} | {v['all_ergas']:.3f} |")
+            f"| {v['60m_ergas']:.3f} | {v['all_ergas']:.3f} |"
+        )
     return {"mean": mean, "per_scene": per_scene}
 
 
@@ -190,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val", default=None, help="scene for the periodic validation guide PSNR")
     p.add_argument("--row-frac", nargs=2, type=float, default=[0.8, 1.0], metavar=("A", "B"))
     p.add_argument("--val-every-s", type=float, default=300.0)
-    p.add_argument("--score", nargs="*", default=[], metavar="DIR", help="Wald x4 scenes to score the fusion on")
+    p.add_argument(
+        "--score", nargs="*", default=[], metavar="DIR", help="Wald x4 scenes to score the fusion on"
+    )
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)

@@ -50,8 +50,10 @@ class MethodOptions:
 
     def __post_init__(self) -> None:
         if not 1 <= self.steps <= SCHEDULE_STEPS:
-            raise ConfigError(f"--steps {self.steps} must be between 1 and {SCHEDULE_STEPS} "
-                              f"(the schedule has T = {SCHEDULE_STEPS})")
+            raise ConfigError(
+                f"--steps {self.steps} must be between 1 and {SCHEDULE_STEPS} "
+                f"(the schedule has T = {SCHEDULE_STEPS})"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,9 +73,13 @@ class TilingConfig:
                 "(60 m pixels must nest exactly), e.g. 96"
             )
         if self.halo < 0 or self.halo % GRID_MULTIPLE:
-            raise ConfigError(f"--halo {self.halo} must be a multiple of {GRID_MULTIPLE} 10 m pixels, >= 0, e.g. 12")
+            raise ConfigError(
+                f"--halo {self.halo} must be a multiple of {GRID_MULTIPLE} 10 m pixels, >= 0, e.g. 12"
+            )
         if self.halo * 2 > self.core:
-            raise ConfigError(f"--halo {self.halo} is more than half of --tile-size {self.core}; use a smaller halo")
+            raise ConfigError(
+                f"--halo {self.halo} is more than half of --tile-size {self.core}; use a smaller halo"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,7 +140,9 @@ def check_crs(crs: str) -> None:
     except CRSError:
         raise ConfigError(f"--crs {crs!r} is not a CRS pyproj knows; use e.g. EPSG:32633") from None
     if not parsed.is_projected or parsed.axis_info[0].unit_name not in ("metre", "meter"):
-        raise ConfigError(f"--crs {crs!r} is not a projected CRS in metres; a 2.5 m grid needs one (e.g. a UTM zone)")
+        raise ConfigError(
+            f"--crs {crs!r} is not a projected CRS in metres; a 2.5 m grid needs one (e.g. a UTM zone)"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,11 +196,17 @@ class PlanRunConfig(JobConfig):
 
     catalog: CatalogOptions
 
-    def unit(self, *, bbox: tuple[float, float, float, float], start: datetime, end: datetime, out: str,
-             crs: str) -> RunConfig:
+    def unit(
+        self, *, bbox: tuple[float, float, float, float], start: datetime, end: datetime, out: str, crs: str
+    ) -> RunConfig:
         """The RunConfig of one unit: its bbox (lon/lat degrees), inclusive UTC dates, output and CRS."""
         return RunConfig(
             query=self.catalog.query(bbox, start, end),
             output=OutputConfig(**{**asdict(self.output), "out": out}),
-            method=self.method, model=self.model, tiling=self.tiling, compute=self.compute, seed=self.seed, crs=crs,
+            method=self.method,
+            model=self.model,
+            tiling=self.tiling,
+            compute=self.compute,
+            seed=self.seed,
+            crs=crs,
         )

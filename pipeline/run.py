@@ -106,8 +106,9 @@ def _get(ref: Any) -> Any:
 
 def _say_resumed(stage: str, done: int, total: int) -> None:
     if done:
-        print(f"{stage}: skipping {done} of {total} tiles already done by an earlier attempt",
-              file=sys.stderr)
+        print(
+            f"{stage}: skipping {done} of {total} tiles already done by an earlier attempt", file=sys.stderr
+        )
 
 
 def _stage_ingest(cfg, items, grid, layout, store, progress) -> tuple[int, dict[str, str]]:
@@ -120,8 +121,12 @@ def _stage_ingest(cfg, items, grid, layout, store, progress) -> tuple[int, dict[
     _say_resumed("ingest", len(layout.tile_keys()) - len(todo), len(layout.tile_keys()))
     task = ray.remote(_call_with_env).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
     items_ref, env = ray.put(items), forwarded_env()
-    futures = [task.remote(env, ingest_tile, items_ref, grid, layout, k, store,
-                           skip_bad_granules=cfg.compute.skip_bad_assets) for k in todo]
+    futures = [
+        task.remote(
+            env, ingest_tile, items_ref, grid, layout, k, store, skip_bad_granules=cfg.compute.skip_bad_assets
+        )
+        for k in todo
+    ]
     failed: dict[str, str] = {}
     for result in _wait_all(futures, "ingest", progress):
         failed.update(result.get("failed", {}))
@@ -152,12 +157,20 @@ def _stage_infer(cfg, layout, store, progress) -> int:
         num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_restarts=2, max_task_retries=2
     )
     threads = None if gpus else max(1, cpus // n_workers)
-    actors = [actor_cls.remote(cfg.method, options, store, cfg.seed, threads, forwarded_env()) for _ in range(n_workers)]
+    actors = [
+        actor_cls.remote(cfg.method, options, store, cfg.seed, threads, forwarded_env())
+        for _ in range(n_workers)
+    ]
     batches = [todo[i : i + cfg.compute.batch_tiles] for i in range(0, len(todo), cfg.compute.batch_tiles)]
     from tqdm import tqdm
 
-    with tqdm(total=len(todo), desc=f"super-resolve ({cfg.method}, {n_workers} {device} worker(s))", unit="tile",
-              file=sys.stderr, disable=not progress) as bar:
+    with tqdm(
+        total=len(todo),
+        desc=f"super-resolve ({cfg.method}, {n_workers} {device} worker(s))",
+        unit="tile",
+        file=sys.stderr,
+        disable=not progress,
+    ) as bar:
         pool = ActorPool(actors)
         for result in pool.map_unordered(lambda a, b: a.run.remote(b, layout), batches):
             bar.update(result["tiles"])
@@ -177,11 +190,15 @@ def _stage_mosaic(layout, store, mosaic_url, progress) -> int:
     _say_resumed("mosaic", int((done == DONE).sum()), int((done == DONE).sum()) + len(todo))
     task = ray.remote(_call_with_env).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
     env = forwarded_env()
-    _wait_all([task.remote(env, assemble_core, store, mosaic_url, layout, k) for k in todo], "mosaic", progress)
+    _wait_all(
+        [task.remote(env, assemble_core, store, mosaic_url, layout, k) for k in todo], "mosaic", progress
+    )
     return int((done == DONE).sum())
 
 
-def _export(cfg: RunConfig, out: OutputDir, grid: SceneGrid, fingerprint: str, items, summary: RunSummary) -> None:
+def _export(
+    cfg: RunConfig, out: OutputDir, grid: SceneGrid, fingerprint: str, items, summary: RunSummary
+) -> None:
     import zarr
 
     mosaic_url = out.join("mosaic.zarr")
@@ -202,9 +219,21 @@ def _export(cfg: RunConfig, out: OutputDir, grid: SceneGrid, fingerprint: str, i
         import shutil
 
         shutil.rmtree(staging, ignore_errors=True)
-    out.write_json("item.json", output_item(fingerprint=fingerprint, grid=grid, start=cfg.query.start, end=cfg.query.end,
-                                            method=cfg.method, dtype=cfg.output.dtype, inputs=items))
-    summary.outputs = {n: out.join(n) for n in ("mosaic.zarr", "mosaic.tif", "quicklook.png", "item.json", "manifest.json")}
+    out.write_json(
+        "item.json",
+        output_item(
+            fingerprint=fingerprint,
+            grid=grid,
+            start=cfg.query.start,
+            end=cfg.query.end,
+            method=cfg.method,
+            dtype=cfg.output.dtype,
+            inputs=items,
+        ),
+    )
+    summary.outputs = {
+        n: out.join(n) for n in ("mosaic.zarr", "mosaic.tif", "quicklook.png", "item.json", "manifest.json")
+    }
 
 
 def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
@@ -231,7 +260,8 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
             return summary
         if manifest.get("fingerprint") != fingerprint and not cfg.output.overwrite:
             raise OutputError(
-                f"--out {cfg.output.out!r} holds the outputs of a different job; use a new --out or --overwrite"
+                f"--out {cfg.output.out!r} holds the outputs of a different job; "
+                "use a new --out or --overwrite"
             )
     if cfg.output.overwrite:
         for name in ("work.zarr", "mosaic.zarr", "mosaic.tif", "quicklook.png", "item.json", "manifest.json"):
@@ -258,8 +288,12 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
         summary.tiles_resumed["infer"] = _stage_infer(cfg, layout, store, progress)
         summary.timings_s["inference"] = time.perf_counter() - t
         t = time.perf_counter()
-        create_mosaic_store(mosaic_url, grid, layout, attrs={"title": "difffusr 2.5 m Sentinel-2 mosaic", "job": fingerprint,
-                                                            "method": cfg.method})
+        create_mosaic_store(
+            mosaic_url,
+            grid,
+            layout,
+            attrs={"title": "difffusr 2.5 m Sentinel-2 mosaic", "job": fingerprint, "method": cfg.method},
+        )
         summary.tiles_resumed["mosaic"] = _stage_mosaic(layout, store, mosaic_url, progress)
         summary.timings_s["mosaic"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -276,16 +310,34 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
 
             ray.shutdown()
     summary.timings_s["total"] = sum(summary.timings_s.values())
-    out.write_json("manifest.json", {
-        "status": "complete", "fingerprint": fingerprint, "started": started.isoformat(),
-        "finished": datetime.now(UTC).isoformat(), "config": cfg.to_dict(), "grid": grid.to_dict(),
-        "layout": {"core": layout.core, "halo": layout.halo, "rows": layout.rows, "cols": layout.cols},
-        "inputs": [{"id": i["id"], "collection": i.get("collection"), "datetime": i["properties"].get("datetime"),
-                    "eo:cloud_cover": i["properties"].get("eo:cloud_cover")} for i in items],
-        "skipped_granules": summary.skipped_granules, "tiles": summary.tiles, "tiles_empty": summary.tiles_empty,
-        "tiles_resumed": summary.tiles_resumed, "timings_s": summary.timings_s, "versions": versions(),
-        "outputs": summary.outputs,
-    })
+    out.write_json(
+        "manifest.json",
+        {
+            "status": "complete",
+            "fingerprint": fingerprint,
+            "started": started.isoformat(),
+            "finished": datetime.now(UTC).isoformat(),
+            "config": cfg.to_dict(),
+            "grid": grid.to_dict(),
+            "layout": {"core": layout.core, "halo": layout.halo, "rows": layout.rows, "cols": layout.cols},
+            "inputs": [
+                {
+                    "id": i["id"],
+                    "collection": i.get("collection"),
+                    "datetime": i["properties"].get("datetime"),
+                    "eo:cloud_cover": i["properties"].get("eo:cloud_cover"),
+                }
+                for i in items
+            ],
+            "skipped_granules": summary.skipped_granules,
+            "tiles": summary.tiles,
+            "tiles_empty": summary.tiles_empty,
+            "tiles_resumed": summary.tiles_resumed,
+            "timings_s": summary.timings_s,
+            "versions": versions(),
+            "outputs": summary.outputs,
+        },
+    )
     if not cfg.output.keep_work:
         out.remove("work.zarr")
     return summary

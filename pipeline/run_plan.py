@@ -44,14 +44,22 @@ def run_plan(plan_file: str, base: PlanRunConfig, *, progress: bool = True) -> P
         for n, unit in enumerate(todo, start=1):
             print(f"plan: unit {n}/{len(todo)} {unit.key}", file=sys.stderr)
             start, end = parse_datetime_range(unit.datetime)
-            cfg = base.unit(bbox=unit.bbox, start=start, end=end, out=unit_output(root, unit), crs=f"EPSG:{unit.epsg}")
+            cfg = base.unit(
+                bbox=unit.bbox, start=start, end=end, out=unit_output(root, unit), crs=f"EPSG:{unit.epsg}"
+            )
             try:
                 run_job(cfg, progress=progress)
                 summary.completed.append(unit.key)
             except EmptySearchError as exc:
-                OutputDir(cfg.output.out).write_json("manifest.json", {
-                    "status": "empty", "unit": unit.key, "reason": str(exc),
-                    "finished": datetime.now(UTC).isoformat()})
+                OutputDir(cfg.output.out).write_json(
+                    "manifest.json",
+                    {
+                        "status": "empty",
+                        "unit": unit.key,
+                        "reason": str(exc),
+                        "finished": datetime.now(UTC).isoformat(),
+                    },
+                )
                 summary.empty.append(unit.key)
             except DiffFuSRError as exc:
                 summary.failed[unit.key] = str(exc)

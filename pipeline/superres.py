@@ -47,7 +47,20 @@ def superres_folder(
     )
     gsd, _, left, _, _, top = scene.transform
     out_gsd = gsd / SR_FACTOR
-    write_geotiff(out_tif, lambda y0, y1: sr[:, y0:y1], height=sr.shape[1], width=sr.shape[2],
-                  transform=Affine(out_gsd, 0, left, 0, -out_gsd, top), crs=scene.crs, dtype=dtype)
-    return {"input_10m_shape": list(scene.b10.shape[1:]), "input_gsd_m": gsd, "output_shape": list(sr.shape),
-            "output_gsd_m": out_gsd, "seconds": round(time.perf_counter() - t0, 2), "output": str(out_tif)}
+    write_geotiff(
+        out_tif,
+        lambda y0, y1: sr[:, y0:y1],
+        height=sr.shape[1],
+        width=sr.shape[2],
+        transform=Affine(out_gsd, 0, left, 0, -out_gsd, top),
+        crs=scene.crs,
+        dtype=dtype,
+    )
+    return {
+        "input_10m_shape": list(scene.b10.shape[1:]),
+        "input_gsd_m": gsd,
+        "output_shape": list(sr.shape),
+        "output_gsd_m": out_gsd,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "output": str(out_tif),
+    }

@@ -55,11 +55,15 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
     """Parse "W,S,E,N" in degrees; reject reversed, empty or out-of-range boxes."""
     parts = [p.strip() for p in str(text).split(",")]
     if len(parts) != 4:
-        raise ConfigError(f"--bbox {text!r} must be four numbers W,S,E,N in degrees, e.g. --bbox 13.05,48.20,13.10,48.23")
+        raise ConfigError(
+            f"--bbox {text!r} must be four numbers W,S,E,N in degrees, e.g. --bbox 13.05,48.20,13.10,48.23"
+        )
     try:
         w, s, e, n = (float(p) for p in parts)
     except ValueError:
-        raise ConfigError(f"--bbox {text!r} has a value that is not a number; use W,S,E,N in degrees") from None
+        raise ConfigError(
+            f"--bbox {text!r} has a value that is not a number; use W,S,E,N in degrees"
+        ) from None
     if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= 90 and -90 <= n <= 90):
         raise ConfigError(
             f"--bbox {text!r} is outside longitude [-180, 180] / latitude [-90, 90]; "
@@ -80,7 +84,11 @@ def bbox_from_geojson(path: str | Path) -> tuple[float, float, float, float]:
     coords: list[tuple[float, float]] = []
 
     def walk(node: object) -> None:
-        if isinstance(node, (list, tuple)) and len(node) >= 2 and all(isinstance(v, (int, float)) for v in node[:2]):
+        if (
+            isinstance(node, (list, tuple))
+            and len(node) >= 2
+            and all(isinstance(v, (int, float)) for v in node[:2])
+        ):
             coords.append((float(node[0]), float(node[1])))
         elif isinstance(node, (list, tuple)):
             for child in node:
@@ -92,7 +100,9 @@ def bbox_from_geojson(path: str | Path) -> tuple[float, float, float, float]:
 
     walk(doc)
     if not coords:
-        raise ConfigError(f"--aoi {str(path)!r} holds no coordinates; give a Polygon/MultiPolygon GeoJSON in EPSG:4326")
+        raise ConfigError(
+            f"--aoi {str(path)!r} holds no coordinates; give a Polygon/MultiPolygon GeoJSON in EPSG:4326"
+        )
     xs, ys = zip(*coords)
     return parse_bbox(f"{min(xs)},{min(ys)},{max(xs)},{max(ys)}")
 
@@ -163,8 +173,16 @@ class CatalogOptions:
 
     def query(self, bbox: tuple[float, float, float, float], start: datetime, end: datetime) -> SearchQuery:
         """The search of one area (lon/lat degrees) and inclusive UTC datetime range."""
-        return SearchQuery(stac_url=self.stac_url, collection=self.collection, bbox=bbox, start=start, end=end,
-                           max_cloud=self.max_cloud, mgrs_tiles=self.mgrs_tiles, max_items=self.max_items)
+        return SearchQuery(
+            stac_url=self.stac_url,
+            collection=self.collection,
+            bbox=bbox,
+            start=start,
+            end=end,
+            max_cloud=self.max_cloud,
+            mgrs_tiles=self.mgrs_tiles,
+            max_items=self.max_items,
+        )
 
 
 def resolve_catalog(
@@ -176,8 +194,13 @@ def resolve_catalog(
     max_items: int = 500,
 ) -> CatalogOptions:
     """Validate raw user options of the catalog (not the area or dates) into CatalogOptions."""
-    return CatalogOptions(stac_url=stac_url, collection=collection, max_cloud=max_cloud,
-                          mgrs_tiles=parse_mgrs_tiles(mgrs_tiles), max_items=max_items)
+    return CatalogOptions(
+        stac_url=stac_url,
+        collection=collection,
+        max_cloud=max_cloud,
+        mgrs_tiles=parse_mgrs_tiles(mgrs_tiles),
+        max_items=max_items,
+    )
 
 
 def resolve_query(
@@ -192,8 +215,13 @@ def resolve_query(
     max_items: int = 500,
 ) -> SearchQuery:
     """Validate raw user options into a SearchQuery."""
-    catalog = resolve_catalog(stac_url=stac_url, collection=collection, max_cloud=max_cloud, mgrs_tiles=mgrs_tiles,
-                              max_items=max_items)
+    catalog = resolve_catalog(
+        stac_url=stac_url,
+        collection=collection,
+        max_cloud=max_cloud,
+        mgrs_tiles=mgrs_tiles,
+        max_items=max_items,
+    )
     if (bbox is None) == (aoi is None):
         raise ConfigError("give exactly one of --bbox W,S,E,N or --aoi FILE.geojson")
     box = parse_bbox(bbox) if bbox is not None else bbox_from_geojson(aoi)  # type: ignore[arg-type]

@@ -62,11 +62,19 @@ def resolve_radiometry(item: dict[str, Any], asset_key: str) -> Radiometry:
     nodata = rb.get("nodata", nodata)
     nodata = NODATA_DN if nodata is None else nodata
     if "scale" in rb or "offset" in rb:
-        return Radiometry(scale=float(rb.get("scale", 1.0)), offset=float(rb.get("offset", 0.0)), nodata=nodata,
-                          source="raster:bands")
+        return Radiometry(
+            scale=float(rb.get("scale", 1.0)),
+            offset=float(rb.get("offset", 0.0)),
+            nodata=nodata,
+            source="raster:bands",
+        )
     if "raster:scale" in asset or "raster:offset" in asset:
-        return Radiometry(scale=float(asset.get("raster:scale", 1.0)), offset=float(asset.get("raster:offset", 0.0)),
-                          nodata=nodata, source="raster:scale")
+        return Radiometry(
+            scale=float(asset.get("raster:scale", 1.0)),
+            offset=float(asset.get("raster:offset", 0.0)),
+            nodata=nodata,
+            source="raster:scale",
+        )
     applied = bool(item.get("properties", {}).get("earthsearch:boa_offset_applied", False))
     return _default_radiometry(None if applied else processing_baseline(item), nodata)
 
@@ -90,8 +98,12 @@ def resolve_file_radiometry(
         baseline: processing baseline of the product when known (e.g. from a `_N0400_` product name).
     """
     if scale != 1.0 or offset != 0.0:
-        return Radiometry(scale=scale, offset=offset, nodata=NODATA_DN if nodata is None and integer else nodata,
-                          source="geotiff")
+        return Radiometry(
+            scale=scale,
+            offset=offset,
+            nodata=NODATA_DN if nodata is None and integer else nodata,
+            source="geotiff",
+        )
     if not integer:
         return Radiometry(scale=1.0, offset=0.0, nodata=nodata, source="float")
     return _default_radiometry(baseline, NODATA_DN if nodata is None else nodata)

@@ -35,7 +35,11 @@ def item_mgrs_tile(item: dict[str, Any]) -> str | None:
         return str(props["s2:mgrs_tile"]).removeprefix("T")
     if props.get("grid:code"):
         return str(props["grid:code"]).removeprefix("MGRS-")
-    if props.get("mgrs:utm_zone") is not None and props.get("mgrs:latitude_band") and props.get("mgrs:grid_square"):
+    if (
+        props.get("mgrs:utm_zone") is not None
+        and props.get("mgrs:latitude_band")
+        and props.get("mgrs:grid_square")
+    ):
         return f"{int(props['mgrs:utm_zone']):02d}{props['mgrs:latitude_band']}{props['mgrs:grid_square']}"
     return None
 
@@ -62,12 +66,16 @@ def _why(exc: Exception) -> str:
     status = getattr(exc, "status_code", None)
     prefix = f"{type(exc).__name__}: " + (f"HTTP {status}, " if status else "")
     if text.startswith("<"):
-        return prefix + "the server answered with an HTML page, not STAC JSON (is this the STAC API's root URL?)"
+        return (
+            prefix + "the server answered with an HTML page, not STAC JSON (is this the STAC API's root URL?)"
+        )
     if isinstance(exc, json.JSONDecodeError) or "JSONDecodeError" in type(exc).__name__:
         return prefix + "the server's answer is not JSON (is this the STAC API's root URL?)"
     if "Max retries exceeded" in text:  # urllib3's nested reprs: keep the innermost reason
         reason = re.search(r"\[Errno -?\d+\] [^\"')]+|Read timed out|timed out", text)
-        return f"cannot connect after {RETRIES} retries ({reason.group(0) if reason else 'connection failed'})"
+        return (
+            f"cannot connect after {RETRIES} retries ({reason.group(0) if reason else 'connection failed'})"
+        )
     return prefix + (text.splitlines()[0] if text else "")
 
 
@@ -76,13 +84,22 @@ class _ShortRetryLines(logging.Filter):
     into one short INFO line of ours: the final CatalogError already says what failed and what to check."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith("Retrying") or not isinstance(record.args, tuple) or len(record.args) < 3:
+        if (
+            not str(record.msg).startswith("Retrying")
+            or not isinstance(record.args, tuple)
+            or len(record.args) < 3
+        ):
             return True
         retry, err, url = record.args[:3]
         host = getattr(record, "__urllib3-retry-warning", {}).get("host", "")
         left = getattr(retry, "total", None)
-        log.info("STAC request to %s%s failed (%s); retrying%s", host, url, type(err).__name__,
-                 f", {left} retries left" if left is not None else "")
+        log.info(
+            "STAC request to %s%s failed (%s); retrying%s",
+            host,
+            url,
+            type(err).__name__,
+            f", {left} retries left" if left is not None else "",
+        )
         return False
 
 
@@ -114,7 +131,9 @@ def search_items(query: SearchQuery, *, timeout_s: float = 60.0) -> list[dict[st
 
         modifier = planetary_computer.sign_inplace
     # Transient 5xx / connection errors are retried with backoff by urllib3.
-    retry = Retry(total=RETRIES, backoff_factor=0.5, status_forcelist=[500, 502, 503, 504], allowed_methods=None)
+    retry = Retry(
+        total=RETRIES, backoff_factor=0.5, status_forcelist=[500, 502, 503, 504], allowed_methods=None
+    )
     stac_io = StacApiIO(max_retries=retry, timeout=timeout_s)
     with _short_retry_lines():
         try:
@@ -133,7 +152,10 @@ def search_items(query: SearchQuery, *, timeout_s: float = 60.0) -> list[dict[st
                 f"STAC search at {query.stac_url!r} (collection {query.collection!r}) failed: {_why(exc)}; "
                 "check --stac-url and --collection"
             ) from None
-    items = sorted((i for i in found if keep_item(i, query)), key=lambda i: (i["properties"].get("datetime") or "", i["id"]))
+    items = sorted(
+        (i for i in found if keep_item(i, query)),
+        key=lambda i: (i["properties"].get("datetime") or "", i["id"]),
+    )
     if not items:
         cloud = f", cloud cover <= {query.max_cloud}%" if query.max_cloud is not None else ""
         tiles = f", MGRS {','.join(query.mgrs_tiles)}" if query.mgrs_tiles else ""

@@ -19,7 +19,11 @@ __all__ = ["COMMANDS", "ERROR_PREFIX", "EXIT_USER_ERROR", "main"]
 
 #: command -> (module of pipeline.cli, function(argv) -> exit code, one-line description).
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "run": ("run", "cmd_run", "region + dates -> 12-band 2.5 m mosaic (Zarr, COG, quicklook, STAC item, manifest)"),
+    "run": (
+        "run",
+        "cmd_run",
+        "region + dates -> 12-band 2.5 m mosaic (Zarr, COG, quicklook, STAC item, manifest)",
+    ),
     "search": ("run", "cmd_search", "what `run` would process, without processing it"),
     "superres": ("run", "cmd_superres", "one scene folder of band GeoTIFFs -> 12-band GeoTIFF at 4x"),
     "eval": ("eval", "cmd_eval", "Wald-protocol and consistency evaluation with a report"),
@@ -42,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         argv = argv[1:]
     configure_logging(verbose=verbose)
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"difffusr {__version__}: Sentinel-2 all 12 bands to 2.5 m (DiffFuSR)\n\n"
-              "usage: difffusr [--verbose] COMMAND ...\n")
+        print(
+            f"difffusr {__version__}: Sentinel-2 all 12 bands to 2.5 m (DiffFuSR)\n\n"
+            "usage: difffusr [--verbose] COMMAND ...\n"
+        )
         for name, (_, _, doc) in COMMANDS.items():
             print(f"  {name:<20}{doc}")
         return 0

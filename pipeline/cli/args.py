@@ -26,7 +26,9 @@ _NEGATIVE_VALUE_FLAGS = ("--bbox",)
 
 def configure_logging(*, verbose: bool = False) -> None:
     """WARNING and up (or $DIFFFUSR_LOG) on stderr; INFO with --verbose (e.g. a short line per STAC retry)."""
-    logging.basicConfig(level=os.environ.get("DIFFFUSR_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("DIFFFUSR_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
+    )
     if verbose:
         logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
 
@@ -38,8 +40,13 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # SUPPRESS: a subcommand's own --verbose must not reset the one given before it.
-        self.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
-                          help="more log lines (INFO), e.g. each retry of a STAC request")
+        self.add_argument(
+            "--verbose",
+            "-v",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="more log lines (INFO), e.g. each retry of a STAC request",
+        )
 
     def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
         self.exit(EXIT_USER_ERROR, f"{ERROR_PREFIX} {message} (see `{self.prog} --help`)\n")
@@ -70,27 +77,46 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     """--stac-url, --collection, --bbox | --aoi, --datetime, --max-cloud, --mgrs-tiles, --max-items."""
     from pipeline.catalog.query import CatalogOptions
 
-    p.add_argument("--stac-url", default=default_of(CatalogOptions, "stac_url"),
-                   help="STAC API root URL (default: Earth Search v1)")
-    p.add_argument("--collection", default=default_of(CatalogOptions, "collection"),
-                   help="collection id (default: %(default)s)")
+    p.add_argument(
+        "--stac-url",
+        default=default_of(CatalogOptions, "stac_url"),
+        help="STAC API root URL (default: Earth Search v1)",
+    )
+    p.add_argument(
+        "--collection",
+        default=default_of(CatalogOptions, "collection"),
+        help="collection id (default: %(default)s)",
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--bbox", help="W,S,E,N in degrees (EPSG:4326)")
     where.add_argument("--aoi", help="GeoJSON file with the area of interest (its bounding box is used)")
     p.add_argument("--datetime", help="START/END, e.g. 2023-06-01/2023-06-30 (required)")
-    p.add_argument("--max-cloud", type=float, default=default_of(CatalogOptions, "max_cloud"),
-                   help="maximum eo:cloud_cover of an item, percent")
+    p.add_argument(
+        "--max-cloud",
+        type=float,
+        default=default_of(CatalogOptions, "max_cloud"),
+        help="maximum eo:cloud_cover of an item, percent",
+    )
     p.add_argument("--mgrs-tiles", default=None, help="only these MGRS tiles, e.g. 32TNT,32TMT")
-    p.add_argument("--max-items", type=int, default=default_of(CatalogOptions, "max_items"),
-                   help="upper bound on items fetched (default %(default)s)")
+    p.add_argument(
+        "--max-items",
+        type=int,
+        default=default_of(CatalogOptions, "max_items"),
+        help="upper bound on items fetched (default %(default)s)",
+    )
 
 
 def catalog_from_args(args: argparse.Namespace):
     """The validated `CatalogOptions` of the search flags (no area or dates)."""
     from pipeline.catalog.query import resolve_catalog
 
-    return resolve_catalog(stac_url=args.stac_url, collection=args.collection, max_cloud=args.max_cloud,
-                           mgrs_tiles=args.mgrs_tiles, max_items=args.max_items)
+    return resolve_catalog(
+        stac_url=args.stac_url,
+        collection=args.collection,
+        max_cloud=args.max_cloud,
+        mgrs_tiles=args.mgrs_tiles,
+        max_items=args.max_items,
+    )
 
 
 def query_from_args(args: argparse.Namespace):
@@ -100,9 +126,16 @@ def query_from_args(args: argparse.Namespace):
 
     if not args.datetime:
         raise ConfigError("--datetime START/END is required, e.g. --datetime 2023-06-01/2023-06-30")
-    return resolve_query(stac_url=args.stac_url, collection=args.collection, bbox=args.bbox, aoi=args.aoi,
-                         datetime_range=args.datetime, max_cloud=args.max_cloud, mgrs_tiles=args.mgrs_tiles,
-                         max_items=args.max_items)
+    return resolve_query(
+        stac_url=args.stac_url,
+        collection=args.collection,
+        bbox=args.bbox,
+        aoi=args.aoi,
+        datetime_range=args.datetime,
+        max_cloud=args.max_cloud,
+        mgrs_tiles=args.mgrs_tiles,
+        max_items=args.max_items,
+    )
 
 
 # ------------------------------------------------------------------------ tiling and model (run, superres)
@@ -110,10 +143,18 @@ def add_tiling_args(p: argparse.ArgumentParser) -> None:
     """--tile-size, --halo (defaults: `TilingConfig`)."""
     from pipeline.config import TilingConfig
 
-    p.add_argument("--tile-size", type=int, default=default_of(TilingConfig, "core"),
-                   help="tile core, 10 m pixels, multiple of 6 (default %(default)s)")
-    p.add_argument("--halo", type=int, default=default_of(TilingConfig, "halo"),
-                   help="tile overlap margin, 10 m pixels, multiple of 6 (default %(default)s)")
+    p.add_argument(
+        "--tile-size",
+        type=int,
+        default=default_of(TilingConfig, "core"),
+        help="tile core, 10 m pixels, multiple of 6 (default %(default)s)",
+    )
+    p.add_argument(
+        "--halo",
+        type=int,
+        default=default_of(TilingConfig, "halo"),
+        help="tile overlap margin, 10 m pixels, multiple of 6 (default %(default)s)",
+    )
 
 
 def tiling_from_args(args: argparse.Namespace):
@@ -126,16 +167,36 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     """--method, --steps, --sr-weights, --fusion-weights, --seed, --dtype, --tile-size, --halo."""
     from pipeline.config import DEFAULT_METHOD, DTYPES, METHODS, JobConfig, MethodOptions, OutputConfig
 
-    p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
-                   help="difffusr = diffusion SR + fusion (learned); gs, bicubic = baselines (default %(default)s)")
-    p.add_argument("--steps", type=int, default=default_of(MethodOptions, "steps"),
-                   help="DDIM sampling steps of the diffusion SR (default %(default)s)")
-    p.add_argument("--sr-weights", default=None, help="diffusion SR checkpoint folder (default: shipped small model)")
-    p.add_argument("--fusion-weights", default=None, help="fusion checkpoint folder (default: shipped small model)")
-    p.add_argument("--seed", type=int, default=default_of(JobConfig, "seed"),
-                   help="seed of the sampler's noise (outputs reproduce exactly)")
-    p.add_argument("--dtype", default=default_of(OutputConfig, "dtype"), choices=DTYPES,
-                   help="GeoTIFF values: uint16 reflectance x 10000 (nodata 0), or float32 reflectance (nodata NaN)")
+    p.add_argument(
+        "--method",
+        default=DEFAULT_METHOD,
+        choices=METHODS,
+        help="difffusr = diffusion SR + fusion (learned); gs, bicubic = baselines (default %(default)s)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=default_of(MethodOptions, "steps"),
+        help="DDIM sampling steps of the diffusion SR (default %(default)s)",
+    )
+    p.add_argument(
+        "--sr-weights", default=None, help="diffusion SR checkpoint folder (default: shipped small model)"
+    )
+    p.add_argument(
+        "--fusion-weights", default=None, help="fusion checkpoint folder (default: shipped small model)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=default_of(JobConfig, "seed"),
+        help="seed of the sampler's noise (outputs reproduce exactly)",
+    )
+    p.add_argument(
+        "--dtype",
+        default=default_of(OutputConfig, "dtype"),
+        choices=DTYPES,
+        help="GeoTIFF values: uint16 reflectance x 10000 (nodata 0), or float32 reflectance (nodata NaN)",
+    )
     add_tiling_args(p)
 
 

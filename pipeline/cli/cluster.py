@@ -18,16 +18,28 @@ def submit_parser() -> Parser:
         description="Send a difffusr command to a running Ray cluster as a job (Ray Jobs API). "
         "Example: difffusr submit --address http://head:8265 -- run --stac-url URL ... --out s3://b/run1",
     )
-    p.add_argument("--address", help="Ray dashboard URL of the cluster, http://HEAD:8265 (default: $RAY_ADDRESS)")
+    p.add_argument(
+        "--address", help="Ray dashboard URL of the cluster, http://HEAD:8265 (default: $RAY_ADDRESS)"
+    )
     p.add_argument("--working-dir", help="local source folder to upload as the job's working directory")
-    p.add_argument("--wait", action="store_true", help="stream the job's logs until it ends; exit 0 iff it succeeded")
+    p.add_argument(
+        "--wait", action="store_true", help="stream the job's logs until it ends; exit 0 iff it succeeded"
+    )
     p.add_argument("--timeout", type=float, help="with --wait: stop waiting after this many seconds")
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra env var for the job")
-    p.add_argument("--no-forward-env", action="store_true", help="do not forward AWS_*/GDAL_*/CPL_* variables")
+    p.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="extra env var for the job"
+    )
+    p.add_argument(
+        "--no-forward-env", action="store_true", help="do not forward AWS_*/GDAL_*/CPL_* variables"
+    )
     p.add_argument("--job-id", help="submission id (a cluster refuses a second job with the same id)")
     p.add_argument("--num-gpus", type=float, help="GPUs reserved for the job's driver process (default none)")
-    p.add_argument("--raw", action="store_true", help="run the words after -- as they are, without `difffusr`")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the difffusr subcommand and its options")
+    p.add_argument(
+        "--raw", action="store_true", help="run the words after -- as they are, without `difffusr`"
+    )
+    p.add_argument(
+        "command", nargs=argparse.REMAINDER, help="-- then the difffusr subcommand and its options"
+    )
     return p
 
 
@@ -134,11 +146,17 @@ def plan_parser() -> Parser:
         "estimate GPU-hours and output size, and write the job list `difffusr run --plan` executes.",
     )
     p.add_argument("--aoi", required=True, help="GeoJSON file with the region's polygon(s), lon/lat")
-    p.add_argument("--datetime", required=True, help="START/END dates, end inclusive, e.g. 2024-06-01/2024-08-31")
+    p.add_argument(
+        "--datetime", required=True, help="START/END dates, end inclusive, e.g. 2024-06-01/2024-08-31"
+    )
     p.add_argument("--window", default="all", help="date window per unit: all (default), month or <N>d")
     p.add_argument("--out", help="write the plan JSON here (default: only print the summary)")
-    p.add_argument("--gpu-seconds-per-km2", type=float, default=GPU_SECONDS_PER_KM2,
-                   help="inference rate for the estimate (default %(default)s, benchmarks/RESULTS.md)")
+    p.add_argument(
+        "--gpu-seconds-per-km2",
+        type=float,
+        default=GPU_SECONDS_PER_KM2,
+        help="inference rate for the estimate (default %(default)s, benchmarks/RESULTS.md)",
+    )
     return p
 
 

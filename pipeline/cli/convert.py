@@ -12,8 +12,10 @@ from pipeline.errors import OutputError
 
 
 def convert_parser() -> Parser:
-    p = Parser(prog="difffusr convert-checkpoint",
-               description="Convert an authors' DiffFuSR Lightning checkpoint (SR or fusion)")
+    p = Parser(
+        prog="difffusr convert-checkpoint",
+        description="Convert an authors' DiffFuSR Lightning checkpoint (SR or fusion)",
+    )
     p.add_argument("ckpt", help="path of the .ckpt (Hugging Face NorskRegnesentralSTI/DiffFuSR)")
     p.add_argument("out_dir", help="folder to write model.safetensors + config.json + bands.json")
     return p
@@ -23,7 +25,9 @@ def cmd_convert(argv: list[str]) -> int:
     """`difffusr convert-checkpoint`: convert, then print the key report."""
     a = convert_parser().parse_args(argv)
     if Path(a.out_dir).exists() and not Path(a.out_dir).is_dir():
-        raise OutputError(f"OUT_DIR '{a.out_dir}' is an existing file; pass a folder path (created if missing)")
+        raise OutputError(
+            f"OUT_DIR '{a.out_dir}' is an existing file; pass a folder path (created if missing)"
+        )
 
     from pipeline.models.convert import convert_checkpoint
 
@@ -36,7 +40,9 @@ def cmd_convert(argv: list[str]) -> int:
     if report.get("variant"):
         print(f"fusion variant: {report['variant']}")
     if report.get("superseded"):
-        print(f"superseded: {len(report['superseded'])} raw 'model.*' tensors (inference uses the 'ema.*' copy)")
+        print(
+            f"superseded: {len(report['superseded'])} raw 'model.*' tensors (inference uses the 'ema.*' copy)"
+        )
     if report.get("schedule_max_abs_diff"):
         worst = max(report["schedule_max_abs_diff"].values())
         print(f"schedule buffers max |diff| vs rebuilt cosine schedule: {worst:.3g}")

@@ -25,32 +25,64 @@ from pipeline.errors import ConfigError, OutputError
 def eval_parser() -> Parser:
     p = Parser(prog="difffusr eval", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="protocol", required=True)
-    w = sub.add_parser("wald", help="reduced-resolution protocol: degrade, super-resolve, score against the originals")
-    w.add_argument("scenes", nargs="+", metavar="SCENE_DIR",
-                   help="folders of band GeoTIFFs B01.tif ... B12.tif (native GSD)")
-    w.add_argument("--methods", default="difffusr,gs,bicubic", help="comma-separated methods (default: %(default)s)")
-    w.add_argument("--ratio", type=int, default=4, help="Wald degradation ratio, 2 or 4 (default: %(default)s)")
+    w = sub.add_parser(
+        "wald", help="reduced-resolution protocol: degrade, super-resolve, score against the originals"
+    )
+    w.add_argument(
+        "scenes",
+        nargs="+",
+        metavar="SCENE_DIR",
+        help="folders of band GeoTIFFs B01.tif ... B12.tif (native GSD)",
+    )
+    w.add_argument(
+        "--methods", default="difffusr,gs,bicubic", help="comma-separated methods (default: %(default)s)"
+    )
+    w.add_argument(
+        "--ratio", type=int, default=4, help="Wald degradation ratio, 2 or 4 (default: %(default)s)"
+    )
     w.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder (created)")
-    w.add_argument("--seed", type=int, default=0, help="base seed of the diffusion sampler (default: %(default)s)")
-    w.add_argument("--crop", type=int, default=None, metavar="PX",
-                   help="evaluate only the central PX x PX of each scene's 10 m grid (large scenes on CPU)")
+    w.add_argument(
+        "--seed", type=int, default=0, help="base seed of the diffusion sampler (default: %(default)s)"
+    )
+    w.add_argument(
+        "--crop",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="evaluate only the central PX x PX of each scene's 10 m grid (large scenes on CPU)",
+    )
     w.add_argument("--steps", type=int, default=None, help="DDIM steps of difffusr (default: the model's)")
     w.add_argument("--sr-weights", default=None, help="diffusion SR checkpoint folder (default: shipped)")
     w.add_argument("--fusion-weights", default=None, help="fusion checkpoint folder (default: shipped)")
-    w.add_argument("--border", type=int, default=16,
-                   help="OpenSR border crop, 10 m-group HR pixels (default: %(default)s)")
+    w.add_argument(
+        "--border",
+        type=int,
+        default=16,
+        help="OpenSR border crop, 10 m-group HR pixels (default: %(default)s)",
+    )
     c = sub.add_parser("consistency", help="no-reference check of an SR product against its own inputs")
-    c.add_argument("product", metavar="OUTPUT.tif", help="12-band SR GeoTIFF (e.g. from difffusr superres or run)")
-    c.add_argument("--inputs", required=True, metavar="SCENE_DIR", help="the scene folder the product was made from")
+    c.add_argument(
+        "product", metavar="OUTPUT.tif", help="12-band SR GeoTIFF (e.g. from difffusr superres or run)"
+    )
+    c.add_argument(
+        "--inputs", required=True, metavar="SCENE_DIR", help="the scene folder the product was made from"
+    )
     c.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder (created)")
-    c.add_argument("--border", type=int, default=16, help="OpenSR border crop, product pixels (default: %(default)s)")
+    c.add_argument(
+        "--border", type=int, default=16, help="OpenSR border crop, product pixels (default: %(default)s)"
+    )
     s = sub.add_parser("sr-wald", help="Wald x4 fidelity of the diffusion SR alone (RGB), against bicubic")
     s.add_argument("--weights", default=None, help="SR checkpoint folder (default: shipped sr_small)")
-    s.add_argument("--scenes", nargs="+", required=True, metavar="SCENE_DIR",
-                   help="held-out Sentinel-2 scene folders")
+    s.add_argument(
+        "--scenes", nargs="+", required=True, metavar="SCENE_DIR", help="held-out Sentinel-2 scene folders"
+    )
     s.add_argument("--steps", type=int, nargs="+", default=[20], help="DDIM steps (several: one row each)")
-    s.add_argument("--lowfreq", choices=["on", "off", "both", "default"], default="both",
-                   help="low-frequency consistency of the sampler; both: one row each (default: %(default)s)")
+    s.add_argument(
+        "--lowfreq",
+        choices=["on", "off", "both", "default"],
+        default="both",
+        help="low-frequency consistency of the sampler; both: one row each (default: %(default)s)",
+    )
     s.add_argument("--samples", type=int, nargs="+", default=[1], help="samples averaged per output (K)")
     s.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default: %(default)s)")
     s.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
@@ -63,9 +95,13 @@ def _check_out_dir(path: str) -> None:
     out = Path(path).absolute()
     existing = next(p for p in (out, *out.parents) if p.exists())
     if not existing.is_dir():
-        raise OutputError(f"cannot create report folder {path!r}: '{existing}' is a file; choose another --out")
+        raise OutputError(
+            f"cannot create report folder {path!r}: '{existing}' is a file; choose another --out"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot create report folder {path!r}: '{existing}' is not writable; choose another --out")
+        raise OutputError(
+            f"cannot create report folder {path!r}: '{existing}' is not writable; choose another --out"
+        )
 
 
 def _out_dir(path: str) -> Path:
@@ -108,7 +144,9 @@ def run_wald(args: argparse.Namespace, command: str) -> Path:
     from pipeline.eval.report import write_wald_report
     from pipeline.io.scene_files import read_scene
 
-    cfg = WaldConfig(ratio=args.ratio, crop=args.crop, seed=args.seed, opensr=OpenSRConfig(border_px=args.border))
+    cfg = WaldConfig(
+        ratio=args.ratio, crop=args.crop, seed=args.seed, opensr=OpenSRConfig(border_px=args.border)
+    )
     results = []
     for folder in args.scenes:
         scene = read_scene(folder)
@@ -129,7 +167,9 @@ def run_consistency(args: argparse.Namespace, command: str) -> Path:
 
     product = read_product(args.product)
     sr, scene = match_product_to_scene(product, read_scene(args.inputs))
-    res = consistency_check(sr, scene, product=Path(args.product).name, cfg=OpenSRConfig(border_px=args.border))
+    res = consistency_check(
+        sr, scene, product=Path(args.product).name, cfg=OpenSRConfig(border_px=args.border)
+    )
     return write_consistency_report(res, _out_dir(args.out), command=command)
 
 
@@ -159,8 +199,14 @@ def run_sr_wald(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     results = []
-    for row in sweep(load_sr_model(args.weights), args.scenes, steps=args.steps, samples=args.samples,
-                     lowfreq=args.lowfreq, seed=args.seed):
+    for row in sweep(
+        load_sr_model(args.weights),
+        args.scenes,
+        steps=args.steps,
+        samples=args.samples,
+        lowfreq=args.lowfreq,
+        seed=args.seed,
+    ):
         results.append(row)
         print(json.dumps(row), flush=True)
     if args.json:

@@ -26,7 +26,9 @@ from pipeline.errors import ConfigError
 
 
 def search_parser() -> Parser:
-    p = Parser(prog="difffusr search", description="Show what `difffusr run` would process, without processing it.")
+    p = Parser(
+        prog="difffusr search", description="Show what `difffusr run` would process, without processing it."
+    )
     add_search_args(p)
     add_tiling_args(p)
     p.add_argument("--json", action="store_true", help="print the items as JSON")
@@ -48,8 +50,17 @@ def cmd_search(argv: list[str]) -> int:
     grid = resolve_grid(query.bbox)
     layout = TileLayout(height=grid.height, width=grid.width, core=tiling.core, halo=tiling.halo)
     if args.json:
-        print(json.dumps({"items": [i["id"] for i in items], "skipped": dropped, "grid": grid.to_dict(),
-                          "tiles": len(layout.tile_keys())}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "items": [i["id"] for i in items],
+                    "skipped": dropped,
+                    "grid": grid.to_dict(),
+                    "tiles": len(layout.tile_keys()),
+                },
+                indent=2,
+            )
+        )
         return 0
     for item in items:
         props = item["properties"]
@@ -58,8 +69,10 @@ def cmd_search(argv: list[str]) -> int:
         print(f"skipped {item_id}: {why}")
     h, w = grid.output_shape()
     tiles = len(layout.tile_keys())
-    print(f"{len(items)} granule(s); AOI {grid.area_km2:.2f} km2 on {grid.crs}; {tiles} tile(s); "
-          f"output {w} x {h} px x 12 bands at 2.5 m")
+    print(
+        f"{len(items)} granule(s); AOI {grid.area_km2:.2f} km2 on {grid.crs}; {tiles} tile(s); "
+        f"output {w} x {h} px x 12 bands at 2.5 m"
+    )
     return 0
 
 
@@ -71,20 +84,39 @@ def run_parser() -> Parser:
     add_model_args(p)
     p.add_argument("--out", required=True, help="output folder (local path or s3://bucket/prefix)")
     p.add_argument("--crs", default=None, help="output CRS (default: the AOI's UTM zone)")
-    p.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"),
-                   help="Ray cluster (default: $RAY_ADDRESS, else start a local one)")
-    p.add_argument("--workers", type=int, default=default_of(ComputeConfig, "workers"),
-                   help="inference actors (default: one per GPU, or cores/2)")
-    p.add_argument("--batch-tiles", type=int, default=default_of(ComputeConfig, "batch_tiles"),
-                   help="tiles per inference call (default %(default)s)")
-    p.add_argument("--skip-bad-assets", action="store_true",
-                   help="leave granules with unreadable assets out (reported at the end) instead of failing")
-    p.add_argument("--keep-work", action="store_true", help="keep the working store (ingested tiles, predictions)")
+    p.add_argument(
+        "--ray-address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="Ray cluster (default: $RAY_ADDRESS, else start a local one)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=default_of(ComputeConfig, "workers"),
+        help="inference actors (default: one per GPU, or cores/2)",
+    )
+    p.add_argument(
+        "--batch-tiles",
+        type=int,
+        default=default_of(ComputeConfig, "batch_tiles"),
+        help="tiles per inference call (default %(default)s)",
+    )
+    p.add_argument(
+        "--skip-bad-assets",
+        action="store_true",
+        help="leave granules with unreadable assets out (reported at the end) instead of failing",
+    )
+    p.add_argument(
+        "--keep-work", action="store_true", help="keep the working store (ingested tiles, predictions)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace outputs of a different job in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--plan", default=None,
-                   help="run every pending unit of a `difffusr plan` file into --out/<tile>/<dates> (resumable); "
-                   "the units bring their own area, dates and CRS")
+    p.add_argument(
+        "--plan",
+        default=None,
+        help="run every pending unit of a `difffusr plan` file into --out/<tile>/<dates> (resumable); "
+        "the units bring their own area, dates and CRS",
+    )
     return p
 
 
@@ -93,13 +125,19 @@ def _job_fields(args: argparse.Namespace) -> dict:
     from pipeline.config import ComputeConfig, OutputConfig
 
     return {
-        "output": OutputConfig(out=args.out, dtype=args.dtype, keep_work=args.keep_work, overwrite=args.overwrite),
+        "output": OutputConfig(
+            out=args.out, dtype=args.dtype, keep_work=args.keep_work, overwrite=args.overwrite
+        ),
         "method": args.method,
         "model": model_options_from_args(args),
         "seed": args.seed,
         "tiling": tiling_from_args(args),
-        "compute": ComputeConfig(ray_address=args.ray_address, workers=args.workers, batch_tiles=args.batch_tiles,
-                                 skip_bad_assets=args.skip_bad_assets),
+        "compute": ComputeConfig(
+            ray_address=args.ray_address,
+            workers=args.workers,
+            batch_tiles=args.batch_tiles,
+            skip_bad_assets=args.skip_bad_assets,
+        ),
     }
 
 
@@ -109,10 +147,20 @@ def cmd_run(argv: list[str]) -> int:
 
     args = run_parser().parse_args(argv)
     if args.plan:
-        given = [flag for flag, value in (("--bbox", args.bbox), ("--aoi", args.aoi), ("--datetime", args.datetime),
-                                          ("--crs", args.crs)) if value]
+        given = [
+            flag
+            for flag, value in (
+                ("--bbox", args.bbox),
+                ("--aoi", args.aoi),
+                ("--datetime", args.datetime),
+                ("--crs", args.crs),
+            )
+            if value
+        ]
         if given:
-            raise ConfigError(f"--plan {args.plan!r} brings each unit's area, dates and CRS; drop {', '.join(given)}")
+            raise ConfigError(
+                f"--plan {args.plan!r} brings each unit's area, dates and CRS; drop {', '.join(given)}"
+            )
         plan_cfg = PlanRunConfig(catalog=catalog_from_args(args), **_job_fields(args))
         return _run_plan(args.plan, plan_cfg, progress=not args.quiet)
     cfg = RunConfig(query=query_from_args(args), crs=args.crs, **_job_fields(args))
@@ -127,8 +175,10 @@ def _run_plan(plan_file: str, cfg, *, progress: bool) -> int:
     from pipeline.run_plan import run_plan
 
     plan = run_plan(plan_file, cfg, progress=progress)
-    print(f"plan: {plan.units} units: {plan.skipped_done} already done, {len(plan.completed)} completed, "
-          f"{len(plan.empty)} without granules, {len(plan.failed)} failed")
+    print(
+        f"plan: {plan.units} units: {plan.skipped_done} already done, {len(plan.completed)} completed, "
+        f"{len(plan.empty)} without granules, {len(plan.failed)} failed"
+    )
     for key, why in plan.failed.items():
         print(f"  failed {key}: {why}")
     return 1 if plan.failed else 0
@@ -153,10 +203,14 @@ def _print_run_summary(s) -> None:
 
 
 def superres_parser() -> Parser:
-    p = Parser(prog="difffusr superres",
-               description="Band GeoTIFFs of one scene -> one 12-band GeoTIFF at 4x the finest band.")
+    p = Parser(
+        prog="difffusr superres",
+        description="Band GeoTIFFs of one scene -> one 12-band GeoTIFF at 4x the finest band.",
+    )
     p.add_argument("in_dir", help="folder with B01.tif ... B12.tif (any GSD with Sentinel-2's 1:2:6 ratios)")
-    p.add_argument("out_tif", help="output GeoTIFF (bands in order B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B11 B12)")
+    p.add_argument(
+        "out_tif", help="output GeoTIFF (bands in order B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B11 B12)"
+    )
     add_model_args(p)
     return p
 
@@ -182,10 +236,21 @@ def cmd_superres(argv: list[str]) -> int:
         bars[0].n = done
         bars[0].refresh()
 
-    summary = superres_folder(args.in_dir, args.out_tif, method=args.method, options=options, dtype=args.dtype,
-                              seed=args.seed, core=tiling.core, halo=tiling.halo, on_tile=on_tile)
+    summary = superres_folder(
+        args.in_dir,
+        args.out_tif,
+        method=args.method,
+        options=options,
+        dtype=args.dtype,
+        seed=args.seed,
+        core=tiling.core,
+        halo=tiling.halo,
+        on_tile=on_tile,
+    )
     for bar in bars:
         bar.close()
-    print(f"wrote {summary['output']}: 12 x {summary['output_shape'][1]} x {summary['output_shape'][2]} px at "
-          f"{summary['output_gsd_m']:g} m (input {summary['input_gsd_m']:g} m) in {summary['seconds']} s")
+    print(
+        f"wrote {summary['output']}: 12 x {summary['output_shape'][1]} x {summary['output_shape'][2]} px at "
+        f"{summary['output_gsd_m']:g} m (input {summary['input_gsd_m']:g} m) in {summary['seconds']} s"
+    )
     return 0

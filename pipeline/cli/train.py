@@ -33,7 +33,9 @@ def _check_data_folders(folders: list[str], *, scenes: bool = False) -> None:
     named for every band (cheap: names only; the readers check the pixels)."""
     for d in folders:
         if not Path(d).is_dir():
-            raise TrainingDataError(f"--data '{d}' does not exist or is not a folder; pass folders of training images")
+            raise TrainingDataError(
+                f"--data '{d}' does not exist or is not a folder; pass folders of training images"
+            )
     if scenes:
         from pipeline.bands import S2_BANDS
         from pipeline.io.scene_files import find_band_file
@@ -49,26 +51,49 @@ def sr_parser() -> Parser:
 
     p = Parser(prog="difffusr train sr", description="Train the blind diffusion SR model (DiffFuSR stage 1).")
     p.add_argument("--preset", default="small", help="network size: small (CPU) or paper (published size)")
-    p.add_argument("--data", nargs="+", required=True, help="folders of HR RGB GeoTIFFs and/or Sentinel-2 scenes")
+    p.add_argument(
+        "--data", nargs="+", required=True, help="folders of HR RGB GeoTIFFs and/or Sentinel-2 scenes"
+    )
     p.add_argument("--workers", type=int, default=1, help="DDP ranks (Ray Train workers)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per rank (0 = CPU, gloo)")
     p.add_argument("--threads-per-worker", type=int, default=1, help="torch threads per rank")
-    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, loss_curve.png, final/)")
+    p.add_argument(
+        "--out", required=True, help="run folder (checkpoints, metrics.jsonl, loss_curve.png, final/)"
+    )
     p.add_argument("--steps", type=int, default=4000, help="optimisation steps")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--batch-size", type=int, default=default_of(SRTrainConfig, "batch_size"),
-                   help="patches per rank per step")
-    p.add_argument("--patch", type=int, default=default_of(SRTrainConfig, "patch"), help="HR patch side (pixels)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1e-4 paper, 4e-4 small)")
-    p.add_argument("--noise-max", type=float, default=None,
-                   help="max LR noise std-dev in reflectance (default: 25/255 paper, 5/255 small)")
-    p.add_argument("--contrast-weight", type=float, default=default_of(SRTrainConfig, "contrast_weight"),
-                   help="lambda of the InfoNCE term")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=default_of(SRTrainConfig, "batch_size"),
+        help="patches per rank per step",
+    )
+    p.add_argument(
+        "--patch", type=int, default=default_of(SRTrainConfig, "patch"), help="HR patch side (pixels)"
+    )
+    p.add_argument(
+        "--lr", type=float, default=None, help="Adam learning rate (default: 1e-4 paper, 4e-4 small)"
+    )
+    p.add_argument(
+        "--noise-max",
+        type=float,
+        default=None,
+        help="max LR noise std-dev in reflectance (default: 25/255 paper, 5/255 small)",
+    )
+    p.add_argument(
+        "--contrast-weight",
+        type=float,
+        default=default_of(SRTrainConfig, "contrast_weight"),
+        help="lambda of the InfoNCE term",
+    )
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     p.add_argument("--log-every", type=int, default=10, help="steps between metrics lines")
     p.add_argument("--seed", type=int, default=default_of(SRTrainConfig, "seed"))
-    p.add_argument("--init-from", default=None,
-                   help="start from these SR weights (fine-tuning); the network config is taken from them")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="start from these SR weights (fine-tuning); the network config is taken from them",
+    )
     return p
 
 
@@ -117,7 +142,11 @@ def cmd_train_sr(argv: list[str]) -> int:
 # ----------------------------------------------------------------------------- train fusion
 #: add_argument keywords that the config fields cannot say: required flags, metavars, shorter help.
 _FUSION_FLAGS: dict[str, dict] = {
-    "data": {"required": True, "metavar": "DIR", "help": "scene folders of per-band GeoTIFFs (*B01.tif ... *B12.tif)"},
+    "data": {
+        "required": True,
+        "metavar": "DIR",
+        "help": "scene folders of per-band GeoTIFFs (*B01.tif ... *B12.tif)",
+    },
     "out": {"required": True, "metavar": "RUN_DIR"},
     "init": {"metavar": "WEIGHTS"},
     "sr_guide": {"metavar": "CACHE_DIR"},
@@ -130,8 +159,10 @@ def fusion_parser() -> tuple[Parser, list[str]]:
     """The `train fusion` parser and the FusionTrainConfig fields it sets."""
     from pipeline.train.fusion import FusionTrainConfig
 
-    p = Parser(prog="difffusr train fusion",
-               description="Wald-protocol training of the three fusion group networks on native Sentinel-2 scenes.")
+    p = Parser(
+        prog="difffusr train fusion",
+        description="Wald-protocol training of the three fusion group networks on native Sentinel-2 scenes.",
+    )
     fields = add_dataclass_flags(p, FusionTrainConfig, overrides=_FUSION_FLAGS)
     p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start a local one)")
     return p, fields

@@ -73,11 +73,7 @@ def forwarded_env(environ: Mapping[str, str], extra: list[str]) -> dict[str, str
     (`AWS_PROFILE`) is resolved here, with botocore, into the credentials and region it stands for,
     because the cluster has neither the profile nor its files.
     """
-    env = {
-        k: v
-        for k, v in environ.items()
-        if k.startswith(FORWARDED_ENV_PREFIXES) and k not in LOCAL_ONLY
-    }
+    env = {k: v for k, v in environ.items() if k.startswith(FORWARDED_ENV_PREFIXES) and k not in LOCAL_ONLY}
     if environ.get("AWS_PROFILE") and "AWS_ACCESS_KEY_ID" not in environ:
         env.update(_profile_credentials(environ))
     for pair in extra:

@@ -73,8 +73,9 @@ class OpenSRConfig:
         if self.downsampling not in ("sensor", "bilinear"):
             raise ConfigError(f"downsampling must be 'sensor' or 'bilinear', got {self.downsampling!r}")
         if self.border_px < 0 or self.temperature <= 0 or not 0 < self.mask_quantile < 1:
-            raise ConfigError(f"invalid OpenSRConfig {self}: need border_px >= 0, temperature > 0, "
-                              "0 < mask_quantile < 1")
+            raise ConfigError(
+                f"invalid OpenSRConfig {self}: need border_px >= 0, temperature > 0, 0 < mask_quantile < 1"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,9 +177,7 @@ def align_to(x: np.ndarray, reference: np.ndarray, cfg: OpenSRConfig) -> tuple[n
 
     A shift longer than `cfg.max_shift_px` is not applied and its norm is reported as NaN.
     """
-    shift = phase_correlation_shift(
-        _nanmean0(reference), _nanmean0(x), upsample_factor=cfg.upsample_factor
-    )
+    shift = phase_correlation_shift(_nanmean0(reference), _nanmean0(x), upsample_factor=cfg.upsample_factor)
     norm = float(np.hypot(*shift))
     if norm > cfg.max_shift_px:
         return x, math.nan
@@ -250,7 +249,12 @@ def harmonise(sr: np.ndarray, hr: np.ndarray, cfg: OpenSRConfig) -> np.ndarray:
 
 
 def synthesis(
-    lr: np.ndarray, sr: np.ndarray, factor: int, *, hr: np.ndarray | None = None, cfg: OpenSRConfig | None = None
+    lr: np.ndarray,
+    sr: np.ndarray,
+    factor: int,
+    *,
+    hr: np.ndarray | None = None,
+    cfg: OpenSRConfig | None = None,
 ) -> float:
     """Mean L1 between the bilinearly upsampled LR and the harmonised SR (higher = more new detail).
 
@@ -263,13 +267,19 @@ def synthesis(
     return _nanmean(l1_map(upsample_bilinear(lr_c, factor), sr_harm))
 
 
-def correctness_scores(d_ref: np.ndarray, d_im: np.ndarray, d_om: np.ndarray, cfg: OpenSRConfig) -> CorrectnessResult:
+def correctness_scores(
+    d_ref: np.ndarray, d_im: np.ndarray, d_om: np.ndarray, cfg: OpenSRConfig
+) -> CorrectnessResult:
     """Improvement / omission / hallucination from the three distance maps (H, W)."""
     ref_vals = d_ref[np.isfinite(d_ref)]
     if not ref_vals.size:
         nan_map = np.full(d_ref.shape, np.nan)
-        return CorrectnessResult(improvement=math.nan, omission=math.nan, hallucination=math.nan,
-                                 maps={"improvement": nan_map, "omission": nan_map, "hallucination": nan_map})
+        return CorrectnessResult(
+            improvement=math.nan,
+            omission=math.nan,
+            hallucination=math.nan,
+            maps={"improvement": nan_map, "omission": nan_map, "hallucination": nan_map},
+        )
     # k-th smallest value, k = int(q * n) (1-based), as torch.kthvalue in OpenSR-test.
     k = max(1, int(cfg.mask_quantile * ref_vals.size))
     thr = float(np.partition(ref_vals, k - 1)[k - 1])
@@ -305,7 +315,9 @@ def correctness(
     return correctness_scores(nd_map(lr_up, hr_c), nd_map(sr_harm, hr_c), nd_map(sr_harm, lr_up), cfg)
 
 
-def _crop_pair(lr: np.ndarray, sr: np.ndarray, factor: int, border_px: int) -> tuple[np.ndarray, np.ndarray, int]:
+def _crop_pair(
+    lr: np.ndarray, sr: np.ndarray, factor: int, border_px: int
+) -> tuple[np.ndarray, np.ndarray, int]:
     if sr.shape[-2] != lr.shape[-2] * factor or sr.shape[-1] != lr.shape[-1] * factor:
         raise ValueError(f"SR shape {sr.shape} is not LR shape {lr.shape} times {factor}")
     # the border is rounded down to whole LR pixels so both crops cover the same ground

@@ -52,7 +52,9 @@ class WaldConfig:
         if self.ratio not in SUPPORTED_RATIOS:
             raise ConfigError(f"--ratio {self.ratio} is not supported; use one of {SUPPORTED_RATIOS}")
         if self.crop is not None and self.crop < 6 * self.ratio:
-            raise ConfigError(f"--crop {self.crop} is smaller than one 60 m pixel of the degraded scene ({6 * self.ratio})")
+            raise ConfigError(
+                f"--crop {self.crop} is smaller than one 60 m pixel of the degraded scene ({6 * self.ratio})"
+            )
 
 
 @dataclass(kw_only=True)
@@ -99,7 +101,9 @@ def crop_for_ratio(scene: Scene, ratio: int, crop: int | None = None) -> Scene:
     th = (min(h, crop) if crop else h) // unit * unit
     tw = (min(w, crop) if crop else w) // unit * unit
     if th == 0 or tw == 0:
-        raise DataError(f"scene {scene.name!r} ({h}x{w} at 10 m) is smaller than {unit} px, the Wald x{ratio} minimum")
+        raise DataError(
+            f"scene {scene.name!r} ({h}x{w} at 10 m) is smaller than {unit} px, the Wald x{ratio} minimum"
+        )
     y0 = ((h - th) // 2) // 6 * 6 if crop else 0
     x0 = ((w - tw) // 2) // 6 * 6 if crop else 0
     groups = []
@@ -107,8 +111,9 @@ def crop_for_ratio(scene: Scene, ratio: int, crop: int | None = None) -> Scene:
         k = group.factor_to_10m
         groups.append(arr[:, y0 // k : (y0 + th) // k, x0 // k : (x0 + tw) // k])
     a, b, c, d, e, f = scene.transform
-    return dataclasses.replace(scene, b10=groups[0], b20=groups[1], b60=groups[2],
-                               transform=(a, b, c + x0 * a, d, e, f + y0 * e))
+    return dataclasses.replace(
+        scene, b10=groups[0], b20=groups[1], b60=groups[2], transform=(a, b, c + x0 * a, d, e, f + y0 * e)
+    )
 
 
 def group_bands(sr12: np.ndarray, group: BandGroup) -> np.ndarray:
@@ -135,7 +140,9 @@ def _opensr_cfg_for(group: BandGroup, cfg: WaldConfig) -> opensr.OpenSRConfig:
     return dataclasses.replace(cfg.opensr, border_px=border)
 
 
-def wald_scene(scene: Scene, methods: list[str], cfg: WaldConfig, *, superresolve=None, options=None) -> SceneResult:
+def wald_scene(
+    scene: Scene, methods: list[str], cfg: WaldConfig, *, superresolve=None, options=None
+) -> SceneResult:
     """Run the Wald protocol on one scene for every method.
 
     Args:
@@ -156,7 +163,9 @@ def wald_scene(scene: Scene, methods: list[str], cfg: WaldConfig, *, superresolv
     for name, arr in ref.items():
         if not np.isfinite(arr).any():
             raise DataError(f"scene {scene.name!r}: the {name} group is all nodata")
-    result = SceneResult(scene=scene.name, ratio=cfg.ratio, shape10=scene.b10.shape[-2:], reference=ref, lr=lr)
+    result = SceneResult(
+        scene=scene.name, ratio=cfg.ratio, shape10=scene.b10.shape[-2:], reference=ref, lr=lr
+    )
     for method in methods:
         t0 = time.perf_counter()
         kwargs = {"options": options} if options is not None else {}
@@ -166,7 +175,9 @@ def wald_scene(scene: Scene, methods: list[str], cfg: WaldConfig, *, superresolv
     return result
 
 
-def score_method(method: str, sr12: np.ndarray, ref: dict, lr: dict, cfg: WaldConfig, *, seconds: float) -> MethodResult:
+def score_method(
+    method: str, sr12: np.ndarray, ref: dict, lr: dict, cfg: WaldConfig, *, seconds: float
+) -> MethodResult:
     """Score one SR output (12, 4h, 4w) against the native reference groups (see module docstring)."""
     bands: dict[str, dict[str, float]] = {}
     groups: dict[str, dict[str, float]] = {}
@@ -185,9 +196,14 @@ def score_method(method: str, sr12: np.ndarray, ref: dict, lr: dict, cfg: WaldCo
         corr = opensr.correctness(lr[group.name], sr_g, ref[group.name], cfg.ratio, cfg=ocfg)
         syn = opensr.synthesis(lr[group.name], sr_g, cfg.ratio, hr=ref[group.name], cfg=ocfg)
         scores_os[group.name] = {
-            "reflectance_l1": cons["reflectance_l1"], "spectral_sad_deg": cons["spectral_sad_deg"],
-            "spatial_shift_px": cons["spatial_shift_px"], "synthesis": syn, "improvement": corr.improvement,
-            "omission": corr.omission, "hallucination": corr.hallucination, "border_px": ocfg.border_px,
+            "reflectance_l1": cons["reflectance_l1"],
+            "spectral_sad_deg": cons["spectral_sad_deg"],
+            "spatial_shift_px": cons["spatial_shift_px"],
+            "synthesis": syn,
+            "improvement": corr.improvement,
+            "omission": corr.omission,
+            "hallucination": corr.hallucination,
+            "border_px": ocfg.border_px,
         }
         maps[group.name] = corr.maps
     all_srs = [sr_native[g.name] for g in BAND_GROUPS]
@@ -195,8 +211,15 @@ def score_method(method: str, sr12: np.ndarray, ref: dict, lr: dict, cfg: WaldCo
     groups["all"] = {k: float(np.nanmean([s[k] for s in bands.values()])) for k in next(iter(bands.values()))}
     groups["all"]["sam_deg"] = float("nan")
     groups["all"]["ergas"] = _ergas_multi(all_srs, all_refs, cfg.ratio)
-    return MethodResult(method=method, seconds=seconds, bands={b: bands[b] for b in S2_BANDS}, groups=groups,
-                        opensr=scores_os, sr=sr_native, maps=maps)
+    return MethodResult(
+        method=method,
+        seconds=seconds,
+        bands={b: bands[b] for b in S2_BANDS},
+        groups=groups,
+        opensr=scores_os,
+        sr=sr_native,
+        maps=maps,
+    )
 
 
 def _ergas_multi(srs: list[np.ndarray], refs: list[np.ndarray], ratio: int) -> float:
@@ -224,8 +247,14 @@ class ConsistencyResult:
     maps: dict[str, dict[str, np.ndarray]] = field(repr=False, default_factory=dict)
 
 
-def consistency_check(sr12: np.ndarray, scene: Scene, *, product: str = "", data_range: float = 1.0,
-                      cfg: opensr.OpenSRConfig | None = None) -> ConsistencyResult:
+def consistency_check(
+    sr12: np.ndarray,
+    scene: Scene,
+    *,
+    product: str = "",
+    data_range: float = 1.0,
+    cfg: opensr.OpenSRConfig | None = None,
+) -> ConsistencyResult:
     """Degrade a 12-band SR product (12, 4H, 4W) back to each group's grid and compare with the inputs.
 
     Args:
@@ -241,8 +270,10 @@ def consistency_check(sr12: np.ndarray, scene: Scene, *, product: str = "", data
     cfg = cfg or opensr.OpenSRConfig()
     h, w = scene.b10.shape[-2:]
     if sr12.shape != (len(S2_BANDS), SR_FACTOR * h, SR_FACTOR * w):
-        raise DataError(f"SR product {product!r} has shape {sr12.shape}; the inputs need ({len(S2_BANDS)}, "
-                        f"{SR_FACTOR * h}, {SR_FACTOR * w})")
+        raise DataError(
+            f"SR product {product!r} has shape {sr12.shape}; the inputs need ({len(S2_BANDS)}, "
+            f"{SR_FACTOR * h}, {SR_FACTOR * w})"
+        )
     bands: dict[str, dict[str, float]] = {}
     groups: dict[str, dict[str, float]] = {}
     degraded, native, maps = {}, {}, {}
@@ -256,11 +287,20 @@ def consistency_check(sr12: np.ndarray, scene: Scene, *, product: str = "", data
             b[band]["mse"] = b[band]["rmse"] ** 2
         g["mse"] = float(np.nanmean([s["mse"] for s in b.values()]))
         lr_border = cfg.border_px // f if 2 * (cfg.border_px // f) < min(inp.shape[-2:]) else 0
-        cons = opensr.consistency_degraded(opensr.crop_border(inp, lr_border), opensr.crop_border(down, lr_border), cfg=cfg)
+        cons = opensr.consistency_degraded(
+            opensr.crop_border(inp, lr_border), opensr.crop_border(down, lr_border), cfg=cfg
+        )
         g.update({k: cons[k] for k in ("reflectance_l1", "spectral_sad_deg", "spatial_shift_px")})
         g["synthesis"] = opensr.synthesis(inp, sr_full, f, cfg=cfg)
         bands.update(b)
         groups[group.name] = g
         maps[group.name] = cons["maps"]
-    return ConsistencyResult(product=product, inputs=scene.name, bands={b: bands[b] for b in S2_BANDS},
-                             groups=groups, degraded=degraded, inputs_native=native, maps=maps)
+    return ConsistencyResult(
+        product=product,
+        inputs=scene.name,
+        bands={b: bands[b] for b in S2_BANDS},
+        groups=groups,
+        degraded=degraded,
+        inputs_native=native,
+        maps=maps,
+    )

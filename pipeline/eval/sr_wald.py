@@ -34,7 +34,10 @@ from pipeline.models.sensor import backproject, wald_degrade
 FACTOR = 4
 #: `--lowfreq` choice -> the `lowfreq_consistency` values evaluated (None: the model config's own).
 LOWFREQ_MODES: dict[str, tuple[bool | None, ...]] = {
-    "on": (True,), "off": (False,), "both": (False, True), "default": (None,)
+    "on": (True,),
+    "off": (False,),
+    "both": (False, True),
+    "default": (None,),
 }
 
 
@@ -55,8 +58,9 @@ def _rgb_scores(x: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
     """
     p, r = x[0].double().numpy(), ref[0].double().numpy()
     peak, span = float(np.nanmax(r)), float(np.nanmax(r) - np.nanmin(r))
-    return metrics.psnr(p, r, data_range=peak), float(np.mean([metrics.ssim(pb, rb, data_range=span)
-                                                              for pb, rb in zip(p, r, strict=True)]))
+    return metrics.psnr(p, r, data_range=peak), float(
+        np.mean([metrics.ssim(pb, rb, data_range=span) for pb, rb in zip(p, r, strict=True)])
+    )
 
 
 def evaluate(

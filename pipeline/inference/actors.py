@@ -18,8 +18,15 @@ from pipeline.tiling.grid import TileKey, TileLayout, tile_seed
 class TileWorker:
     """Holds one method instance; `run` processes a batch of tile keys end to end."""
 
-    def __init__(self, method: str, options: MethodOptions, store: WorkStore, seed: int,
-                 threads: int | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        method: str,
+        options: MethodOptions,
+        store: WorkStore,
+        seed: int,
+        threads: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         import torch
 
         os.environ.update(env or {})  # the driver's storage credentials/endpoints (see run._call_with_env)

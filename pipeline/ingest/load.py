@@ -17,8 +17,8 @@ from pipeline.bands import BAND_GROUPS
 from pipeline.catalog.assets import SCL, asset_href, map_band_assets
 from pipeline.catalog.radiometry import resolve_radiometry, to_reflectance
 from pipeline.errors import AssetError
-from pipeline.io.grid import SceneGrid
 from pipeline.ingest.composite import median_composite, scl_valid_20m, valid_at_factor
+from pipeline.io.grid import SceneGrid
 from pipeline.tiling.grid import TileKey, TileLayout
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ def _load_group(items: list[dict[str, Any]], band_keys: list[str], geobox) -> np
     except Exception as exc:  # noqa: BLE001 -- GDAL/odc raise many types; _find_unreadable names the culprit
         item_id, what = _find_unreadable(items, band_keys)
         raise UnreadableAssetError(
-            f"cannot read {what}; fix or remove the granule, or pass --skip-bad-assets to leave such granules "
+            f"cannot read {what}; fix or remove the granule, or pass --skip-bad-assets to leave such "
+            "granules "
             f"out ({type(exc).__name__})",
             item_id,
         ) from None
@@ -118,7 +119,9 @@ def load_tile(
     scl_items = [(item, m[SCL]) for item, m in zip(items, mappings) if SCL in m]
     scl_valid: dict[str, np.ndarray] = {}
     if scl_items:
-        scl = _load_group([i for i, _ in scl_items], [scl_items[0][1]], grid.window_geobox(layout, key, 20.0))[:, 0]
+        scl = _load_group(
+            [i for i, _ in scl_items], [scl_items[0][1]], grid.window_geobox(layout, key, 20.0)
+        )[:, 0]
         scl_valid = {item["id"]: scl_valid_20m(s) for (item, _), s in zip(scl_items, scl)}
     groups = []
     counts: dict[str, int] = {}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.io.grid import SceneGrid
 from pipeline.ingest.load import UnreadableAssetError, load_tile
+from pipeline.io.grid import SceneGrid
 from pipeline.io.work_store import DONE, EMPTY, WorkStore
 from pipeline.tiling.grid import TileKey, TileLayout
 

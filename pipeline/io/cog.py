@@ -54,9 +54,19 @@ def write_geotiff(
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".cog-") as tmp:
         plain = Path(tmp) / "plain.tif"
         profile = {
-            "driver": "GTiff", "height": height, "width": width, "count": len(S2_BANDS), "dtype": dtype, "crs": crs,
-            "transform": transform, "nodata": 0 if dtype == "uint16" else float("nan"), "tiled": True, "blockxsize": 512,
-            "blockysize": 512, "compress": "ZSTD", "BIGTIFF": "IF_SAFER",
+            "driver": "GTiff",
+            "height": height,
+            "width": width,
+            "count": len(S2_BANDS),
+            "dtype": dtype,
+            "crs": crs,
+            "transform": transform,
+            "nodata": 0 if dtype == "uint16" else float("nan"),
+            "tiled": True,
+            "blockxsize": 512,
+            "blockysize": 512,
+            "compress": "ZSTD",
+            "BIGTIFF": "IF_SAFER",
         }
         with rasterio.open(plain, "w", **profile) as dst:
             for y0 in range(0, height, row_block):
@@ -69,8 +79,17 @@ def write_geotiff(
                 dst.offsets = [0.0] * len(S2_BANDS)
             dst.update_tags(reflectance_scale=str(SCALE) if dtype == "uint16" else "1", software="difffusr")
         staged = Path(tmp) / "cog.tif"
-        rasterio.shutil.copy(plain, staged, driver="COG", compress="ZSTD", predictor=2 if dtype == "uint16" else 3,
-                             blocksize=512, overviews="AUTO", resampling="average", BIGTIFF="IF_SAFER")
+        rasterio.shutil.copy(
+            plain,
+            staged,
+            driver="COG",
+            compress="ZSTD",
+            predictor=2 if dtype == "uint16" else 3,
+            blocksize=512,
+            overviews="AUTO",
+            resampling="average",
+            BIGTIFF="IF_SAFER",
+        )
         os.replace(staged, path)
 
 
@@ -78,5 +97,12 @@ def export_mosaic_cog(mosaic_url: str, dest: str | Path, grid: SceneGrid, *, dty
     """Stream the Zarr mosaic into a COG at a local path (upload is the caller's business)."""
     arr = zarr.open_array(mosaic_url, path=VARIABLE, mode="r", zarr_format=3)
     h, w = arr.shape[-2:]
-    write_geotiff(dest, lambda y0, y1: arr[:, y0:y1, :], height=h, width=w,
-                  transform=Affine(TARGET_GSD_M, 0, grid.left, 0, -TARGET_GSD_M, grid.top), crs=grid.crs, dtype=dtype)
+    write_geotiff(
+        dest,
+        lambda y0, y1: arr[:, y0:y1, :],
+        height=h,
+        width=w,
+        transform=Affine(TARGET_GSD_M, 0, grid.left, 0, -TARGET_GSD_M, grid.top),
+        crs=grid.crs,
+        dtype=dtype,
+    )

@@ -34,21 +34,39 @@ def mosaic_template(grid: SceneGrid, layout: TileLayout, attrs: dict) -> xr.Data
     crs = CRS.from_user_input(grid.crs)
     spatial_ref = xr.DataArray(
         np.int32(0),
-        attrs={**crs.to_cf(), "crs_wkt": crs.to_wkt(), "spatial_ref": crs.to_wkt(),
-               "GeoTransform": " ".join(str(v) for v in (grid.left, gsd, 0.0, grid.top, 0.0, -gsd))},
+        attrs={
+            **crs.to_cf(),
+            "crs_wkt": crs.to_wkt(),
+            "spatial_ref": crs.to_wkt(),
+            "GeoTransform": " ".join(str(v) for v in (grid.left, gsd, 0.0, grid.top, 0.0, -gsd)),
+        },
     )
     ds = xr.Dataset(
         {
-            VARIABLE: (("band", "y", "x"), data, {
-                "grid_mapping": "spatial_ref", "units": "1", "long_name": "surface reflectance",
-                "band_names": list(S2_BANDS), "_FillValue": np.float32(np.nan),
-            }),
+            VARIABLE: (
+                ("band", "y", "x"),
+                data,
+                {
+                    "grid_mapping": "spatial_ref",
+                    "units": "1",
+                    "long_name": "surface reflectance",
+                    "band_names": list(S2_BANDS),
+                    "_FillValue": np.float32(np.nan),
+                },
+            ),
             "spatial_ref": spatial_ref,
         },
-        coords={"band": np.arange(len(S2_BANDS), dtype=np.int16), "y": ("y", y, {"units": "m"}), "x": ("x", x, {"units": "m"})},
+        coords={
+            "band": np.arange(len(S2_BANDS), dtype=np.int16),
+            "y": ("y", y, {"units": "m"}),
+            "x": ("x", x, {"units": "m"}),
+        },
         attrs=attrs,
     )
-    ds[VARIABLE].encoding = {"chunks": (len(S2_BANDS), chunk, chunk), "compressors": (zarr.codecs.ZstdCodec(level=3),)}
+    ds[VARIABLE].encoding = {
+        "chunks": (len(S2_BANDS), chunk, chunk),
+        "compressors": (zarr.codecs.ZstdCodec(level=3),),
+    }
     return ds
 
 
@@ -56,11 +74,16 @@ def create_mosaic_store(url: str, grid: SceneGrid, layout: TileLayout, attrs: di
     """Write the template (metadata + coordinates) unless a store with this grid already exists."""
     try:
         existing = xr.open_zarr(url, zarr_format=3)
-        if existing.sizes.get("y") == grid.height * SR_FACTOR and existing.sizes.get("x") == grid.width * SR_FACTOR:
+        if (
+            existing.sizes.get("y") == grid.height * SR_FACTOR
+            and existing.sizes.get("x") == grid.width * SR_FACTOR
+        ):
             return
     except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
         pass
-    mosaic_template(grid, layout, attrs).to_zarr(url, mode="w", compute=False, zarr_format=3, consolidated=False)
+    mosaic_template(grid, layout, attrs).to_zarr(
+        url, mode="w", compute=False, zarr_format=3, consolidated=False
+    )
 
 
 def write_core(url: str, layout: TileLayout, key: TileKey, block: np.ndarray) -> None:

@@ -34,19 +34,27 @@ class OutputDir:
         if self.is_local:
             path = Path(self.root)
             if path.exists() and not path.is_dir():
-                raise OutputError(f"--out {self.url!r} is an existing file, not a folder; choose a folder path")
+                raise OutputError(
+                    f"--out {self.url!r} is an existing file, not a folder; choose a folder path"
+                )
             probe = path
             while not probe.exists():
                 probe = probe.parent
             if not os.access(probe, os.W_OK):
-                raise OutputError(f"--out {self.url!r} is not writable (no write permission on '{probe}'); choose another folder")
+                raise OutputError(
+                    f"--out {self.url!r} is not writable (no write permission on '{probe}'); "
+                    "choose another folder"
+                )
             return
         try:
             self.fs.makedirs(self.root, exist_ok=True)
             self.fs.pipe_file(f"{self.root}/.write-test", b"ok")
             self.fs.rm_file(f"{self.root}/.write-test")
         except Exception as exc:  # noqa: BLE001 -- any fsspec backend error means "not writable"
-            raise OutputError(f"--out {self.url!r} is not writable ({type(exc).__name__}: {exc}); check the bucket and credentials") from None
+            raise OutputError(
+                f"--out {self.url!r} is not writable ({type(exc).__name__}: {exc}); "
+                "check the bucket and credentials"
+            ) from None
 
     def makedirs(self) -> None:
         try:

@@ -77,7 +77,9 @@ def find_band_file(folder: Path, band: str) -> Path:
     """Path of `band`'s GeoTIFF in `folder`; raises AssetError naming what was looked for."""
     hits = _band_file_candidates(folder, band)
     if len(hits) > 1:
-        raise AssetError(f"scene folder {str(folder)!r} has several files for {band}: {[h.name for h in hits]}")
+        raise AssetError(
+            f"scene folder {str(folder)!r} has several files for {band}: {[h.name for h in hits]}"
+        )
     if not hits:
         raise AssetError(
             f"scene folder {str(folder)!r} has no GeoTIFF for band {band} "
@@ -97,7 +99,9 @@ def _unreadable(path: Path, exc: Exception) -> AssetError:
         cause = exc.__cause__ if exc.__cause__ is not None else exc
         detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         why = f"is truncated or corrupt (GDAL: {detail})"
-    return AssetError(f"band file {str(path)!r} {why}; replace it with a complete single-band GeoTIFF of that band")
+    return AssetError(
+        f"band file {str(path)!r} {why}; replace it with a complete single-band GeoTIFF of that band"
+    )
 
 
 def _open(path: Path) -> rasterio.DatasetReader:
@@ -107,7 +111,9 @@ def _open(path: Path) -> rasterio.DatasetReader:
         raise _unreadable(path, exc) from exc
 
 
-def _read_band(src: rasterio.DatasetReader, radiometry: Radiometry, window: Window | None = None) -> np.ndarray:
+def _read_band(
+    src: rasterio.DatasetReader, radiometry: Radiometry, window: Window | None = None
+) -> np.ndarray:
     """Band 1 of `src` (within `window`) as float32 reflectance, NaN = nodata."""
     try:
         raw = src.read(1, window=window)
@@ -116,7 +122,9 @@ def _read_band(src: rasterio.DatasetReader, radiometry: Radiometry, window: Wind
     return to_reflectance(raw, radiometry)
 
 
-def file_radiometry(src: rasterio.DatasetReader, band_index: int = 1, baseline: float | None = None) -> Radiometry:
+def file_radiometry(
+    src: rasterio.DatasetReader, band_index: int = 1, baseline: float | None = None
+) -> Radiometry:
     """The `Radiometry` of one band of an open GeoTIFF, from its own scale/offset/nodata tags."""
     i = band_index - 1
     return resolve_file_radiometry(
@@ -179,7 +187,9 @@ def read_bands(folder: str | Path, bands: Sequence[str]) -> np.ndarray:
     try:
         grids = {(str(s.crs), tuple(s.transform)[:6], s.shape) for s in srcs.values()}
         if len(grids) != 1:
-            raise DataError(f"bands {list(bands)} of {str(folder)!r} are not on one grid; give bands of one resolution")
+            raise DataError(
+                f"bands {list(bands)} of {str(folder)!r} are not on one grid; give bands of one resolution"
+            )
         baseline = _folder_baseline(folder)
         return np.stack([_read_band(s, file_radiometry(s, baseline=baseline)) for s in srcs.values()])
     finally:
@@ -190,13 +200,17 @@ def read_bands(folder: str | Path, bands: Sequence[str]) -> np.ndarray:
 def _read_aligned(folder: Path, srcs: dict) -> Scene:
     crs = {str(s.crs) for s in srcs.values()}
     if len(crs) != 1:
-        raise DataError(f"bands of {str(folder)!r} are in different CRSs {sorted(crs)}; reproject them to one")
+        raise DataError(
+            f"bands of {str(folder)!r} are in different CRSs {sorted(crs)}; reproject them to one"
+        )
     res10 = abs(srcs["B02"].transform.a)
     for group in BAND_GROUPS:
         for band in group.bands:
             t = srcs[band].transform
             want = res10 * group.factor_to_10m
-            if not (math.isclose(abs(t.a), want, rel_tol=1e-6) and math.isclose(abs(t.e), want, rel_tol=1e-6)):
+            if not (
+                math.isclose(abs(t.a), want, rel_tol=1e-6) and math.isclose(abs(t.e), want, rel_tol=1e-6)
+            ):
                 raise DataError(
                     f"{band} of {str(folder)!r} has {abs(t.a):g} m pixels, expected {want:g} m "
                     f"({group.factor_to_10m}x the {res10:g} m of B02): "
@@ -204,7 +218,9 @@ def _read_aligned(folder: Path, srcs: dict) -> Scene:
                     "native resolution (1:2:6)"
                 )
             if t.b != 0 or t.d != 0 or t.e > 0:
-                raise DataError(f"{band} of {str(folder)!r} is rotated or south-up; only north-up grids are supported")
+                raise DataError(
+                    f"{band} of {str(folder)!r} is rotated or south-up; only north-up grids are supported"
+                )
     left = max(s.bounds.left for s in srcs.values())
     right = min(s.bounds.right for s in srcs.values())
     top = min(s.bounds.top for s in srcs.values())
@@ -228,14 +244,22 @@ def _read_aligned(folder: Path, srcs: dict) -> Scene:
             col = (left - src.transform.c) / (res10 * k)
             row = (src.transform.f - top) / (res10 * k)
             if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
-                raise DataError(f"{band} of {str(folder)!r} is not on the 60 m pixel grid of B01 (offset {col:.3f} px)")
+                raise DataError(
+                    f"{band} of {str(folder)!r} is not on the 60 m pixel grid of B01 (offset {col:.3f} px)"
+                )
             size = (n60y * 6 // k, n60x * 6 // k)
             win = Window(round(col), round(row), size[1], size[0])
             stack.append(_read_band(src, file_radiometry(src, baseline=baseline), win))
         arrays.append(np.stack(stack))
     transform = (res10, 0.0, left, 0.0, -res10, top)
-    return Scene(name=folder.name, b10=arrays[0], b20=arrays[1], b60=arrays[2],
-                 crs=next(iter(crs)), transform=transform)
+    return Scene(
+        name=folder.name,
+        b10=arrays[0],
+        b20=arrays[1],
+        b60=arrays[2],
+        crs=next(iter(crs)),
+        transform=transform,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -265,13 +289,24 @@ def read_product(path: str | Path) -> Product:
     try:
         with rasterio.open(path) as src:
             if src.count != len(S2_BANDS):
-                raise DataError(f"SR product {str(path)!r} has {src.count} bands; expected the 12 L2A bands {S2_BANDS}")
+                raise DataError(
+                    f"SR product {str(path)!r} has {src.count} bands; expected the 12 L2A bands {S2_BANDS}"
+                )
             desc = list(src.descriptions)
-            order = [desc.index(b) for b in S2_BANDS] if set(S2_BANDS) <= set(desc) else list(range(len(S2_BANDS)))
+            order = (
+                [desc.index(b) for b in S2_BANDS]
+                if set(S2_BANDS) <= set(desc)
+                else list(range(len(S2_BANDS)))
+            )
             raw = src.read()
             arrays = [to_reflectance(raw[i], file_radiometry(src, i + 1)) for i in order]
             t = src.transform
-            return Product(path=str(path), data=np.stack(arrays), crs=str(src.crs), transform=(t.a, t.b, t.c, t.d, t.e, t.f))
+            return Product(
+                path=str(path),
+                data=np.stack(arrays),
+                crs=str(src.crs),
+                transform=(t.a, t.b, t.c, t.d, t.e, t.f),
+            )
     except rasterio.errors.RasterioError as exc:
         raise AssetError(f"cannot read SR product {str(path)!r}: {exc}") from exc
 
@@ -288,11 +323,17 @@ def match_product_to_scene(product: Product, scene: Scene, sr_factor: int = 4) -
     res10, _, left0, _, _, top0 = scene.transform
     pa, _, pleft, _, pe, ptop = product.transform
     if product.crs != scene.crs:
-        raise DataError(f"SR product {product.path!r} has CRS {product.crs}, its inputs {scene.name!r} have CRS "
-                        f"{scene.crs}; give the scene folder the product was made from")
-    if not math.isclose(pa, res10 / sr_factor, rel_tol=1e-6) or not math.isclose(-pe, res10 / sr_factor, rel_tol=1e-6):
-        raise DataError(f"SR product {product.path!r} has {pa:g} m pixels; expected {res10 / sr_factor:g} m "
-                        f"({sr_factor}x finer than the {res10:g} m inputs of {scene.name!r})")
+        raise DataError(
+            f"SR product {product.path!r} has CRS {product.crs}, its inputs {scene.name!r} have CRS "
+            f"{scene.crs}; give the scene folder the product was made from"
+        )
+    if not math.isclose(pa, res10 / sr_factor, rel_tol=1e-6) or not math.isclose(
+        -pe, res10 / sr_factor, rel_tol=1e-6
+    ):
+        raise DataError(
+            f"SR product {product.path!r} has {pa:g} m pixels; expected {res10 / sr_factor:g} m "
+            f"({sr_factor}x finer than the {res10:g} m inputs of {scene.name!r})"
+        )
     h10, w10 = scene.b10.shape[-2:]
     step = 6 * res10
     ph, pw = product.data.shape[-2:]
@@ -305,11 +346,15 @@ def match_product_to_scene(product: Product, scene: Scene, sr_factor: int = 4) -
     n60x = math.floor((right - left) / step + 1e-6)
     n60y = math.floor((top - bottom) / step + 1e-6)
     if n60x < 1 or n60y < 1:
-        raise DataError(f"SR product {product.path!r} does not overlap its inputs {scene.name!r} by one 60 m pixel")
+        raise DataError(
+            f"SR product {product.path!r} does not overlap its inputs {scene.name!r} by one 60 m pixel"
+        )
     pcol, prow = (left - pleft) / pa, (ptop - top) / pa
     if abs(pcol - round(pcol)) > 1e-3 or abs(prow - round(prow)) > 1e-3:
-        raise DataError(f"SR product {product.path!r} is not on the pixel grid of its inputs {scene.name!r} "
-                        f"(offset {pcol:.3f}, {prow:.3f} product pixels)")
+        raise DataError(
+            f"SR product {product.path!r} is not on the pixel grid of its inputs {scene.name!r} "
+            f"(offset {pcol:.3f}, {prow:.3f} product pixels)"
+        )
     x10, y10 = round((left - left0) / res10), round((top0 - top) / res10)
     H, W = 6 * n60y, 6 * n60x
     groups = []
@@ -317,6 +362,12 @@ def match_product_to_scene(product: Product, scene: Scene, sr_factor: int = 4) -
         k = group.factor_to_10m
         groups.append(arr[:, y10 // k : (y10 + H) // k, x10 // k : (x10 + W) // k])
     sr = product.data[:, round(prow) : round(prow) + sr_factor * H, round(pcol) : round(pcol) + sr_factor * W]
-    cut = Scene(name=scene.name, b10=groups[0], b20=groups[1], b60=groups[2], crs=scene.crs,
-                transform=(res10, 0.0, left, 0.0, -res10, top))
+    cut = Scene(
+        name=scene.name,
+        b10=groups[0],
+        b20=groups[1],
+        b60=groups[2],
+        crs=scene.crs,
+        transform=(res10, 0.0, left, 0.0, -res10, top),
+    )
     return sr, cut

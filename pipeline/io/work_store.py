@@ -55,14 +55,34 @@ class WorkStore:
             )
         rows, cols, w = layout.rows, layout.cols, layout.window
         for name, (c, k) in _GROUP_SHAPES.items():
-            root.create_array(f"tiles/{name}", shape=(rows, cols, c, w // k, w // k), chunks=(1, 1, c, w // k, w // k),
-                              dtype="float32", fill_value=np.nan, compressors=_compressor(), overwrite=True)
+            root.create_array(
+                f"tiles/{name}",
+                shape=(rows, cols, c, w // k, w // k),
+                chunks=(1, 1, c, w // k, w // k),
+                dtype="float32",
+                fill_value=np.nan,
+                compressors=_compressor(),
+                overwrite=True,
+            )
         f = SR_FACTOR * w
-        root.create_array("pred", shape=(rows, cols, 12, f, f), chunks=(1, 1, 12, f, f), dtype="float32",
-                          fill_value=np.nan, compressors=_compressor(), overwrite=True)
+        root.create_array(
+            "pred",
+            shape=(rows, cols, 12, f, f),
+            chunks=(1, 1, 12, f, f),
+            dtype="float32",
+            fill_value=np.nan,
+            compressors=_compressor(),
+            overwrite=True,
+        )
         for stage in STAGES:
-            root.create_array(f"done/{stage}", shape=(rows, cols), chunks=(1, 1), dtype="uint8", fill_value=0,
-                              overwrite=True)
+            root.create_array(
+                f"done/{stage}",
+                shape=(rows, cols),
+                chunks=(1, 1),
+                dtype="uint8",
+                fill_value=0,
+                overwrite=True,
+            )
         root.attrs["fingerprint"] = fingerprint  # last: a half-created store has no fingerprint and is redone
 
     def status(self, stage: str) -> np.ndarray:

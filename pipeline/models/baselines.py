@@ -19,7 +19,9 @@ def upsample(x: torch.Tensor, factor: int, mode: str = "bicubic") -> torch.Tenso
     return F.interpolate(x, scale_factor=factor, mode=mode, align_corners=False)
 
 
-def upsample_groups(b10: torch.Tensor, b20: torch.Tensor, b60: torch.Tensor, mode: str = "bicubic") -> torch.Tensor:
+def upsample_groups(
+    b10: torch.Tensor, b20: torch.Tensor, b60: torch.Tensor, mode: str = "bicubic"
+) -> torch.Tensor:
     """Each group interpolated to 2.5 m and stacked in S2 order: (B,12,4H,4W)."""
     ups = [upsample(x, g.factor_to_target, mode) for x, g in zip((b10, b20, b60), BAND_GROUPS)]
     return torch.cat(ups, dim=1)[:, s2_order_index()]
@@ -64,9 +66,13 @@ def gram_schmidt(
         dims = (1, 2, 3)
         scale = intensity.std(dim=dims, keepdim=True) / p_low.std(dim=dims, keepdim=True).clamp_min(1e-6)
         p_hist = (pan - p_low.mean(dim=dims, keepdim=True)) * scale + intensity.mean(dim=dims, keepdim=True)
-        p_low_hist = (p_low - p_low.mean(dim=dims, keepdim=True)) * scale + intensity.mean(dim=dims, keepdim=True)
+        p_low_hist = (p_low - p_low.mean(dim=dims, keepdim=True)) * scale + intensity.mean(
+            dim=dims, keepdim=True
+        )
         pl = p_low_hist - p_low_hist.mean(dim=(2, 3), keepdim=True)
         msc = ms - ms.mean(dim=(2, 3), keepdim=True)
-        gain = (msc * pl).mean(dim=(2, 3), keepdim=True) / (pl * pl).mean(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+        gain = (msc * pl).mean(dim=(2, 3), keepdim=True) / (pl * pl).mean(dim=(2, 3), keepdim=True).clamp_min(
+            1e-12
+        )
         outs.append(ms + gain * (p_hist - p_low_hist))
     return torch.cat(outs, dim=1)[:, s2_order_index()]

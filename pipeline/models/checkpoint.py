@@ -84,7 +84,9 @@ def save_checkpoint(
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"kind": str(config["kind"])})
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
-        (tmp / BANDS_FILE).write_text(json.dumps({"inputs": list(input_bands), "outputs": list(output_bands)}, indent=2))
+        (tmp / BANDS_FILE).write_text(
+            json.dumps({"inputs": list(input_bands), "outputs": list(output_bands)}, indent=2)
+        )
         old = folder.with_name(folder.name + ".old")
         if folder.exists():
             if old.exists():
@@ -126,9 +128,13 @@ def read_checkpoint_header(
         bands = json.loads((folder / BANDS_FILE).read_text())
         _check_safetensors_header(folder / WEIGHTS_FILE)
     except Exception as exc:  # corrupt JSON or safetensors: say which file
-        raise CheckpointError(f"checkpoint '{folder}' is unreadable ({type(exc).__name__}: {exc}); re-export it") from exc
+        raise CheckpointError(
+            f"checkpoint '{folder}' is unreadable ({type(exc).__name__}: {exc}); re-export it"
+        ) from exc
     if not isinstance(config, dict) or not isinstance(bands, dict):
-        raise CheckpointError(f"checkpoint '{folder}' has a config.json or bands.json that is not an object; re-export it")
+        raise CheckpointError(
+            f"checkpoint '{folder}' has a config.json or bands.json that is not an object; re-export it"
+        )
     if kind is not None and config.get("kind") != kind:
         raise CheckpointError(
             f"checkpoint '{folder}' holds a {config.get('kind')!r} model, but a {kind!r} model was "
@@ -210,5 +216,7 @@ def load_checkpoint(
     try:
         state_dict = load_file(str(folder / WEIGHTS_FILE))
     except Exception as exc:  # corrupt safetensors past its header: say which file
-        raise CheckpointError(f"checkpoint '{folder}' is unreadable ({type(exc).__name__}: {exc}); re-export it") from exc
+        raise CheckpointError(
+            f"checkpoint '{folder}' is unreadable ({type(exc).__name__}: {exc}); re-export it"
+        ) from exc
     return Checkpoint(state_dict=state_dict, config=config, bands=bands, path=folder)

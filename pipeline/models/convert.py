@@ -71,7 +71,8 @@ def read_lightning_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_SafePickleModule)
         except Exception as exc:
             raise CheckpointError(
-                f"'{path}' is not a PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:120]}); pass the .ckpt "
+                f"'{path}' is not a PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:120]}); "
+                "pass the .ckpt "
                 "downloaded from Hugging Face NorskRegnesentralSTI/DiffFuSR"
             ) from exc
     sd = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
@@ -91,7 +92,8 @@ def detect_kind(state_dict: dict[str, torch.Tensor]) -> str:
     if any(k.startswith(("ema.", "model.")) for k in keys) and any(k.startswith("encoder.") for k in keys):
         return "sr"
     raise CheckpointError(
-        f"checkpoint keys {keys[:4]} match neither the DiffFuSR SR model (encoder./E./model./ema./diffusion.) nor "
+        f"checkpoint keys {keys[:4]} match neither the DiffFuSR SR model "
+        "(encoder./E./model./ema./diffusion.) nor "
         "the fusion network (rrdb_block_*); this is a checkpoint of another model"
     )
 
@@ -155,7 +157,8 @@ def convert_sr_checkpoint(sd: dict[str, torch.Tensor], out_dir: str | Path) -> d
         raise CheckpointError(
             f"SR checkpoint does not match the paper architecture: {len(res['missing'])} missing "
             f"{res['missing'][:3]}, {len(res['unexpected'])} unexpected {res['unexpected'][:3]}, "
-            f"{len(res['wrong_shape'])} wrong-shape {res['wrong_shape'][:3]}; it may come from another revision"
+            f"{len(res['wrong_shape'])} wrong-shape {res['wrong_shape'][:3]}; "
+            "it may come from another revision"
         )
     model.load_state_dict(res["state_dict"], strict=True)
     save_sr_model(model, out_dir, inference_state_dict(model))
@@ -164,7 +167,10 @@ def convert_sr_checkpoint(sd: dict[str, torch.Tensor], out_dir: str | Path) -> d
 
 
 def convert_checkpoint(path: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Read a Lightning .ckpt, detect SR vs fusion, convert, return the report (also in OUT_DIR/conversion_report.json)."""
+    """Read a Lightning .ckpt, detect SR vs fusion, convert; return the report.
+
+    The report is also written to OUT_DIR/conversion_report.json.
+    """
     sd = read_lightning_state_dict(path)
     kind = detect_kind(sd)
     if kind == "sr":

@@ -14,7 +14,19 @@ from pipeline.bands import NATIVE_GSD_M, S2_BANDS, TARGET_GSD_M
 from pipeline.io.cog import SCALE
 from pipeline.io.grid import SceneGrid
 
-_PACKAGES = ("torch", "ray", "odc-stac", "odc-geo", "pystac-client", "xarray", "dask", "zarr", "s3fs", "rasterio", "numpy")
+_PACKAGES = (
+    "torch",
+    "ray",
+    "odc-stac",
+    "odc-geo",
+    "pystac-client",
+    "xarray",
+    "dask",
+    "zarr",
+    "s3fs",
+    "rasterio",
+    "numpy",
+)
 
 
 def versions() -> dict[str, str]:
@@ -38,27 +50,57 @@ def footprint_lonlat(grid: SceneGrid) -> dict[str, Any]:
     """GeoJSON polygon of the grid's outline in EPSG:4326 (densified edges)."""
     left, bottom, right, top = grid.bounds
     n = 8
-    xs = [left + (right - left) * i / n for i in range(n)] + [right] * n + [right - (right - left) * i / n for i in range(n)] + [left] * n
-    ys = [top] * n + [top - (top - bottom) * i / n for i in range(n)] + [bottom] * n + [bottom + (top - bottom) * i / n for i in range(n)]
+    xs = (
+        [left + (right - left) * i / n for i in range(n)]
+        + [right] * n
+        + [right - (right - left) * i / n for i in range(n)]
+        + [left] * n
+    )
+    ys = (
+        [top] * n
+        + [top - (top - bottom) * i / n for i in range(n)]
+        + [bottom] * n
+        + [bottom + (top - bottom) * i / n for i in range(n)]
+    )
     lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(xs, ys)
     ring = [[round(x, 7), round(y, 7)] for x, y in zip(lon, lat)]
     return {"type": "Polygon", "coordinates": [ring + [ring[0]]]}
 
 
 def output_item(
-    *, fingerprint: str, grid: SceneGrid, start: datetime, end: datetime, method: str, dtype: str,
+    *,
+    fingerprint: str,
+    grid: SceneGrid,
+    start: datetime,
+    end: datetime,
+    method: str,
+    dtype: str,
     inputs: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """A STAC 1.0 item for the mosaic (COG, Zarr and quicklook assets; derived_from links to the inputs)."""
     geometry = footprint_lonlat(grid)
     ring = geometry["coordinates"][0]
-    bbox = [min(p[0] for p in ring), min(p[1] for p in ring), max(p[0] for p in ring), max(p[1] for p in ring)]
+    bbox = [
+        min(p[0] for p in ring),
+        min(p[1] for p in ring),
+        max(p[0] for p in ring),
+        max(p[1] for p in ring),
+    ]
     epsg = int(grid.crs.split(":")[1]) if grid.crs.upper().startswith("EPSG:") else None
     h, w = grid.output_shape()
-    eo_bands = [{"name": b, "description": f"Sentinel-2 {b} (native {NATIVE_GSD_M[b]} m) at {TARGET_GSD_M} m"} for b in S2_BANDS]
+    eo_bands = [
+        {"name": b, "description": f"Sentinel-2 {b} (native {NATIVE_GSD_M[b]} m) at {TARGET_GSD_M} m"}
+        for b in S2_BANDS
+    ]
     raster_bands = [
-        {"data_type": dtype, "nodata": 0 if dtype == "uint16" else "nan", "scale": SCALE if dtype == "uint16" else 1.0,
-         "offset": 0.0, "spatial_resolution": TARGET_GSD_M, "unit": "reflectance"}
+        {
+            "data_type": dtype,
+            "nodata": 0 if dtype == "uint16" else "nan",
+            "scale": SCALE if dtype == "uint16" else 1.0,
+            "offset": 0.0,
+            "spatial_resolution": TARGET_GSD_M,
+            "unit": "reflectance",
+        }
         for _ in S2_BANDS
     ]
     links = [{"rel": "derived_from", "href": _self_href(i), "title": i["id"]} for i in inputs]
@@ -89,13 +131,26 @@ def output_item(
         },
         "links": links,
         "assets": {
-            "mosaic": {"href": "./mosaic.tif", "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                       "title": "12-band 2.5 m mosaic (COG)", "roles": ["data"], "eo:bands": eo_bands,
-                       "raster:bands": raster_bands},
-            "zarr": {"href": "./mosaic.zarr", "type": "application/vnd+zarr", "title": "12-band 2.5 m mosaic (Zarr v3)",
-                     "roles": ["data"]},
-            "quicklook": {"href": "./quicklook.png", "type": "image/png", "title": "true colour quicklook",
-                          "roles": ["overview"]},
+            "mosaic": {
+                "href": "./mosaic.tif",
+                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                "title": "12-band 2.5 m mosaic (COG)",
+                "roles": ["data"],
+                "eo:bands": eo_bands,
+                "raster:bands": raster_bands,
+            },
+            "zarr": {
+                "href": "./mosaic.zarr",
+                "type": "application/vnd+zarr",
+                "title": "12-band 2.5 m mosaic (Zarr v3)",
+                "roles": ["data"],
+            },
+            "quicklook": {
+                "href": "./quicklook.png",
+                "type": "image/png",
+                "title": "true colour quicklook",
+                "roles": ["overview"],
+            },
         },
     }
 

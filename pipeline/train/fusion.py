@@ -35,8 +35,9 @@ import torch
 
 from pipeline.bands import BAND_GROUPS, NATIVE_GSD_M, RGB_BANDS
 from pipeline.errors import ConfigError, TrainingDataError
+from pipeline.models.checkpoint import FUSION_BUNDLE_KIND
 from pipeline.models.fusion.config import PRESETS, FusionNetConfig, preset_configs
-from pipeline.models.fusion.model import BUNDLE_KIND, FusionModel, load_fusion_model, save_fusion_model
+from pipeline.models.fusion.model import FusionModel, load_fusion_model, save_fusion_model
 from pipeline.train.scenes import drop_nodata_border, read_training_scene
 from pipeline.train.srguide import SRGuide, load_sr_guides, make_sr_guide, save_sr_guides
 from pipeline.train.wald import WaldCrops, WaldPair, make_wald_pair, min_scene_size_10m, sample_crops
@@ -112,11 +113,15 @@ class FusionTrainConfig:
         object.__setattr__(self, "data", tuple(str(Path(d).resolve()) for d in self.data))
         object.__setattr__(self, "out", str(Path(self.out).resolve()))
         object.__setattr__(self, "groups", tuple(self.groups))
-        bad = [g for g in self.groups if g not in ("10m", "20m", "60m")] or ([] if self.groups else ["(none)"])
+        bad = [g for g in self.groups if g not in ("10m", "20m", "60m")] or (
+            [] if self.groups else ["(none)"]
+        )
         if bad:
             raise ConfigError(f"--groups {bad} invalid; choose among 10m 20m 60m")
         if not 0.0 <= self.sr_guide_prob <= 1.0 or self.sr_guide_draws < 1 or self.sr_guide_steps < 1:
-            raise ConfigError("--sr-guide-prob must lie in [0, 1], --sr-guide-draws and --sr-guide-steps >= 1")
+            raise ConfigError(
+                "--sr-guide-prob must lie in [0, 1], --sr-guide-draws and --sr-guide-steps >= 1"
+            )
         if self.sr_guide is not None:
             object.__setattr__(self, "sr_guide", str(Path(self.sr_guide).resolve()))
         if self.init is not None:
@@ -133,7 +138,9 @@ class FusionTrainConfig:
                 raise ConfigError(f"--holdout-frac must lie in (0, 1), got {self.holdout_frac}")
         unit = max({"10m": 4, "20m": 8, "60m": 24}[g] for g in self.groups)
         if self.crop % unit:
-            raise ConfigError(f"--crop {self.crop} must be a multiple of {unit} (the largest group factor trained)")
+            raise ConfigError(
+                f"--crop {self.crop} must be a multiple of {unit} (the largest group factor trained)"
+            )
 
     def net_configs(self) -> dict[str, FusionNetConfig]:
         """The three group nets' configs: the preset's, with the trunk stride override if given."""
@@ -147,7 +154,9 @@ def _crop_to(scene: dict[str, torch.Tensor], mult: int) -> dict[str, torch.Tenso
     h2, w2 = h // mult * mult, w // mult * mult
     if h2 == 0 or w2 == 0:
         return None
-    return {b: t[..., : h2 // (NATIVE_GSD_M[b] // 10), : w2 // (NATIVE_GSD_M[b] // 10)] for b, t in scene.items()}
+    return {
+        b: t[..., : h2 // (NATIVE_GSD_M[b] // 10), : w2 // (NATIVE_GSD_M[b] // 10)] for b, t in scene.items()
+    }
 
 
 #: Held-out rows are cut at a multiple of this many 10 m rows (one 60 m Wald x24 block).
@@ -162,7 +171,9 @@ def holdout_cut(scene: dict[str, torch.Tensor], frac: float) -> dict[str, torch.
     h = scene["B02"].shape[-2]
     cut = int(h * (1.0 - frac)) // HOLDOUT_UNIT * HOLDOUT_UNIT
     if cut < HOLDOUT_UNIT:
-        raise TrainingDataError(f"--holdout-frac {frac} leaves fewer than {HOLDOUT_UNIT} training rows of {h}")
+        raise TrainingDataError(
+            f"--holdout-frac {frac} leaves fewer than {HOLDOUT_UNIT} training rows of {h}"
+        )
     return {b: t[..., : cut // (NATIVE_GSD_M[b] // 10), :] for b, t in scene.items()}
 
 
@@ -185,13 +196,22 @@ def sr_weights_digest(weights: str | None) -> str:
 def _sr_guide_file(
     cfg: FusionTrainConfig, scene_dir: str, group: str, shape: tuple[int, ...], weights_digest: str
 ) -> Path:
-    key = repr((scene_dir, tuple(shape), group, cfg.sr_guide_draws, cfg.sr_guide_steps, cfg.seed, weights_digest))
-    return Path(cfg.sr_guide) / f"{Path(scene_dir).name}_{group}_{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+    key = repr(
+        (scene_dir, tuple(shape), group, cfg.sr_guide_draws, cfg.sr_guide_steps, cfg.seed, weights_digest)
+    )
+    return (
+        Path(cfg.sr_guide)
+        / f"{Path(scene_dir).name}_{group}_{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+    )
 
 
 def prepare_sr_guides(
-    cfg: FusionTrainConfig, scenes: dict[str, dict[str, torch.Tensor]], configs: dict[str, FusionNetConfig],
-    *, sr_model=None, log=print,
+    cfg: FusionTrainConfig,
+    scenes: dict[str, dict[str, torch.Tensor]],
+    configs: dict[str, FusionNetConfig],
+    *,
+    sr_model=None,
+    log=print,
 ) -> dict[str, dict[str, list[SRGuide]]]:
     """Load (or compute once and cache in `cfg.sr_guide`) the SR guide draws of every trained group and scene.
 
@@ -220,11 +240,15 @@ def prepare_sr_guides(
                     sr_model = load_sr_model(cfg.sr_weights, device="cpu")
                 t0 = time.time()
                 gen = torch.Generator().manual_seed(_seed(cfg.seed, 7, Path(name).name, g))
-                guides = [make_sr_guide(c, configs[g], sr_model, steps=cfg.sr_guide_steps, generator=gen)
-                          for _ in range(cfg.sr_guide_draws)]
+                guides = [
+                    make_sr_guide(c, configs[g], sr_model, steps=cfg.sr_guide_steps, generator=gen)
+                    for _ in range(cfg.sr_guide_draws)
+                ]
                 save_sr_guides(path, guides)
-                log(f"SR guides {g} {Path(name).name} {tuple(guides[0].sr.shape[-2:])}: {len(guides)} draws "
-                    f"x {cfg.sr_guide_steps} steps in {time.time() - t0:.0f} s -> {path}")
+                log(
+                    f"SR guides {g} {Path(name).name} {tuple(guides[0].sr.shape[-2:])}: {len(guides)} draws "
+                    f"x {cfg.sr_guide_steps} steps in {time.time() - t0:.0f} s -> {path}"
+                )
             out[g][name] = load_sr_guides(path)
     return out
 
@@ -236,9 +260,16 @@ class WaldSampler:
     and each crop comes from it with probability `sr_prob` (pipeline.train.srguide).
     """
 
-    def __init__(self, scenes: dict[str, dict[str, torch.Tensor]], configs: dict[str, FusionNetConfig], crop: int,
-                 generator: torch.Generator, *, sr_guides: dict[str, dict[str, list[SRGuide]]] | None = None,
-                 sr_prob: float = 0.0):
+    def __init__(
+        self,
+        scenes: dict[str, dict[str, torch.Tensor]],
+        configs: dict[str, FusionNetConfig],
+        crop: int,
+        generator: torch.Generator,
+        *,
+        sr_guides: dict[str, dict[str, list[SRGuide]]] | None = None,
+        sr_prob: float = 0.0,
+    ):
         self.gen = generator
         self.crop = crop
         self.configs = configs
@@ -272,7 +303,9 @@ class WaldSampler:
 
     def regenerate(self) -> None:
         for name, scs in self.scenes.items():
-            self.pairs[name] = [make_wald_pair(s, self.configs[name], generator=self.gen) for s in scs.values()]
+            self.pairs[name] = [
+                make_wald_pair(s, self.configs[name], generator=self.gen) for s in scs.values()
+            ]
             guides = self.sr_guides.get(name, {})
             srp: list[WaldPair | None] = []
             for scene_name, s in scs.items():
@@ -351,7 +384,9 @@ class FusionTask:
             try:
                 model.load_state_dict(init.state_dict(), strict=True)
             except RuntimeError as exc:
-                raise ConfigError(f"--init '{self.cfg.init}' does not fit the {self.cfg.preset!r} preset: {exc}") from exc
+                raise ConfigError(
+                    f"--init '{self.cfg.init}' does not fit the {self.cfg.preset!r} preset: {exc}"
+                ) from exc
         self._configs = model.configs
         return model
 
@@ -369,22 +404,40 @@ class FusionTask:
             configs = {k: v for k, v in self._configs.items() if k in self.cfg.groups}
             if self.cfg.sr_guide is not None and self._sr_guides is None:
                 self._sr_guides = prepare_sr_guides(self.cfg, self.scenes, configs)
-            self._sampler = WaldSampler(self.scenes, configs, self.cfg.crop, gen, sr_guides=self._sr_guides,
-                                        sr_prob=self.cfg.sr_guide_prob if self.cfg.sr_guide else 0.0)
+            self._sampler = WaldSampler(
+                self.scenes,
+                configs,
+                self.cfg.crop,
+                gen,
+                sr_guides=self._sr_guides,
+                sr_prob=self.cfg.sr_guide_prob if self.cfg.sr_guide else 0.0,
+            )
             self._epoch = epoch
         self._sampler.gen.manual_seed(_seed(self.cfg.seed, step, rank, 1))
         return {g: self._sampler.batch(g, self.cfg.batch) for g in self.cfg.groups}
 
-    def train_step(self, model: torch.nn.Module, batch: dict[str, WaldCrops], step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        inputs = {k: (v.ms_up.to(self.device), v.guide.to(self.device), v.lr.to(self.device)) for k, v in batch.items()}
+    def train_step(
+        self, model: torch.nn.Module, batch: dict[str, WaldCrops], step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        inputs = {
+            k: (v.ms_up.to(self.device), v.guide.to(self.device), v.lr.to(self.device))
+            for k, v in batch.items()
+        }
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             preds = model(inputs)
         losses = {k: (preds[k].float() - batch[k].target.to(self.device)).abs().mean() for k in preds}
         return sum(losses.values()), {f"l1_{k}": float(v.detach()) for k, v in losses.items()}
 
-    def export(self, model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str], list[str]]:
-        config = {"kind": BUNDLE_KIND, "nets": {k: c.to_json() for k, c in model.configs.items()},
-                  "guide_bands": list(RGB_BANDS), "preset": self.cfg.preset, "train_data": list(self.cfg.data)}
+    def export(
+        self, model: torch.nn.Module
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str], list[str]]:
+        config = {
+            "kind": FUSION_BUNDLE_KIND,
+            "nets": {k: c.to_json() for k, c in model.configs.items()},
+            "guide_bands": list(RGB_BANDS),
+            "preset": self.cfg.preset,
+            "train_data": list(self.cfg.data),
+        }
         outs = [b for g in BAND_GROUPS for b in g.bands]
         return model.state_dict(), config, list(model.configs["60m"].input_bands) + list(RGB_BANDS), outs
 
@@ -400,9 +453,22 @@ def train_fusion(cfg: FusionTrainConfig, *, ray_address: str | None = None) -> t
     if cfg.sr_guide is not None:  # compute the SR guide cache once here, not in every rank
         configs = {k: v for k, v in cfg.net_configs().items() if k in cfg.groups}
         prepare_sr_guides(cfg, load_training_scenes(cfg), configs)
-    result = launch(FusionTask(cfg), LaunchConfig(
-        run_dir=cfg.out, workers=cfg.workers, steps=cfg.steps, checkpoint_every=cfg.ckpt_every,
-        log_every=cfg.log_every, resume=cfg.resume, grad_clip=0.0, ray_address=ray_address))
-    weights = save_fusion_model(load_fusion_model(result.final_checkpoint), Path(cfg.out) / "weights",
-                                extra={"preset": cfg.preset, "steps": result.steps_done, "train_data": list(cfg.data)})
+    result = launch(
+        FusionTask(cfg),
+        LaunchConfig(
+            run_dir=cfg.out,
+            workers=cfg.workers,
+            steps=cfg.steps,
+            checkpoint_every=cfg.ckpt_every,
+            log_every=cfg.log_every,
+            resume=cfg.resume,
+            grad_clip=0.0,
+            ray_address=ray_address,
+        ),
+    )
+    weights = save_fusion_model(
+        load_fusion_model(result.final_checkpoint),
+        Path(cfg.out) / "weights",
+        extra={"preset": cfg.preset, "steps": result.steps_done, "train_data": list(cfg.data)},
+    )
     return weights, result

@@ -67,8 +67,12 @@ def drop_nodata_border(scene: dict[str, torch.Tensor], name: str) -> dict[str, t
     r0, r1, c0, c1 = 0, h60, 0, w60
     while r0 < r1 and c0 < c1 and not ok[r0:r1, c0:c1].all():
         sub = ok[r0:r1, c0:c1]
-        bad = {"top": (~sub[0]).sum(), "bottom": (~sub[-1]).sum(), "left": (~sub[:, 0]).sum(),
-               "right": (~sub[:, -1]).sum()}
+        bad = {
+            "top": (~sub[0]).sum(),
+            "bottom": (~sub[-1]).sum(),
+            "left": (~sub[:, 0]).sum(),
+            "right": (~sub[:, -1]).sum(),
+        }
         edge = max(bad, key=lambda e: bad[e])
         if bad[edge] == 0:
             raise TrainingDataError(

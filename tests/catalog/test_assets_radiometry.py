@@ -30,7 +30,8 @@ def _items(path):
 
 
 L2A_FILES = sorted(
-    p for p in STAC_ITEMS.rglob("*.json")
+    p
+    for p in STAC_ITEMS.rglob("*.json")
     if "naip" not in p.name and "l1c" not in p.name.lower() and "collection" not in p.name
 )
 
@@ -50,7 +51,9 @@ def test_every_provider_l2a_item_maps_all_12_bands_and_scl(path):
 def test_provider_specific_keys_are_chosen():
     es1 = _items(STAC_ITEMS / "earth_search_v1" / "sentinel-2-l2a__S2B_24MVV_20250731_0_L2A.json")[0]
     cdse = _items(next((STAC_ITEMS / "cdse").glob("*.json")))[0]
-    pc = _items(STAC_ITEMS / "planetary_computer" / "S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531.json")[0]
+    pc = _items(
+        STAC_ITEMS / "planetary_computer" / "S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531.json"
+    )[0]
     assert map_band_assets(es1)["B8A"] == "nir08" and map_band_assets(es1)["SCL"] == "scl"
     assert map_band_assets(cdse)["B02"] == "B02_10m" and map_band_assets(cdse)["B05"] == "B05_20m"
     assert map_band_assets(cdse)["B01"] == "B01_60m" and map_band_assets(cdse)["SCL"] == "SCL_20m"
@@ -60,7 +63,9 @@ def test_provider_specific_keys_are_chosen():
 def test_missing_band_asset_names_item_and_keys():
     item = _items(STAC_ITEMS / "earth_search_v1" / "sentinel-2-l2a__S2B_24MVV_20250731_0_L2A.json")[0]
     del item["assets"]["rededge2"]
-    with pytest.raises(AssetError, match=r"no asset for band B06 .*S2B_24MVV_20250731_0_L2A|S2B_24MVV_20250731_0_L2A.*B06"):
+    with pytest.raises(
+        AssetError, match=r"no asset for band B06 .*S2B_24MVV_20250731_0_L2A|S2B_24MVV_20250731_0_L2A.*B06"
+    ):
         map_band_assets(item)
 
 
@@ -72,7 +77,9 @@ def test_radiometry_follows_each_items_metadata():
     r = resolve_radiometry(cdse, "B02_10m")
     assert (r.scale, r.offset, r.source) == (0.0001, -0.1, "raster:scale")
     # Planetary Computer items carry no raster metadata: baseline 02.12 -> no offset ...
-    pc = _items(STAC_ITEMS / "planetary_computer" / "S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531.json")[0]
+    pc = _items(
+        STAC_ITEMS / "planetary_computer" / "S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531.json"
+    )[0]
     assert processing_baseline(pc) == pytest.approx(2.12)
     assert resolve_radiometry(pc, "B02").offset == 0.0
     # ... while baseline >= 04.00 gets the -1000 DN offset unless the provider says it is applied.
@@ -100,7 +107,9 @@ def test_every_uint16_dn_converts_to_the_correctly_rounded_dn_over_10000():
     refl = to_reflectance(dn, Radiometry(scale=1e-4, offset=0.0, nodata=None))
     np.testing.assert_array_equal(refl, (dn.astype(np.float64) / 10000.0).astype(np.float32))
     # a baseline-04.00 DN (+1000) with the -0.1 offset gives the same number as the old product's DN
-    shifted = to_reflectance(dn[: 2**16 - 1000] + np.uint16(1000), Radiometry(scale=1e-4, offset=-0.1, nodata=None))
+    shifted = to_reflectance(
+        dn[: 2**16 - 1000] + np.uint16(1000), Radiometry(scale=1e-4, offset=-0.1, nodata=None)
+    )
     np.testing.assert_array_equal(shifted, refl[: 2**16 - 1000])
 
 

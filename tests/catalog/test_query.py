@@ -38,7 +38,9 @@ def test_datetime_range_parses_dates_as_whole_days():
     assert end.isoformat() == "2017-06-30T23:59:59+00:00"
 
 
-@pytest.mark.parametrize("text", ["2017-13-01/2017-06-30", "yesterday/today", "2017-06-01/", "2017-06-30/2017-06-01"])
+@pytest.mark.parametrize(
+    "text", ["2017-13-01/2017-06-30", "yesterday/today", "2017-06-01/", "2017-06-30/2017-06-01"]
+)
 def test_bad_datetime_is_rejected(text):
     with pytest.raises(ConfigError, match="--datetime"):
         parse_datetime_range(text)
@@ -52,8 +54,23 @@ def test_mgrs_ids_are_normalised_and_checked():
 
 def test_geojson_aoi_gives_its_bounding_box(tmp_path):
     path = tmp_path / "aoi.geojson"
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},
-        "geometry": {"type": "Polygon", "coordinates": [[[13.71, 48.21], [13.73, 48.21], [13.73, 48.23], [13.71, 48.21]]]}}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {},
+                        "geometry": {
+                            "type": "Polygon",
+                            "coordinates": [[[13.71, 48.21], [13.73, 48.21], [13.73, 48.23], [13.71, 48.21]]],
+                        },
+                    }
+                ],
+            }
+        )
+    )
     assert bbox_from_geojson(path) == (13.71, 48.21, 13.73, 48.23)
 
 
@@ -61,7 +78,14 @@ def test_query_needs_exactly_one_area_and_a_valid_cloud_limit():
     with pytest.raises(ConfigError, match="exactly one of --bbox"):
         resolve_query(stac_url="http://x", collection="c", bbox=None, datetime_range="2017-06-01/2017-06-02")
     with pytest.raises(ConfigError, match="--max-cloud"):
-        resolve_query(stac_url="http://x", collection="c", bbox="1,1,2,2", datetime_range="2017-06-01/2017-06-02",
-                      max_cloud=150)
+        resolve_query(
+            stac_url="http://x",
+            collection="c",
+            bbox="1,1,2,2",
+            datetime_range="2017-06-01/2017-06-02",
+            max_cloud=150,
+        )
     with pytest.raises(ConfigError, match="not an http"):
-        resolve_query(stac_url="localhost:8081", collection="c", bbox="1,1,2,2", datetime_range="2017-06-01/2017-06-02")
+        resolve_query(
+            stac_url="localhost:8081", collection="c", bbox="1,1,2,2", datetime_range="2017-06-01/2017-06-02"
+        )

@@ -57,9 +57,29 @@ def test_train_fusion_has_one_flag_per_config_field_with_its_default_and_help():
 
 def test_train_fusion_flags_reach_the_config(tmp_path):
     parser, names = fusion_parser()
-    a = parser.parse_args(["--data", str(SCENE), "--out", str(tmp_path / "run"), "--groups", "10m", "20m",
-                           "--crop", "24", "--no-bf16", "--resume", "--sr-guide-prob", "0.5", "--trunk-stride", "1",
-                           "--init", str(FUSION_WEIGHTS), "--sr-weights", str(SR_WEIGHTS)])
+    a = parser.parse_args(
+        [
+            "--data",
+            str(SCENE),
+            "--out",
+            str(tmp_path / "run"),
+            "--groups",
+            "10m",
+            "20m",
+            "--crop",
+            "24",
+            "--no-bf16",
+            "--resume",
+            "--sr-guide-prob",
+            "0.5",
+            "--trunk-stride",
+            "1",
+            "--init",
+            str(FUSION_WEIGHTS),
+            "--sr-weights",
+            str(SR_WEIGHTS),
+        ]
+    )
     cfg = fusion_config_from_args(a, names)
     assert cfg.groups == ("10m", "20m") and cfg.crop == 24 and cfg.bf16 is False and cfg.resume is True
     assert cfg.sr_guide_prob == 0.5 and cfg.trunk_stride == 1 and cfg.init == str(FUSION_WEIGHTS)
@@ -104,8 +124,11 @@ def test_help_lists_every_command_and_unknown_commands_are_one_line(capsys):
 def test_superres_bad_options_and_output_folder_are_one_line(capsys, tmp_path):
     out = tmp_path / "sr.tif"
     assert "--tile-size 50 must be a positive multiple of 6" in _error(
-        capsys, ["superres", str(SCENE), str(out), "--tile-size", "50"])
-    assert "--steps 0 must be between 1 and 1000" in _error(capsys, ["superres", str(SCENE), str(out), "--steps", "0"])
+        capsys, ["superres", str(SCENE), str(out), "--tile-size", "50"]
+    )
+    assert "--steps 0 must be between 1 and 1000" in _error(
+        capsys, ["superres", str(SCENE), str(out), "--steps", "0"]
+    )
     assert "--seed -3 must be between 0" in _error(capsys, ["superres", str(SCENE), str(out), "--seed", "-3"])
     line = _error(capsys, ["superres", str(SCENE), str(tmp_path / "no" / "sr.tif"), "--method", "bicubic"])
     assert re.search(r"output folder '.*no' does not exist", line)
@@ -114,10 +137,14 @@ def test_superres_bad_options_and_output_folder_are_one_line(capsys, tmp_path):
 
 
 def test_convert_checkpoint_bad_input_is_one_line(capsys, tmp_path):
-    assert "does not exist" in _error(capsys, ["convert-checkpoint", str(tmp_path / "none.ckpt"), str(tmp_path / "o")])
+    assert "does not exist" in _error(
+        capsys, ["convert-checkpoint", str(tmp_path / "none.ckpt"), str(tmp_path / "o")]
+    )
     junk = tmp_path / "junk.ckpt"
     junk.write_text("hello")
-    assert "not a PyTorch checkpoint" in _error(capsys, ["convert-checkpoint", str(junk), str(tmp_path / "o")])
+    assert "not a PyTorch checkpoint" in _error(
+        capsys, ["convert-checkpoint", str(junk), str(tmp_path / "o")]
+    )
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     assert "is an existing file" in _error(capsys, ["convert-checkpoint", str(junk), str(blocker)])
@@ -134,10 +161,13 @@ def test_train_fusion_bad_data_and_wrong_weights_fail_before_ray(capsys, tmp_pat
     assert "has no GeoTIFF for band B01" in _error(capsys, [*base, "--data", str(junk)])
     line = _error(capsys, [*base, "--data", str(SCENE), "--init", str(SR_WEIGHTS)])
     assert "holds a 'diffusion_sr' model, but a 'fusion_bundle' model was requested" in line
-    assert "lacks model.safetensors" in _error(capsys, [*base, "--data", str(SCENE), "--sr-weights",
-                                                       str(FUSION_WEIGHTS)])
+    assert "lacks model.safetensors" in _error(
+        capsys, [*base, "--data", str(SCENE), "--sr-weights", str(FUSION_WEIGHTS)]
+    )
     assert "--preset 'huge' is unknown" in _error(capsys, [*base, "--data", str(SCENE), "--preset", "huge"])
-    assert "--crop 20 must be a multiple of 24" in _error(capsys, [*base, "--data", str(SCENE), "--crop", "20"])
+    assert "--crop 20 must be a multiple of 24" in _error(
+        capsys, [*base, "--data", str(SCENE), "--crop", "20"]
+    )
     assert not run.exists()
 
 
@@ -156,8 +186,15 @@ def test_train_sr_bad_data_and_wrong_weights_fail_before_ray(capsys, tmp_path):
 
 
 def test_search_bad_options_fail_before_the_network(capsys):
-    argv = ["search", "--stac-url", "http://127.0.0.1:9", "--bbox", "13.71,48.21,13.72,48.22", "--datetime",
-            "2017-06-01/2017-06-02"]
+    argv = [
+        "search",
+        "--stac-url",
+        "http://127.0.0.1:9",
+        "--bbox",
+        "13.71,48.21,13.72,48.22",
+        "--datetime",
+        "2017-06-01/2017-06-02",
+    ]
     assert "--tile-size 10 must be a positive multiple of 6" in _error(capsys, [*argv, "--tile-size", "10"])
     assert "--max-cloud 101.0 must be a percentage" in _error(capsys, [*argv, "--max-cloud", "101"])
     assert "--datetime START/END is required" in _error(capsys, argv[:-2])
@@ -178,8 +215,23 @@ def test_eval_sr_wald_bad_options_fail_before_the_model_loads(capsys, tmp_path):
 
 def test_eval_sr_wald_prints_one_json_row_per_setting_and_writes_them(capsys, tmp_path):
     rows = tmp_path / "rows.json"
-    assert main(["eval", "sr-wald", "--scenes", str(SCENE), "--steps", "1", "--lowfreq", "both",
-                 "--json", str(rows)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "sr-wald",
+                "--scenes",
+                str(SCENE),
+                "--steps",
+                "1",
+                "--lowfreq",
+                "both",
+                "--json",
+                str(rows),
+            ]
+        )
+        == 0
+    )
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["lowfreq_consistency"] for r in lines] == [False, True]
     assert json.loads(rows.read_text()) == lines

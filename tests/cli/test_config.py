@@ -31,8 +31,10 @@ FUSION_WEIGHTS = REPO / "pipeline" / "weights" / "fusion_small"
 
 
 def test_importing_the_config_pulls_in_no_heavy_library():
-    code = ("import sys, pipeline.config; heavy = {'torch', 'rasterio', 'zarr', 'ray'} & set(sys.modules); "
-            "print(sorted(heavy))")
+    code = (
+        "import sys, pipeline.config; heavy = {'torch', 'rasterio', 'zarr', 'ray'} & set(sys.modules); "
+        "print(sorted(heavy))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -51,7 +53,10 @@ def test_importing_the_config_pulls_in_no_heavy_library():
         (lambda: ComputeConfig(batch_tiles=0), "--batch-tiles 0 must be at least 1"),
         (lambda: OutputConfig(out="x", dtype="int8"), "--dtype 'int8' must be one of uint16, float32"),
         (lambda: OutputConfig(out=""), "--out is required"),
-        (lambda: JobConfig(output=OutputConfig(out="x"), method="lanczos"), "--method 'lanczos' is not one of"),
+        (
+            lambda: JobConfig(output=OutputConfig(out="x"), method="lanczos"),
+            "--method 'lanczos' is not one of",
+        ),
         (lambda: JobConfig(output=OutputConfig(out="x"), seed=-1), "--seed -1 must be between 0 and"),
         (lambda: CatalogOptions(stac_url="localhost:8081"), "--stac-url 'localhost:8081' is not an http"),
         (lambda: CatalogOptions(max_items=0), "--max-items 0 must be at least 1"),
@@ -63,23 +68,33 @@ def test_every_bad_field_is_a_config_error_naming_its_flag(build, message):
 
 
 @pytest.mark.parametrize(
-    ("crs", "message"), [("EPSG:4326", "not a projected CRS in metres"), ("EPSG:99999999", "not a CRS pyproj knows")]
+    ("crs", "message"),
+    [("EPSG:4326", "not a projected CRS in metres"), ("EPSG:99999999", "not a CRS pyproj knows")],
 )
 def test_a_bad_output_crs_fails_at_construction(crs, message):
-    query = CatalogOptions().query((13.0, 48.0, 13.1, 48.1), datetime(2017, 6, 1, tzinfo=UTC),
-                                   datetime(2017, 6, 30, tzinfo=UTC))
+    query = CatalogOptions().query(
+        (13.0, 48.0, 13.1, 48.1), datetime(2017, 6, 1, tzinfo=UTC), datetime(2017, 6, 30, tzinfo=UTC)
+    )
     with pytest.raises(ConfigError, match=message):
         RunConfig(query=query, output=OutputConfig(out="x"), crs=crs)
 
 
 def test_the_defaults_are_the_documented_ones():
     assert (TilingConfig().core, TilingConfig().halo) == (96, 12)
-    assert MethodOptions().steps == 20 and ComputeConfig().batch_tiles == 4 and OutputConfig(out="x").dtype == "uint16"
+    assert (
+        MethodOptions().steps == 20
+        and ComputeConfig().batch_tiles == 4
+        and OutputConfig(out="x").dtype == "uint16"
+    )
 
 
 def test_a_plan_unit_is_the_plan_job_with_the_units_area_dates_output_and_crs():
-    base = PlanRunConfig(catalog=CatalogOptions(stac_url="http://127.0.0.1:1/", max_cloud=20.0),
-                         output=OutputConfig(out="root", dtype="float32"), method="gs", seed=7)
+    base = PlanRunConfig(
+        catalog=CatalogOptions(stac_url="http://127.0.0.1:1/", max_cloud=20.0),
+        output=OutputConfig(out="root", dtype="float32"),
+        method="gs",
+        seed=7,
+    )
     start, end = datetime(2017, 6, 1, tzinfo=UTC), datetime(2017, 6, 30, 23, 59, 59, tzinfo=UTC)
     cfg = base.unit(bbox=(13.0, 48.0, 13.1, 48.1), start=start, end=end, out="root/33UVP/x", crs="EPSG:32633")
     assert cfg.query.stac_url == "http://127.0.0.1:1" and cfg.query.max_cloud == 20.0
@@ -106,7 +121,9 @@ def test_missing_junk_or_wrong_kind_sr_weights_are_refused(tmp_path):
         check_sr_weights(FUSION_WEIGHTS)  # fusion weights are a folder per group
     bundle_as_sr = tmp_path / "fusion_as_sr"
     shutil.copytree(FUSION_WEIGHTS / "10m", bundle_as_sr)
-    with pytest.raises(CheckpointError, match="holds a 'fusion' model, but a 'diffusion_sr' model was requested"):
+    with pytest.raises(
+        CheckpointError, match="holds a 'fusion' model, but a 'diffusion_sr' model was requested"
+    ):
         check_sr_weights(bundle_as_sr)
 
 

@@ -31,7 +31,17 @@ AOI = Path(__file__).parent / "data" / "dublin_wicklow.geojson"
 def test_plan_of_dublin_wicklow_gives_its_two_tiles_times_three_months(tmp_path, capsys):
     out = tmp_path / "jobs.json"
     rc = main(
-        ["plan", "--aoi", str(AOI), "--datetime", "2024-06-01/2024-08-31", "--window", "month", "--out", str(out)]
+        [
+            "plan",
+            "--aoi",
+            str(AOI),
+            "--datetime",
+            "2024-06-01/2024-08-31",
+            "--window",
+            "month",
+            "--out",
+            str(out),
+        ]
     )
     assert rc == 0
     printed = capsys.readouterr().out
@@ -122,7 +132,17 @@ def test_zone_exceptions_of_norway_and_svalbard(lon, lat, tile_id):
 def test_rerun_of_plan_skips_units_whose_manifest_exists(tmp_path):
     plan = tmp_path / "jobs.json"
     main(
-        ["plan", "--aoi", str(AOI), "--datetime", "2024-06-01/2024-06-20", "--window", "10d", "--out", str(plan)]
+        [
+            "plan",
+            "--aoi",
+            str(AOI),
+            "--datetime",
+            "2024-06-01/2024-06-20",
+            "--window",
+            "10d",
+            "--out",
+            str(plan),
+        ]
     )
     units = load_plan(plan)
     assert [u.datetime for u in units[:2]] == ["2024-06-01/2024-06-10", "2024-06-11/2024-06-20"]
@@ -155,8 +175,11 @@ def _one_error_line(capsys) -> str:
 
 @pytest.mark.parametrize(
     ("dates", "message"),
-    [("2024-06-30/2024-06-01", "ends before it starts"), ("June 2024", "not an ISO date"),
-     ("2024-06-01/", "must be START/END")],
+    [
+        ("2024-06-30/2024-06-01", "ends before it starts"),
+        ("June 2024", "not an ISO date"),
+        ("2024-06-01/", "must be START/END"),
+    ],
 )
 def test_bad_plan_dates_are_one_line_and_write_nothing(tmp_path, capsys, dates, message):
     out = tmp_path / "jobs.json"
@@ -181,10 +204,24 @@ def test_bad_plan_inputs_say_what_to_fix(tmp_path, capsys):
     junk.write_text("{not json")
     assert main(["plan", "--aoi", str(junk), "--datetime", "2024-06-01/2024-06-30"]) == 2
     assert "cannot read AOI" in _one_error_line(capsys)
-    assert main(["plan", "--aoi", str(tmp_path / "missing.geojson"), "--datetime", "2024-06-01/2024-06-30"]) == 2
+    assert (
+        main(["plan", "--aoi", str(tmp_path / "missing.geojson"), "--datetime", "2024-06-01/2024-06-30"]) == 2
+    )
     assert "cannot read AOI" in _one_error_line(capsys)
-    assert main(["plan", "--aoi", str(AOI), "--datetime", "2024-06-01/2024-06-30",
-                 "--out", str(tmp_path / "no" / "such" / "jobs.json")]) == 2
+    assert (
+        main(
+            [
+                "plan",
+                "--aoi",
+                str(AOI),
+                "--datetime",
+                "2024-06-01/2024-06-30",
+                "--out",
+                str(tmp_path / "no" / "such" / "jobs.json"),
+            ]
+        )
+        == 2
+    )
     assert "cannot write plan" in _one_error_line(capsys)
 
 

@@ -42,6 +42,15 @@ def test_render_fills_the_window_and_its_id():
 def test_dry_run_prints_the_rayjob_of_the_window(capsys, tmp_path):
     template = tmp_path / "rayjob.yaml"
     template.write_text(TEMPLATE)
-    argv = ["schedule", "--template", str(template), "--window", "month", "--today", "2024-07-03", "--dry-run"]
+    argv = [
+        "schedule",
+        "--template",
+        str(template),
+        "--window",
+        "month",
+        "--today",
+        "2024-07-03",
+        "--dry-run",
+    ]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["metadata"]["name"] == "prod-20240601-20240630"

@@ -109,7 +109,19 @@ def test_submit_runs_a_job_on_both_nodes_with_forwarded_credentials(cluster, cap
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "difffusr-test-key-id")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     rc = cli.main(
-        ["submit", "--address", url, "--wait", "--timeout", "300", "--raw", "--", sys.executable, "-c", JOB_CODE]
+        [
+            "submit",
+            "--address",
+            url,
+            "--wait",
+            "--timeout",
+            "300",
+            "--raw",
+            "--",
+            sys.executable,
+            "-c",
+            JOB_CODE,
+        ]
     )
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -157,7 +169,9 @@ def test_difffusr_submit_plan_runs_in_the_uploaded_working_dir(cluster, capsys, 
 
 def test_failed_job_reports_failed_and_exit_code_1(cluster, capsys):
     _, url = cluster
-    rc = cli.main(["submit", "--address", url, "--wait", "--raw", "--", sys.executable, "-c", "raise SystemExit(3)"])
+    rc = cli.main(
+        ["submit", "--address", url, "--wait", "--raw", "--", sys.executable, "-c", "raise SystemExit(3)"]
+    )
     out = capsys.readouterr().out
     assert rc == 1 and "FAILED" in out
 
@@ -187,8 +201,20 @@ def test_user_errors_say_what_to_fix(monkeypatch, cluster, capsys):
 
 def test_submit_to_an_address_that_is_not_listening_is_one_line(capsys, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    assert cli.main(["submit", "--address", f"http://127.0.0.1:{free_port()}", "--no-forward-env", "--",
-                     "plan", "--help"]) == 2
+    assert (
+        cli.main(
+            [
+                "submit",
+                "--address",
+                f"http://127.0.0.1:{free_port()}",
+                "--no-forward-env",
+                "--",
+                "plan",
+                "--help",
+            ]
+        )
+        == 2
+    )
     assert "cannot reach the Ray Jobs API" in _one_error_line(capsys)
 
 
@@ -196,8 +222,22 @@ def test_submit_without_a_command_or_with_a_missing_working_dir_is_one_line(caps
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert cli.main(["submit", "--address", "http://127.0.0.1:9", "--"]) == 2
     assert "nothing to submit" in _one_error_line(capsys)
-    assert cli.main(["submit", "--address", "http://127.0.0.1:9", "--working-dir", str(tmp_path / "nope"),
-                     "--no-forward-env", "--", "plan", "--help"]) == 2
+    assert (
+        cli.main(
+            [
+                "submit",
+                "--address",
+                "http://127.0.0.1:9",
+                "--working-dir",
+                str(tmp_path / "nope"),
+                "--no-forward-env",
+                "--",
+                "plan",
+                "--help",
+            ]
+        )
+        == 2
+    )
     assert "--working-dir" in _one_error_line(capsys)
 
 

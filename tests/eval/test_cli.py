@@ -22,7 +22,13 @@ def test_eval_wald_writes_report_tables_and_figures(tmp_path, ireland, capsys):
     out = tmp_path / "wald"
     assert main(["eval", "wald", str(ireland), "--methods", "gs,bicubic", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
-    for heading in ("### 10m group", "### 20m group", "### 60m group", "### all 12 bands", "### OpenSR-test scores"):
+    for heading in (
+        "### 10m group",
+        "### 20m group",
+        "### 60m group",
+        "### all 12 bands",
+        "### OpenSR-test scores",
+    ):
         assert heading in report
     assert "| gs |" in report and "| bicubic |" in report and "ERGAS" in report
     names = {p.name for p in _pngs_ok(out / "figures")}
@@ -71,13 +77,30 @@ def test_report_folder_under_a_file_is_refused_before_the_work(tmp_path, ireland
 
 def test_wrong_kind_of_weights_is_refused_before_the_work(tmp_path, ireland, capsys):
     fusion = REPO / "pipeline" / "weights" / "fusion_small"
-    assert main(["eval", "wald", str(ireland), "--methods", "difffusr", "--sr-weights", str(fusion),
-                 "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "wald",
+                str(ireland),
+                "--methods",
+                "difffusr",
+                "--sr-weights",
+                str(fusion),
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 2
+    )
     assert "lacks model.safetensors" in _error_line(capsys)
     assert not (tmp_path / "r").exists()
 
 
 def test_consistency_of_a_missing_product_is_one_line(tmp_path, finland, capsys):
     out = tmp_path / "cons"
-    assert main(["eval", "consistency", str(tmp_path / "none.tif"), "--inputs", str(finland), "--out", str(out)]) == 2
+    assert (
+        main(["eval", "consistency", str(tmp_path / "none.tif"), "--inputs", str(finland), "--out", str(out)])
+        == 2
+    )
     assert "does not exist" in _error_line(capsys) and not out.exists()

@@ -112,7 +112,9 @@ def test_ssim_matches_scikit_image_on_a_real_band():
 
     from pipeline.io.scene_files import read_scene
 
-    scene = read_scene(Path(__file__).resolve().parents[2] / "data/samples/heldout/S2B_MSIL2A_20170924T93020_69_24")
+    scene = read_scene(
+        Path(__file__).resolve().parents[2] / "data/samples/heldout/S2B_MSIL2A_20170924T93020_69_24"
+    )
     ref = scene.b10[3].astype(np.float64)
     pred = np.roll(ref, (1, -2), axis=(0, 1))
     assert M.ssim(pred, ref) == pytest.approx(0.5745565199147105, rel=1e-9)

@@ -85,9 +85,11 @@ def _oracle(scene):
     def superresolve(b10, b20, b60, method, *, seed=0):
         rep = {"10m": 1, "20m": 2, "60m": 6}
         out = {}
-        for name, arr, group_bands in (("10m", scene.b10, ("B02", "B03", "B04", "B08")),
-                                       ("20m", scene.b20, ("B05", "B06", "B07", "B8A", "B11", "B12")),
-                                       ("60m", scene.b60, ("B01", "B09"))):
+        for name, arr, group_bands in (
+            ("10m", scene.b10, ("B02", "B03", "B04", "B08")),
+            ("20m", scene.b20, ("B05", "B06", "B07", "B8A", "B11", "B12")),
+            ("60m", scene.b60, ("B01", "B09")),
+        ):
             k = rep[name]
             up = np.repeat(np.repeat(arr, k, axis=1), k, axis=2)
             out.update({b: up[i] for i, b in enumerate(group_bands)})

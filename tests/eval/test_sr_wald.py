@@ -26,7 +26,9 @@ def test_rows_are_the_shared_metrics_with_the_references_peak() -> None:
     r, b = ref[0].double().numpy(), bic[0].double().numpy()
     assert row["bicubic_psnr"] == round(metrics.psnr(b, r, data_range=float(r.max())), 3)
     span = float(r.max() - r.min())
-    assert row["bicubic_ssim"] == round(float(np.mean([metrics.ssim(x, y, data_range=span) for x, y in zip(b, r)])), 4)
+    assert row["bicubic_ssim"] == round(
+        float(np.mean([metrics.ssim(x, y, data_range=span) for x, y in zip(b, r)])), 4
+    )
     # the back-projection makes bicubic consistent with its input, and the SR with it is too
     assert row["bicubic_bp_l1_consistency"] < row["bicubic_l1_consistency"] / 3
     assert row["sr_sam_consistency_deg"] < row["bicubic_sam_consistency_deg"]

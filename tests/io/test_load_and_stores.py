@@ -9,8 +9,8 @@ import pytest
 import rasterio
 
 from pipeline.errors import OutputError
-from pipeline.io.grid import SceneGrid, resolve_grid
 from pipeline.ingest.load import load_tile
+from pipeline.io.grid import SceneGrid, resolve_grid
 from pipeline.io.work_store import DONE, WorkStore
 from pipeline.tiling.grid import TileKey, TileLayout
 from tests.conftest import CATALOG, SAMPLES

@@ -101,8 +101,9 @@ def test_the_stac_path_resolves_the_same_radiometry_for_the_file(baseline04: Pat
 
 def test_an_untagged_baseline_04_product_gets_the_offset_from_its_product_name(tmp_path: Path) -> None:
     """No scale/offset tags: the folder's SAFE-style name (`_N0400_`) selects the BOA offset, as for STAC."""
-    folder = _rewrite_as_baseline_04(tmp_path / "S2A_MSIL2A_20240617T113321_N0400_R080_T29UNU_20240617T150505",
-                                     tags=False)
+    folder = _rewrite_as_baseline_04(
+        tmp_path / "S2A_MSIL2A_20240617T113321_N0400_R080_T29UNU_20240617T150505", tags=False
+    )
     with rasterio.open(folder / "B04.tif") as src:
         r = file_radiometry(src, baseline=4.0)
     assert (r.scale, r.offset, r.source) == (1e-4, -0.1, "baseline>=04.00")

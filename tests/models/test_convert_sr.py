@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.errors import CheckpointError
 from pipeline.cli.convert import cmd_convert
+from pipeline.errors import CheckpointError
 from pipeline.models.convert import detect_kind, map_sr_state_dict, read_lightning_state_dict
 from pipeline.models.diffusion import SRDiffusion, get_preset
 
@@ -43,7 +43,10 @@ def _state_dict(materialise: bool) -> dict[str, torch.Tensor]:
 
 
 def _save_like_lightning(sd: dict[str, torch.Tensor], path: Path) -> None:
-    """torch.save of the Lightning layout; hyper_parameters is an EasyDict from a module absent at load time."""
+    """torch.save of the Lightning layout.
+
+    hyper_parameters is an EasyDict from a module absent at load time.
+    """
     mod = types.ModuleType("easydict")
 
     class EasyDict(dict):

@@ -58,8 +58,21 @@ def test_bad_option_value_is_one_line_with_exit_2(stac_api, capsys, tmp_path, op
 
 
 def test_empty_search_says_how_to_widen_and_writes_nothing(stac_api, capsys, tmp_path):
-    code, err = _run(capsys, ["run", "--stac-url", stac_api, "--bbox", DEMO_BBOX, "--datetime", "2020-01-01/2020-01-31",
-                              "--out", str(tmp_path / "out"), "--quiet"])
+    code, err = _run(
+        capsys,
+        [
+            "run",
+            "--stac-url",
+            stac_api,
+            "--bbox",
+            DEMO_BBOX,
+            "--datetime",
+            "2020-01-01/2020-01-31",
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+        ],
+    )
     assert code == 2 and len(err) == 1 and "widen --datetime" in err[0]
     assert not (tmp_path / "out").exists()
 
@@ -67,8 +80,21 @@ def test_empty_search_says_how_to_widen_and_writes_nothing(stac_api, capsys, tmp
 def test_unwritable_out_is_reported_before_any_work(stac_api, capsys, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    code, err = _run(capsys, ["run", "--stac-url", stac_api, "--bbox", DEMO_BBOX, "--datetime", DEMO_DATETIME,
-                              "--out", str(blocker), "--quiet"])
+    code, err = _run(
+        capsys,
+        [
+            "run",
+            "--stac-url",
+            stac_api,
+            "--bbox",
+            DEMO_BBOX,
+            "--datetime",
+            DEMO_DATETIME,
+            "--out",
+            str(blocker),
+            "--quiet",
+        ],
+    )
     assert code == 2 and len(err) == 1 and "is an existing file" in err[0]
 
 
@@ -78,8 +104,19 @@ def _dead_url() -> str:
 
 
 def _run_argv(out: Path, *extra: str, stac_url: str | None = None) -> list[str]:
-    return ["run", "--stac-url", stac_url or _dead_url(), "--bbox", DEMO_BBOX, "--datetime", DEMO_DATETIME,
-            "--out", str(out), "--quiet", *extra]
+    return [
+        "run",
+        "--stac-url",
+        stac_url or _dead_url(),
+        "--bbox",
+        DEMO_BBOX,
+        "--datetime",
+        DEMO_DATETIME,
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_bad_tile_size_fails_before_the_search_of_a_dead_stac_url(capsys, tmp_path):
@@ -108,33 +145,74 @@ def _junk_folder(tmp_path: Path) -> Path:
     ],
 )
 def test_bad_weights_fail_on_the_driver_before_any_search(capsys, tmp_path, flag, weights, message):
-    folder = {"missing": tmp_path / "nowhere", "junk": _junk_folder(tmp_path), "fusion": FUSION_WEIGHTS,
-              "sr": SR_WEIGHTS}[weights]
+    folder = {
+        "missing": tmp_path / "nowhere",
+        "junk": _junk_folder(tmp_path),
+        "fusion": FUSION_WEIGHTS,
+        "sr": SR_WEIGHTS,
+    }[weights]
     code, err = _run(capsys, _run_argv(tmp_path / "out", flag, str(folder)))
     assert code == 2 and len(err) == 1, err
     assert message.format(folder) in err[0] and "STAC" not in err[0]
     assert not (tmp_path / "out").exists()
     # `superres` says the same for the same folder.
-    code, sr_err = _run(capsys, ["superres", str(CATALOG / "S2A_MSIL2A_20170613T101031_87_48"),
-                                 str(tmp_path / "sr.tif"), flag, str(folder)])
+    code, sr_err = _run(
+        capsys,
+        [
+            "superres",
+            str(CATALOG / "S2A_MSIL2A_20170613T101031_87_48"),
+            str(tmp_path / "sr.tif"),
+            flag,
+            str(folder),
+        ],
+    )
     assert code == 2 and sr_err == err
     assert not (tmp_path / "sr.tif").exists()
 
 
 def test_run_plan_takes_no_area_and_refuses_one(capsys, tmp_path):
-    code, err = _run(capsys, ["run", "--plan", str(tmp_path / "jobs.json"), "--bbox", DEMO_BBOX, "--out",
-                              str(tmp_path / "out"), "--stac-url", _dead_url()])
+    code, err = _run(
+        capsys,
+        [
+            "run",
+            "--plan",
+            str(tmp_path / "jobs.json"),
+            "--bbox",
+            DEMO_BBOX,
+            "--out",
+            str(tmp_path / "out"),
+            "--stac-url",
+            _dead_url(),
+        ],
+    )
     assert code == 2 and len(err) == 1 and "brings each unit's area, dates and CRS; drop --bbox" in err[0]
-    code, err = _run(capsys, ["run", "--plan", str(tmp_path / "jobs.json"), "--out", str(tmp_path / "out"),
-                              "--stac-url", _dead_url()])
+    code, err = _run(
+        capsys,
+        [
+            "run",
+            "--plan",
+            str(tmp_path / "jobs.json"),
+            "--out",
+            str(tmp_path / "out"),
+            "--stac-url",
+            _dead_url(),
+        ],
+    )
     assert code == 2 and len(err) == 1 and "cannot read plan" in err[0]
     assert not (tmp_path / "out").exists()
 
 
 def _difffusr(*argv: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *argv],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_stac_retries_are_quiet_and_short_lines_with_verbose(tmp_path):
@@ -147,8 +225,12 @@ def test_stac_retries_are_quiet_and_short_lines_with_verbose(tmp_path):
     verbose = _difffusr("--verbose", *argv)
     lines = verbose.stderr.strip().splitlines()
     retries = [line for line in lines if "retrying" in line]
-    assert verbose.returncode == 2 and len(retries) == 4 and lines[-1].startswith("difffusr: error: STAC search")
-    assert all(len(line) < 160 and "Retry(total" not in line and "object at 0x" not in line for line in retries)
+    assert (
+        verbose.returncode == 2 and len(retries) == 4 and lines[-1].startswith("difffusr: error: STAC search")
+    )
+    assert all(
+        len(line) < 160 and "Retry(total" not in line and "object at 0x" not in line for line in retries
+    )
     assert "WARNING" not in verbose.stderr
     assert not (tmp_path / "out").exists()
 
@@ -181,14 +263,29 @@ def test_a_url_that_is_not_a_stac_api_is_one_line(not_a_stac_api, capsys, tmp_pa
     assert f"STAC search at '{not_a_stac_api}{path}'" in err[0] and "check --stac-url" in err[0]
     assert ("HTML page" if path else "not JSON") in err[0] and "<" not in err[0]
     assert not (tmp_path / "out").exists()
-    code, err = _run(capsys, ["search", "--stac-url", not_a_stac_api + path, "--bbox", DEMO_BBOX, "--datetime",
-                              DEMO_DATETIME])
+    code, err = _run(
+        capsys,
+        ["search", "--stac-url", not_a_stac_api + path, "--bbox", DEMO_BBOX, "--datetime", DEMO_DATETIME],
+    )
     assert code == 2 and len(err) == 1 and "check --stac-url" in err[0]
 
 
 def test_unreachable_stac_api_is_a_catalog_error(capsys, tmp_path):
-    code, err = _run(capsys, ["run", "--stac-url", "http://127.0.0.1:9", "--bbox", DEMO_BBOX, "--datetime",
-                              DEMO_DATETIME, "--out", str(tmp_path / "out"), "--quiet"])
+    code, err = _run(
+        capsys,
+        [
+            "run",
+            "--stac-url",
+            "http://127.0.0.1:9",
+            "--bbox",
+            DEMO_BBOX,
+            "--datetime",
+            DEMO_DATETIME,
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+        ],
+    )
     assert code == 2 and len(err) == 1 and "STAC search at 'http://127.0.0.1:9'" in err[0]
 
 
@@ -231,18 +328,52 @@ def _bbox_of(item_id: str) -> str:
 
 
 def test_unreadable_asset_names_the_granule_and_asset(broken_catalog_api, ray_local, capsys, tmp_path):
-    code, err = _run(capsys, ["run", "--stac-url", broken_catalog_api, "--bbox", _bbox_of("S2A_MSIL2A_20170617T113321_36_85"),
-                              "--datetime", "2017-06-01/2017-06-30", "--method", "gs", "--out", str(tmp_path / "out"),
-                              "--quiet"])
+    code, err = _run(
+        capsys,
+        [
+            "run",
+            "--stac-url",
+            broken_catalog_api,
+            "--bbox",
+            _bbox_of("S2A_MSIL2A_20170617T113321_36_85"),
+            "--datetime",
+            "2017-06-01/2017-06-30",
+            "--method",
+            "gs",
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+        ],
+    )
     assert code == 2 and len(err) == 1, err
-    assert "S2A_MSIL2A_20170617T113321_36_85" in err[0] and "rededge1" in err[0] and "--skip-bad-assets" in err[0]
+    assert (
+        "S2A_MSIL2A_20170617T113321_36_85" in err[0]
+        and "rededge1" in err[0]
+        and "--skip-bad-assets" in err[0]
+    )
 
 
-def test_skip_bad_assets_leaves_the_granule_out_and_reports_it(broken_catalog_api, ray_local, capsys, tmp_path):
+def test_skip_bad_assets_leaves_the_granule_out_and_reports_it(
+    broken_catalog_api, ray_local, capsys, tmp_path
+):
     out = tmp_path / "out"
-    code = main(["run", "--stac-url", broken_catalog_api, "--bbox", _bbox_of("S2A_MSIL2A_20170617T113321_36_85"),
-                 "--datetime", "2017-06-01/2017-06-30", "--method", "bicubic", "--out", str(out), "--quiet",
-                 "--skip-bad-assets"])
+    code = main(
+        [
+            "run",
+            "--stac-url",
+            broken_catalog_api,
+            "--bbox",
+            _bbox_of("S2A_MSIL2A_20170617T113321_36_85"),
+            "--datetime",
+            "2017-06-01/2017-06-30",
+            "--method",
+            "bicubic",
+            "--out",
+            str(out),
+            "--quiet",
+            "--skip-bad-assets",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert "skipped S2A_MSIL2A_20170617T113321_36_85: cannot read item" in printed
@@ -253,7 +384,22 @@ def test_skip_bad_assets_leaves_the_granule_out_and_reports_it(broken_catalog_ap
 
 def test_all_nodata_granule_fails_cleanly_and_leaves_nothing(broken_catalog_api, ray_local, capsys, tmp_path):
     out = tmp_path / "out"
-    code, err = _run(capsys, ["run", "--stac-url", broken_catalog_api, "--bbox", _bbox_of("S2B_MSIL2A_20170924T93020_69_24"),
-                              "--datetime", "2017-09-01/2017-09-30", "--method", "gs", "--out", str(out), "--quiet"])
+    code, err = _run(
+        capsys,
+        [
+            "run",
+            "--stac-url",
+            broken_catalog_api,
+            "--bbox",
+            _bbox_of("S2B_MSIL2A_20170924T93020_69_24"),
+            "--datetime",
+            "2017-09-01/2017-09-30",
+            "--method",
+            "gs",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
     assert code == 2 and len(err) == 1 and "every pixel of the AOI is nodata or cloud" in err[0]
     assert not any(p.name in ("work.zarr", "mosaic.zarr", "mosaic.tif") for p in out.glob("*"))

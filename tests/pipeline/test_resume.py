@@ -25,8 +25,27 @@ pytestmark = pytest.mark.timeout(900)
 
 def _argv(stac_api: str, out: Path) -> list[str]:
     # Small tiles: many of them, so that a kill lands mid-run.
-    return ["run", "--stac-url", stac_api, "--bbox", DEMO_BBOX, "--datetime", DEMO_DATETIME, "--method", "gs",
-            "--out", str(out), "--tile-size", "24", "--halo", "6", "--batch-tiles", "1", "--workers", "1"]
+    return [
+        "run",
+        "--stac-url",
+        stac_api,
+        "--bbox",
+        DEMO_BBOX,
+        "--datetime",
+        DEMO_DATETIME,
+        "--method",
+        "gs",
+        "--out",
+        str(out),
+        "--tile-size",
+        "24",
+        "--halo",
+        "6",
+        "--batch-tiles",
+        "1",
+        "--workers",
+        "1",
+    ]
 
 
 def _pixels(out: Path) -> np.ndarray:
@@ -51,8 +70,13 @@ def clean_run(stac_api, ray_local, tmp_path_factory) -> np.ndarray:
 def test_rerun_after_driver_sigkill_resumes_and_matches_a_clean_run(stac_api, clean_run, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *_argv(stac_api, out), "--quiet"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", *_argv(stac_api, out), "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.time() + 400
     while _done(out, "infer") < 3 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
@@ -60,8 +84,14 @@ def test_rerun_after_driver_sigkill_resumes_and_matches_a_clean_run(stac_api, cl
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray cluster it started
     proc.wait()
     assert not (out / "manifest.json").exists() and not (out / "mosaic.tif").exists()
-    rerun = subprocess.run([sys.executable, "-m", "pipeline.cli", *_argv(stac_api, out), "--quiet"], env=env,
-                           capture_output=True, text=True, timeout=600, check=False)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *_argv(stac_api, out), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert "ingest: skipping" in rerun.stderr and "inference: skipping" in rerun.stderr
     np.testing.assert_array_equal(_pixels(out), clean_run)

@@ -1,5 +1,6 @@
 """`difffusr search` and `difffusr run` end to end through the CLI, on the loopback STAC API with the bundled
-real Sentinel-2 L2A catalog and a local Ray cluster; outputs read back with xarray/zarr, rasterio and pystac."""
+real Sentinel-2 L2A catalog and a local Ray cluster; outputs read back with xarray/zarr, rasterio and
+pystac."""
 
 from __future__ import annotations
 
@@ -24,7 +25,12 @@ OUTPUTS = ("mosaic.zarr", "mosaic.tif", "quicklook.png", "item.json", "manifest.
 
 
 def _query(url, **kw):
-    args = {"stac_url": url, "collection": "sentinel-2-l2a", "bbox": DEMO_BBOX, "datetime_range": DEMO_DATETIME}
+    args = {
+        "stac_url": url,
+        "collection": "sentinel-2-l2a",
+        "bbox": DEMO_BBOX,
+        "datetime_range": DEMO_DATETIME,
+    }
     return resolve_query(**{**args, **kw})
 
 
@@ -54,8 +60,24 @@ def test_search_command_lists_granules_and_tiles(stac_api, capsys):
 @pytest.fixture(scope="module")
 def demo_run(stac_api, ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "demo"
-    argv = ["run", "--stac-url", stac_api, "--bbox", DEMO_BBOX, "--datetime", DEMO_DATETIME, "--method", "gs",
-            "--out", str(out), "--quiet", "--tile-size", "48", "--halo", "6"]
+    argv = [
+        "run",
+        "--stac-url",
+        stac_api,
+        "--bbox",
+        DEMO_BBOX,
+        "--datetime",
+        DEMO_DATETIME,
+        "--method",
+        "gs",
+        "--out",
+        str(out),
+        "--quiet",
+        "--tile-size",
+        "48",
+        "--halo",
+        "6",
+    ]
     assert main(argv) == 0
     return out, argv
 
@@ -76,7 +98,9 @@ def test_mosaic_zarr_is_12_bands_on_the_2_5_m_utm_grid_covering_the_aoi(demo_run
     assert float(ds.x[1] - ds.x[0]) == pytest.approx(2.5) and float(ds.y[0] - ds.y[1]) == pytest.approx(2.5)
     assert "UTM zone 33N" in ds["spatial_ref"].attrs["crs_wkt"]
     w, s, e, n = (float(v) for v in DEMO_BBOX.split(","))
-    xs, ys = Transformer.from_crs("EPSG:4326", "EPSG:32633", always_xy=True).transform([w, e, w, e], [s, s, n, n])
+    xs, ys = Transformer.from_crs("EPSG:4326", "EPSG:32633", always_xy=True).transform(
+        [w, e, w, e], [s, s, n, n]
+    )
     assert float(ds.x.min()) - 1.25 <= min(xs) and float(ds.x.max()) + 1.25 >= max(xs)
     assert float(ds.y.min()) - 1.25 <= min(ys) and float(ds.y.max()) + 1.25 >= max(ys)
     values = refl.values
@@ -92,7 +116,9 @@ def test_cog_matches_the_zarr_mosaic(demo_run):
         assert src.count == 12 and src.dtypes[0] == "uint16" and src.nodata == 0
         assert src.descriptions == S2_BANDS and src.scales == (1e-4,) * 12
         assert src.res == (2.5, 2.5) and src.crs.to_epsg() == 32633
-        assert src.compression.name.lower() == "zstd" and src.block_shapes[0] == (512, 512) and src.overviews(1)
+        assert (
+            src.compression.name.lower() == "zstd" and src.block_shapes[0] == (512, 512) and src.overviews(1)
+        )
         assert src.transform.c == pytest.approx(float(ds.x[0]) - 1.25)
         dn = src.read()
     refl = ds["reflectance"].values
@@ -108,7 +134,9 @@ def test_quicklook_item_and_manifest_describe_the_run(demo_run):
         assert im.mode == "RGB" and max(im.size) <= 1024 and np.asarray(im).std() > 5
     item = pystac.Item.from_file(str(out / "item.json"))
     assert item.assets["mosaic"].href.endswith("mosaic.tif")
-    assert [link.title for link in item.links if link.rel == "derived_from"] == ["S2A_MSIL2A_20170613T101031_87_48"]
+    assert [link.title for link in item.links if link.rel == "derived_from"] == [
+        "S2A_MSIL2A_20170613T101031_87_48"
+    ]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["config"]["method"] == "gs"
     assert manifest["inputs"][0]["id"] == "S2A_MSIL2A_20170613T101031_87_48"
@@ -126,8 +154,26 @@ def test_rerun_of_a_complete_job_does_nothing(demo_run, capsys):
 
 def test_run_with_the_learned_method_gives_the_same_product_layout(stac_api, ray_local, tmp_path):
     out = tmp_path / "difffusr"
-    argv = ["run", "--stac-url", stac_api, "--bbox", DEMO_BBOX, "--datetime", DEMO_DATETIME, "--method", "difffusr",
-            "--steps", "2", "--out", str(out), "--quiet", "--tile-size", "132", "--halo", "6"]
+    argv = [
+        "run",
+        "--stac-url",
+        stac_api,
+        "--bbox",
+        DEMO_BBOX,
+        "--datetime",
+        DEMO_DATETIME,
+        "--method",
+        "difffusr",
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+        "--tile-size",
+        "132",
+        "--halo",
+        "6",
+    ]
     assert main(argv) == 0
     with rasterio.open(out / "mosaic.tif") as src:
         assert src.count == 12 and src.res == (2.5, 2.5) and src.descriptions == S2_BANDS

@@ -17,8 +17,24 @@ from tests.conftest import DEMO_BBOX, DEMO_DATETIME
 def test_run_reads_s3_assets_and_writes_every_output_to_s3(stac_api_s3, s3_env, ray_local, capsys):
     boto3.client("s3").create_bucket(Bucket="difffusr-out")
     out = "s3://difffusr-out/jobs/demo"
-    argv = ["run", "--stac-url", stac_api_s3, "--bbox", DEMO_BBOX, "--datetime", DEMO_DATETIME, "--method", "gs",
-            "--out", out, "--quiet", "--tile-size", "48", "--halo", "6"]
+    argv = [
+        "run",
+        "--stac-url",
+        stac_api_s3,
+        "--bbox",
+        DEMO_BBOX,
+        "--datetime",
+        DEMO_DATETIME,
+        "--method",
+        "gs",
+        "--out",
+        out,
+        "--quiet",
+        "--tile-size",
+        "48",
+        "--halo",
+        "6",
+    ]
     assert main(argv) == 0, capsys.readouterr().err
     fs = s3fs.S3FileSystem()
     names = {p.rsplit("/", 1)[-1] for p in fs.ls("difffusr-out/jobs/demo")}

@@ -37,8 +37,12 @@ def test_superres_accepts_wald_degraded_40_80_240_m_inputs(tmp_path):
         with rasterio.open(SCENE / f"{band}.tif") as src:
             f = 4
             data = src.read(1, out_shape=(src.height // f, src.width // f), resampling=Resampling.average)
-            profile = {**src.profile, "height": data.shape[0], "width": data.shape[1],
-                       "transform": src.transform @ src.transform.scale(f, f)}
+            profile = {
+                **src.profile,
+                "height": data.shape[0],
+                "width": data.shape[1],
+                "transform": src.transform @ src.transform.scale(f, f),
+            }
         profile.pop("blockxsize", None), profile.pop("blockysize", None)
         with rasterio.open(degraded / f"{band}.tif", "w", **{**profile, "tiled": False}) as dst:
             dst.write(data, 1)

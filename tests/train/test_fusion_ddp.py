@@ -12,8 +12,10 @@ from pipeline.cli import main
 from pipeline.models.fusion import load_fusion_model
 
 REPO = Path(__file__).resolve().parents[2]
-SCENES = [REPO / "data/samples/catalog/S2A_MSIL2A_20170613T101031_87_48",
-          REPO / "data/samples/scenes/western_sahara_29rkh_100m_crop"]
+SCENES = [
+    REPO / "data/samples/catalog/S2A_MSIL2A_20170613T101031_87_48",
+    REPO / "data/samples/scenes/western_sahara_29rkh_100m_crop",
+]
 
 
 @pytest.mark.slow
@@ -22,8 +24,27 @@ def test_two_worker_ddp_training_and_resume(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     run = tmp_path / "run"
     # the 120 px bundled scenes are too small for the 60 m group's x24 pairs: train 10m and 20m
-    base = ["--data", *map(str, SCENES), "--groups", "10m", "20m", "--crop", "24", "--batch", "2",
-            "--workers", "2", "--log-every", "1", "--ckpt-every", "2", "--out", str(run), "--ray-address", "local"]
+    base = [
+        "--data",
+        *map(str, SCENES),
+        "--groups",
+        "10m",
+        "20m",
+        "--crop",
+        "24",
+        "--batch",
+        "2",
+        "--workers",
+        "2",
+        "--log-every",
+        "1",
+        "--ckpt-every",
+        "2",
+        "--out",
+        str(run),
+        "--ray-address",
+        "local",
+    ]
     assert main(["train", "fusion", *base, "--steps", "2"]) == 0
     assert main(["train", "fusion", *base, "--steps", "3", "--resume"]) == 0
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -34,8 +55,12 @@ def test_two_worker_ddp_training_and_resume(tmp_path: Path, monkeypatch: pytest.
     assert (run / "checkpoints" / "LATEST").read_text().strip() == "step_0000003"
     model = load_fusion_model(run / "weights")
     g = torch.Generator().manual_seed(0)
-    out = model.fuse(torch.rand(1, 4, 6, 6, generator=g), torch.rand(1, 6, 3, 3, generator=g),
-                     torch.rand(1, 2, 1, 1, generator=g), torch.rand(1, 3, 24, 24, generator=g))
+    out = model.fuse(
+        torch.rand(1, 4, 6, 6, generator=g),
+        torch.rand(1, 6, 3, 3, generator=g),
+        torch.rand(1, 2, 1, 1, generator=g),
+        torch.rand(1, 3, 24, 24, generator=g),
+    )
     assert out.shape == (1, 12, 24, 24)
 
 
@@ -46,8 +71,15 @@ def test_init_keeps_each_nets_trunk_grid_and_one_step_back_projects(tmp_path: Pa
     from pipeline.models.fusion.model import SHIPPED_WEIGHTS
     from pipeline.train.fusion import FusionTask, FusionTrainConfig
 
-    cfg = FusionTrainConfig(data=tuple(map(str, SCENES)), init=str(SHIPPED_WEIGHTS), groups=("10m", "20m"), crop=24,
-                            batch=2, out=str(tmp_path / "run"), bf16=False)
+    cfg = FusionTrainConfig(
+        data=tuple(map(str, SCENES)),
+        init=str(SHIPPED_WEIGHTS),
+        groups=("10m", "20m"),
+        crop=24,
+        batch=2,
+        out=str(tmp_path / "run"),
+        bf16=False,
+    )
     task = FusionTask(cfg)
     task.setup(0, 1, torch.device("cpu"))
     model = task.build_model()

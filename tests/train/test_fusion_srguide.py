@@ -74,7 +74,9 @@ def test_small_inputs_are_padded_for_the_sr() -> None:
     x = torch.rand(1, 3, 7, 9)
     out = super_resolve_rgb(FakeSR(), x, steps=1, seed=0)
     assert out.shape == (1, 3, 28, 36)
-    assert torch.allclose(out, (upsample(torch.nn.functional.pad(x, [0, 7, 0, 9], mode="replicate"), 4) + MARK)[..., :28, :36])
+    assert torch.allclose(
+        out, (upsample(torch.nn.functional.pad(x, [0, 7, 0, 9], mode="replicate"), 4) + MARK)[..., :28, :36]
+    )
 
 
 def test_shipped_sr_gives_a_plausible_guide(scene) -> None:
@@ -82,15 +84,23 @@ def test_shipped_sr_gives_a_plausible_guide(scene) -> None:
 
     torch.manual_seed(0)
     cfg = preset_configs("small")["10m"]
-    g = make_sr_guide(scene, cfg, load_sr_model(None, device="cpu"), steps=4, generator=torch.Generator().manual_seed(0))
+    g = make_sr_guide(
+        scene, cfg, load_sr_model(None, device="cpu"), steps=4, generator=torch.Generator().manual_seed(0)
+    )
     native = torch.cat([scene[b] for b in ("B04", "B03", "B02")], 1)
     assert g.sr.shape == native.shape and torch.isfinite(g.sr).all()
     assert float((g.sr - native).abs().mean()) < 0.05  # close to the native RGB it was degraded from
 
 
 def test_cache_is_written_once_and_reused(tmp_path: Path, scene) -> None:
-    cfg = FusionTrainConfig(data=(str(AUSTRIA),), groups=("10m", "20m"), crop=16, sr_guide=str(tmp_path / "c"),
-                            sr_guide_draws=2, sr_guide_steps=1)
+    cfg = FusionTrainConfig(
+        data=(str(AUSTRIA),),
+        groups=("10m", "20m"),
+        crop=16,
+        sr_guide=str(tmp_path / "c"),
+        sr_guide_draws=2,
+        sr_guide_steps=1,
+    )
     configs = {k: v for k, v in preset_configs("small").items() if k in cfg.groups}
     sr = FakeSR()
     a = prepare_sr_guides(cfg, {cfg.data[0]: scene}, configs, sr_model=sr, log=lambda m: None)
@@ -108,24 +118,37 @@ def test_cache_goes_stale_when_the_sr_weights_change(tmp_path: Path, scene) -> N
 
     weights = tmp_path / "sr"
     shutil.copytree(REPO / "pipeline/weights/sr_small", weights)
-    cfg = FusionTrainConfig(data=(str(AUSTRIA),), groups=("10m",), crop=16, sr_guide=str(tmp_path / "c"),
-                            sr_guide_draws=1, sr_guide_steps=1, sr_weights=str(weights))
+    cfg = FusionTrainConfig(
+        data=(str(AUSTRIA),),
+        groups=("10m",),
+        crop=16,
+        sr_guide=str(tmp_path / "c"),
+        sr_guide_draws=1,
+        sr_guide_steps=1,
+        sr_weights=str(weights),
+    )
     configs = {"10m": preset_configs("small")["10m"]}
     sr = FakeSR()
     prepare_sr_guides(cfg, {cfg.data[0]: scene}, configs, sr_model=sr, log=lambda m: None)
     prepare_sr_guides(cfg, {cfg.data[0]: scene}, configs, sr_model=sr, log=lambda m: None)
     assert sr.calls == 1
-    (weights / "model.safetensors").write_bytes((weights / "model.safetensors").read_bytes() + b" ")  # "retrained"
+    (weights / "model.safetensors").write_bytes(
+        (weights / "model.safetensors").read_bytes() + b" "
+    )  # "retrained"
     prepare_sr_guides(cfg, {cfg.data[0]: scene}, configs, sr_model=sr, log=lambda m: None)
     assert sr.calls == 2 and len(list((tmp_path / "c").glob("*.pt"))) == 2
 
 
 @pytest.mark.parametrize("prob", [0.0, 1.0])
 def test_sampler_draws_sr_guided_crops_with_the_given_probability(tmp_path: Path, scene, prob: float) -> None:
-    cfg = FusionTrainConfig(data=(str(AUSTRIA),), groups=("10m",), crop=16, sr_guide=str(tmp_path), sr_guide_draws=1)
+    cfg = FusionTrainConfig(
+        data=(str(AUSTRIA),), groups=("10m",), crop=16, sr_guide=str(tmp_path), sr_guide_draws=1
+    )
     configs = {"10m": preset_configs("small")["10m"]}
     guides = prepare_sr_guides(cfg, {cfg.data[0]: scene}, configs, sr_model=FakeSR(), log=lambda m: None)
-    s = WaldSampler({cfg.data[0]: scene}, configs, 16, torch.Generator().manual_seed(0), sr_guides=guides, sr_prob=prob)
+    s = WaldSampler(
+        {cfg.data[0]: scene}, configs, 16, torch.Generator().manual_seed(0), sr_guides=guides, sr_prob=prob
+    )
     _, guide, _, _ = s.batch("10m", 6)
     # the stand-in SR is MARK reflectance brighter: ~3 normalised units above the native guide
     from pipeline.bands import RGB_BANDS
@@ -146,9 +169,25 @@ def test_holdout_cut_keeps_whole_60m_blocks(scene) -> None:
 
 
 def test_cli_flags_reach_the_config(tmp_path: Path) -> None:
-    a = fusion_parser()[0].parse_args(["--data", str(AUSTRIA), "--out", str(tmp_path), "--sr-guide", str(tmp_path / "c"),
-                                   "--sr-guide-prob", "0.6", "--sr-guide-steps", "5", "--holdout", str(AUSTRIA)])
-    assert a.sr_guide_prob == 0.6 and a.sr_guide_steps == 5 and a.sr_guide_draws == 3 and a.holdout_frac == 0.2
+    a = fusion_parser()[0].parse_args(
+        [
+            "--data",
+            str(AUSTRIA),
+            "--out",
+            str(tmp_path),
+            "--sr-guide",
+            str(tmp_path / "c"),
+            "--sr-guide-prob",
+            "0.6",
+            "--sr-guide-steps",
+            "5",
+            "--holdout",
+            str(AUSTRIA),
+        ]
+    )
+    assert (
+        a.sr_guide_prob == 0.6 and a.sr_guide_steps == 5 and a.sr_guide_draws == 3 and a.holdout_frac == 0.2
+    )
     with pytest.raises(ConfigError, match="sr-guide-prob"):
         FusionTrainConfig(data=(str(AUSTRIA),), sr_guide_prob=1.5)
     with pytest.raises(ConfigError, match="not one of the --data"):
@@ -189,8 +228,14 @@ def test_benchmark_row_frac_cuts_a_nested_validation_block() -> None:
     spec = importlib.util.spec_from_file_location("fusion_heldout", REPO / "benchmarks/fusion_heldout.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    sc = Scene(name="s", b10=np.zeros((4, 120, 60), np.float32), b20=np.zeros((6, 60, 30), np.float32),
-               b60=np.zeros((2, 20, 10), np.float32), crs="EPSG:32633", transform=(10.0, 0.0, 0.0, 0.0, -10.0, 1000.0))
+    sc = Scene(
+        name="s",
+        b10=np.zeros((4, 120, 60), np.float32),
+        b20=np.zeros((6, 60, 30), np.float32),
+        b60=np.zeros((2, 20, 10), np.float32),
+        crs="EPSG:32633",
+        transform=(10.0, 0.0, 0.0, 0.0, -10.0, 1000.0),
+    )
     cut = mod.cut_rows(sc, 0.8, 1.0)  # rows 96..120
     assert cut.b10.shape == (4, 24, 60) and cut.b20.shape == (6, 12, 30) and cut.b60.shape == (2, 4, 10)
     assert cut.transform[5] == 1000.0 - 96 * 10.0

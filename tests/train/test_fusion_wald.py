@@ -70,7 +70,9 @@ def test_crops_carry_the_measured_bands_under_them(scene: dict[str, torch.Tensor
     cfg = preset_configs("small")["10m"]
     pair = make_wald_pair(scene, cfg, generator=torch.Generator().manual_seed(0))
     for seed in range(6):
-        ms, _, _, lr = sample_crops(pair, 24, 2, generator=torch.Generator().manual_seed(seed), align=cfg.factor)
+        ms, _, _, lr = sample_crops(
+            pair, 24, 2, generator=torch.Generator().manual_seed(seed), align=cfg.factor
+        )
         assert lr.shape == (2, 4, 6, 6)
         # bilinear upsampling of the LR crop reproduces the ms_up crop away from the crop edge
         up = upsample(lr, cfg.factor)
@@ -91,4 +93,6 @@ def test_sampler_refuses_a_group_without_a_large_enough_scene() -> None:
 
 
 def test_lr_schedule_warms_up_and_decays() -> None:
-    assert lr_factor(0, 1000) < 0.05 and lr_factor(60, 1000) > 0.95 and abs(lr_factor(1000, 1000) - 0.05) < 1e-9
+    assert (
+        lr_factor(0, 1000) < 0.05 and lr_factor(60, 1000) > 0.95 and abs(lr_factor(1000, 1000) - 0.05) < 1e-9
+    )

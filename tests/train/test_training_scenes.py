@@ -37,7 +37,20 @@ def _with_nodata(tmp_path: Path, box_m: tuple[int, int, int, int]) -> Path:
 
 def test_training_scene_is_the_inference_scene_as_band_tensors() -> None:
     scene, tensors = read_scene(AUSTRIA), read_training_scene(AUSTRIA)
-    assert list(tensors) == ["B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12", "B01", "B09"]
+    assert list(tensors) == [
+        "B02",
+        "B03",
+        "B04",
+        "B08",
+        "B05",
+        "B06",
+        "B07",
+        "B8A",
+        "B11",
+        "B12",
+        "B01",
+        "B09",
+    ]
     np.testing.assert_array_equal(tensors["B8A"][0, 0].numpy(), scene.b20[3])
     np.testing.assert_array_equal(tensors["B09"][0, 0].numpy(), scene.b60[1])
 

@@ -194,4 +194,3 @@ def degrade(x_hr: torch.Tensor, params: DegradationParams, generator: torch.Gene
     """Eq. (10): blur with each sample's kernel, bicubic x1/r, add noise. (B,C,H,W) -> (B,C,H/r,W/r)."""
     lr = bicubic_downsample(blur(x_hr, params.kernels.to(x_hr.device)), params.factor)
     return add_gaussian_noise(lr, params.noise_sigma.to(x_hr.device), generator)
-

@@ -8,7 +8,7 @@ Public surface::
     mean, std = model.super_resolve_with_uncertainty(rgb, num_samples=4, generator=g)
 """
 
-from pipeline.models.diffusion.config import KIND, PRESETS, SRConfig, get_preset
+from pipeline.models.diffusion.config import PRESETS, SRConfig, get_preset
 from pipeline.models.diffusion.model import (
     DEFAULT_WEIGHTS,
     SRDiffusion,
@@ -20,7 +20,6 @@ from pipeline.models.diffusion.schedule import CosineSchedule, DDIMSampler
 
 __all__ = [
     "DEFAULT_WEIGHTS",
-    "KIND",
     "PRESETS",
     "CosineSchedule",
     "DDIMSampler",

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.models.checkpoint import SR_KIND as KIND  # `config["kind"]` of this network (one definition)
+from pipeline.models.checkpoint import SR_KIND
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,7 +90,7 @@ class SRConfig:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["kind"] = KIND
+        d["kind"] = SR_KIND
         return d
 
     @classmethod

@@ -13,8 +13,13 @@ import torch
 
 from pipeline.bands import BAND_GROUPS, GROUP_10M, GROUP_20M, GROUP_60M, RGB_BANDS, S2_BANDS
 from pipeline.errors import CheckpointError, DataError
-from pipeline.models.checkpoint import FUSION_BUNDLE_KIND as BUNDLE_KIND  # re-exported for train.fusion
-from pipeline.models.checkpoint import FUSION_KIND, check_fusion_weights, load_checkpoint, save_checkpoint
+from pipeline.models.checkpoint import (
+    FUSION_BUNDLE_KIND,
+    FUSION_KIND,
+    check_fusion_weights,
+    load_checkpoint,
+    save_checkpoint,
+)
 from pipeline.models.fusion.config import FusionNetConfig
 from pipeline.models.fusion.mtf import MTFDetailNet
 from pipeline.models.fusion.net import FusionGroupNet
@@ -56,7 +61,9 @@ class FusionModel(torch.nn.Module):
         idx = [order.index(b) for b in cfg.input_bands]
         return normalise(stack[:, idx], cfg.input_bands), normalise(guide_rgb, RGB_BANDS)
 
-    def group_output(self, name: str, ms: torch.Tensor, gd: torch.Tensor, lr_own: torch.Tensor) -> torch.Tensor:
+    def group_output(
+        self, name: str, ms: torch.Tensor, gd: torch.Tensor, lr_own: torch.Tensor
+    ) -> torch.Tensor:
         """One group net's prediction, back-projected onto its own measured bands when its config says so.
 
         ms, gd: the normalised network inputs on the output grid; lr_own: (B, n_out, H/f, W/f) the group's own
@@ -94,11 +101,15 @@ class FusionModel(torch.nn.Module):
         """
         bsz, _, h, w = b10.shape
         expect = {
-            "b10": (b10, (bsz, 4, h, w)), "b20": (b20, (bsz, 6, h // 2, w // 2)),
-            "b60": (b60, (bsz, 2, h // 6, w // 6)), "guide_rgb": (guide_rgb, (bsz, 3, 4 * h, 4 * w)),
+            "b10": (b10, (bsz, 4, h, w)),
+            "b20": (b20, (bsz, 6, h // 2, w // 2)),
+            "b60": (b60, (bsz, 2, h // 6, w // 6)),
+            "guide_rgb": (guide_rgb, (bsz, 3, 4 * h, 4 * w)),
         }
         if h % 6 or w % 6:
-            raise DataError(f"fusion input b10 is {h}x{w}; its sides must be multiples of 6 (crop or pad the tile)")
+            raise DataError(
+                f"fusion input b10 is {h}x{w}; its sides must be multiples of 6 (crop or pad the tile)"
+            )
         for name, (t, shape) in expect.items():
             if tuple(t.shape) != shape:
                 raise DataError(f"fusion input {name} has shape {tuple(t.shape)}, expected {shape}")
@@ -116,9 +127,15 @@ class FusionModel(torch.nn.Module):
         for g in BAND_GROUPS:
             cfg = self.configs[g.name]
             ms, gd = self.group_inputs(g.name, up, guide)
-            lr_own = normalise(measured[g.name].to(dev, torch.float32), g.bands)[:, [g.bands.index(b) for b in cfg.output_bands]]
+            lr_own = normalise(measured[g.name].to(dev, torch.float32), g.bands)[
+                :, [g.bands.index(b) for b in cfg.output_bands]
+            ]
             outs[g.name] = denormalise(self.group_output(g.name, ms, gd, lr_own), cfg.output_bands)
-        by_band = {b: outs[g.name][:, i] for g in BAND_GROUPS for i, b in enumerate(self.configs[g.name].output_bands)}
+        by_band = {
+            b: outs[g.name][:, i]
+            for g in BAND_GROUPS
+            for i, b in enumerate(self.configs[g.name].output_bands)
+        }
         out = torch.stack([by_band[b] for b in S2_BANDS], 1)
         return torch.nan_to_num(out, nan=0.0).clamp_min(0.0)
 
@@ -130,8 +147,11 @@ def save_fusion_model(model: FusionModel, folder: str | Path, *, extra: dict[str
         cfg = model.configs[g.name]
         config = {"kind": FUSION_KIND, "net": cfg.to_json(), "guide_bands": list(RGB_BANDS), **(extra or {})}
         save_checkpoint(
-            folder / g.name, model.nets[g.name].state_dict(), config=config,
-            input_bands=list(cfg.input_bands), output_bands=list(cfg.output_bands),
+            folder / g.name,
+            model.nets[g.name].state_dict(),
+            config=config,
+            input_bands=list(cfg.input_bands),
+            output_bands=list(cfg.output_bands),
         )
     return folder
 
@@ -150,7 +170,7 @@ def load_fusion_model(weights: str | Path | None = None, device: str | torch.dev
     folder = Path(weights) if weights is not None else SHIPPED_WEIGHTS
     check_fusion_weights(folder)  # layout, kinds, groups and bands: the CLI's check, the same messages
     if (folder / "model.safetensors").is_file():  # a bundle exported by the training launcher
-        ck = load_checkpoint(folder, kind=BUNDLE_KIND)
+        ck = load_checkpoint(folder, kind=FUSION_BUNDLE_KIND)
         with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
             model = FusionModel({k: FusionNetConfig.from_json(v) for k, v in ck.config["nets"].items()})
         try:
@@ -170,5 +190,7 @@ def load_fusion_model(weights: str | Path | None = None, device: str | torch.dev
         try:
             model.nets[name].load_state_dict(sd, strict=True, assign=True)
         except RuntimeError as exc:
-            raise CheckpointError(f"fusion checkpoint '{folder / name}' does not match its config: {exc}") from exc
+            raise CheckpointError(
+                f"fusion checkpoint '{folder / name}' does not match its config: {exc}"
+            ) from exc
     return model.to(device).eval()

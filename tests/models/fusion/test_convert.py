@@ -39,8 +39,11 @@ def v2_state_dict() -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     g = torch.Generator().manual_seed(2)
     m = json.loads((DATA / "fusion_v2_MTFNetFusion_lightning_state_dict.json").read_text())
     sd = {key: _tensor(shape, dtype, g, key) for key, shape, dtype in m["params"] + m["buffers"]}
-    n_params = {grp[len("rrdb_block_"):-len("_fusion")] + "m": v["n_params"] for grp, v in m["top_level_children"].items()
-                if grp.startswith("rrdb_block")}
+    n_params = {
+        grp[len("rrdb_block_") : -len("_fusion")] + "m": v["n_params"]
+        for grp, v in m["top_level_children"].items()
+        if grp.startswith("rrdb_block")
+    }
     return sd, n_params
 
 
@@ -66,7 +69,7 @@ def test_converts_and_loads_both_variants(variant: str, converted: dict) -> None
         loaded = model.nets[grp].state_dict()
         for k, v in sd.items():
             if k.startswith(prefix):
-                torch.testing.assert_close(loaded[k[len(prefix):]], v)
+                torch.testing.assert_close(loaded[k[len(prefix) :]], v)
     if variant == "v1":
         return  # the paper-size forward is in test_converted_v1_runs (slow)
     _check_forward(model)
@@ -79,8 +82,12 @@ def test_converted_v1_runs(converted: dict) -> None:
 
 def _check_forward(model) -> None:
     g = torch.Generator().manual_seed(3)
-    out = model.fuse(torch.rand(1, 4, 6, 6, generator=g) * 0.3, torch.rand(1, 6, 3, 3, generator=g) * 0.3,
-                     torch.rand(1, 2, 1, 1, generator=g) * 0.3, torch.rand(1, 3, 24, 24, generator=g) * 0.3)
+    out = model.fuse(
+        torch.rand(1, 4, 6, 6, generator=g) * 0.3,
+        torch.rand(1, 6, 3, 3, generator=g) * 0.3,
+        torch.rand(1, 2, 1, 1, generator=g) * 0.3,
+        torch.rand(1, 3, 24, 24, generator=g) * 0.3,
+    )
     assert out.shape == (1, 12, 24, 24) and torch.isfinite(out).all()
 
 

@@ -17,8 +17,12 @@ from pipeline.models.sensor import upsample
 
 def _inputs(h: int = 6, w: int = 12, seed: int = 0) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(1, 4, h, w, generator=g) * 0.3, torch.rand(1, 6, h // 2, w // 2, generator=g) * 0.3,
-            torch.rand(1, 2, h // 6, w // 6, generator=g) * 0.3, torch.rand(1, 3, 4 * h, 4 * w, generator=g) * 0.3)
+    return (
+        torch.rand(1, 4, h, w, generator=g) * 0.3,
+        torch.rand(1, 6, h // 2, w // 2, generator=g) * 0.3,
+        torch.rand(1, 2, h // 6, w // 6, generator=g) * 0.3,
+        torch.rand(1, 3, 4 * h, 4 * w, generator=g) * 0.3,
+    )
 
 
 def _small(seed: int = 0, **overrides) -> FusionModel:
@@ -35,7 +39,10 @@ def test_fuse_shape_dtype_and_finite() -> None:
 def test_group_inputs_and_outputs_per_group() -> None:
     cfgs = preset_configs("small")
     assert cfgs["10m"].input_bands == ("B02", "B03", "B04", "B08")
-    assert cfgs["20m"].input_bands[-6:] == ("B05", "B06", "B07", "B8A", "B11", "B12") and len(cfgs["20m"].input_bands) == 10
+    assert (
+        cfgs["20m"].input_bands[-6:] == ("B05", "B06", "B07", "B8A", "B11", "B12")
+        and len(cfgs["20m"].input_bands) == 10
+    )
     assert cfgs["60m"].input_bands[-2:] == ("B01", "B09") and len(cfgs["60m"].input_bands) == 12
     assert {k: c.factor for k, c in cfgs.items()} == {"10m": 4, "20m": 8, "60m": 24}
     for g in BAND_GROUPS:
@@ -53,7 +60,9 @@ def test_band_order_with_zero_correction_is_bilinear_per_band() -> None:
     ups = {"10m": upsample(b10, 4), "20m": upsample(b20, 8), "60m": upsample(b60, 24)}
     for g in BAND_GROUPS:
         for i, band in enumerate(g.bands):
-            torch.testing.assert_close(out[:, S2_BANDS.index(band)], ups[g.name][:, i].clamp_min(0), atol=1e-5, rtol=0)
+            torch.testing.assert_close(
+                out[:, S2_BANDS.index(band)], ups[g.name][:, i].clamp_min(0), atol=1e-5, rtol=0
+            )
 
 
 def test_seeded_construction_and_fuse_are_deterministic() -> None:
@@ -137,13 +146,22 @@ def test_backprojection_makes_each_group_reproduce_its_measured_bands() -> None:
     from pipeline.models import baselines
     from pipeline.models.sensor import wald_degrade
 
-    scene = read_scene(Path(__file__).resolve().parents[3] / "data/samples/catalog/S2A_MSIL2A_20170613T101031_87_48")
+    scene = read_scene(
+        Path(__file__).resolve().parents[3] / "data/samples/catalog/S2A_MSIL2A_20170613T101031_87_48"
+    )
     b10, b20, b60 = (torch.from_numpy(a)[None] for a in (scene.b10, scene.b20, scene.b60))
     guide = baselines.upsample(baselines.rgb_of(b10), 4)
     errs = {}
     for n in (0, 5):
         out = _small(3, backproject=n).fuse(b10, b20, b60, guide)
-        errs[n] = {g.name: float((wald_degrade(out[:, [S2_BANDS.index(b) for b in g.bands]], g.factor_to_target) - lr)
-                                 .abs().mean() / lr.mean()) for g, lr in zip(BAND_GROUPS, (b10, b20, b60), strict=True)}
+        errs[n] = {
+            g.name: float(
+                (wald_degrade(out[:, [S2_BANDS.index(b) for b in g.bands]], g.factor_to_target) - lr)
+                .abs()
+                .mean()
+                / lr.mean()
+            )
+            for g, lr in zip(BAND_GROUPS, (b10, b20, b60), strict=True)
+        }
     for g in BAND_GROUPS:
         assert errs[5][g.name] < 0.25 * errs[0][g.name] and errs[5][g.name] < 0.01, errs
