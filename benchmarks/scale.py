@@ -161,13 +161,25 @@ def run_at(url: str, center, tiles: int, out: Path, args: argparse.Namespace) ->
         raise SystemExit(f"scale: difffusr run failed at {tiles} tiles: {run.stderr_tail}")
     m = run.manifest
     n = int(m["tiles"])
+    stream = m.get("stream", {})
+    stages = stream.get("stages", {})
+    workers = (stages.get("inference") or {}).get("workers") or 1
+    per_tile = {k: v["per_tile_s"] for k, v in stages.items() if v.get("per_tile_s") is not None}
+    per_tile["export"] = round(m["timings_s"]["export"] / n, 4)
+    # What the wall would be if the stages did not overlap: every tile's ingest + mosaic + export cost, over
+    # the CPUs that run them (the "stages overlap" bound is wall <= 1.5 x this).
+    serial_bound = sum(per_tile.get(k, 0.0) for k in ("ingest", "mosaic", "export")) * n / args.cpus
     return {
         "requested_tiles": tiles,
         "tiles": n,
+        "tiles_empty": m.get("tiles_empty", 0),
         "bbox": list(bbox),
         "wall_s": round(run.wall_s, 2),
-        "timings_s": m["timings_s"],
-        "per_tile_s": {k: round(v / n, 4) for k, v in m["timings_s"].items()},
+        "timings_s": {k: round(v, 3) for k, v in m["timings_s"].items()},
+        "per_tile_s": per_tile,
+        "stream": stream,
+        "workers": workers,
+        "stream_vs_serial_stage_cost": round(m["timings_s"]["total"] / max(serial_bound, 1e-9), 3),
         "driver_peak_mb": round(run.driver_peak_mb, 1),
         "worker_peak_mb": round(run.worker_peak_mb, 1),
         "ray_system_peak_mb": round(run.ray_system_peak_mb, 1),
@@ -187,6 +199,7 @@ def ratios(rows: list[dict]) -> dict:
             hi["disk_peak_bytes_per_tile"] / max(lo["disk_peak_bytes_per_tile"], 1), 3
         ),
     }
+    out["stream_vs_serial_stage_cost_at_largest"] = hi["stream_vs_serial_stage_cost"]
     for stage, v in hi["per_tile_s"].items():
         if lo["per_tile_s"].get(stage):
             out[f"per_tile_{stage}"] = round(v / lo["per_tile_s"][stage], 3)
@@ -207,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=None, help="where the runs write (default: a temporary folder)"
     )
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
+    p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs of the local Ray cluster")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument("extra", nargs="*", help="more `difffusr run` flags after --, e.g. -- --workers 2")
     args = p.parse_args(argv)

@@ -7,7 +7,6 @@ tiles whose done marker exists, so a rerun of the same job into the same `--out`
 from __future__ import annotations
 
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -16,16 +15,17 @@ from typing import Any
 
 from pipeline.catalog.assets import map_band_assets
 from pipeline.catalog.search import search_items
-from pipeline.cluster.runtime import forwarded_env, start_ray
-from pipeline.config import RunConfig
+from pipeline.cluster.runtime import INFERENCE_WORKER_ENV, forwarded_env, start_ray
+from pipeline.config import MethodOptions, RunConfig
 from pipeline.errors import AssetError, DataError, DiffFuSRError, OutputError
 from pipeline.io.cog import export_mosaic_cog
 from pipeline.io.grid import SceneGrid, resolve_grid
-from pipeline.io.mosaic_store import VARIABLE, create_mosaic_store
+from pipeline.io.mosaic_store import create_mosaic_store
 from pipeline.io.outputs import OutputDir
-from pipeline.io.work_store import DONE, EMPTY, WorkStore
+from pipeline.io.work_store import DONE, WorkStore
 from pipeline.mosaic.metadata import output_item, versions
 from pipeline.mosaic.quicklook import write_quicklook
+from pipeline.stream import StreamResult, StreamTasks, TileStream, stream_window
 from pipeline.tiling.grid import TileLayout
 
 TRANSIENT_ERRORS = (OSError, TimeoutError, ConnectionError)
@@ -45,6 +45,21 @@ class RunSummary:
     timings_s: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     already_complete: bool = False
+    stream: dict[str, Any] = field(default_factory=dict)
+
+
+def _stream_report(cfg: RunConfig, result: StreamResult) -> dict[str, Any]:
+    """Throughput of the stream for the manifest and the summary."""
+    return {
+        "stages": result.stages,
+        "actor_busy_fraction": result.actor_busy_fraction,
+        "window_tiles": result.window,
+        "peak_open_tiles": result.peak_open_tiles,
+        "batch_tiles": cfg.compute.batch_tiles,
+        "steps": cfg.model.steps,
+        "precision": getattr(cfg.model, "precision", "fp32"),
+        "wall_s": round(result.wall_s, 3),
+    }
 
 
 def select_items(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -68,29 +83,17 @@ def select_items(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dic
     return kept, dropped
 
 
-def _call_with_env(env: dict[str, str], fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run `fn` in a Ray worker after applying the driver's credentials/endpoints.
+def _call_with_env(env: dict[str, str], fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """Run `fn` in a Ray worker after applying the driver's credentials/endpoints; returns (its result, the
+    seconds it ran: the stage's per-tile cost, without the time the task waited in Ray's queue).
 
     They travel as a task argument rather than `runtime_env["env_vars"]`, which Ray's runtime-env agent
     writes, values included, into its log files.
     """
     os.environ.update(env)
-    return fn(*args, **kwargs)
-
-
-def _wait_all(futures: list, desc: str, progress: bool) -> list:
-    """ray.get of one-tile tasks with a progress bar; re-raises a user error from a task as itself."""
-    import ray
-    from tqdm import tqdm
-
-    results = []
-    pending = list(futures)
-    with tqdm(total=len(futures), desc=desc, unit="tile", file=sys.stderr, disable=not progress) as bar:
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            results.append(_get(ready[0]))
-            bar.update(1)
-    return results
+    t0 = time.perf_counter()
+    value = fn(*args, **kwargs)
+    return value, time.perf_counter() - t0
 
 
 def _get(ref: Any) -> Any:
@@ -104,100 +107,79 @@ def _get(ref: Any) -> Any:
         raise
 
 
-def _say_resumed(stage: str, done: int, total: int) -> None:
-    if done:
-        print(
-            f"{stage}: skipping {done} of {total} tiles already done by an earlier attempt", file=sys.stderr
-        )
-
-
-def _stage_ingest(cfg, items, grid, layout, store, progress) -> tuple[int, dict[str, str]]:
-    """Ingest the tiles not done yet; returns (tiles resumed, {granule id: why it was skipped})."""
+def _stream(
+    cfg: RunConfig,
+    items,
+    grid: SceneGrid,
+    layout: TileLayout,
+    store: WorkStore,
+    mosaic_url: str,
+    progress: bool,
+) -> StreamResult:
+    """Ray wiring of the streaming engine: the ingest/mosaic tasks and the inference actor pool."""
     import ray
-
-    from pipeline.ingest.stage import ingest_tile
-
-    todo = [k for k in layout.tile_keys() if store.status("ingest")[k.row, k.col] == 0]
-    _say_resumed("ingest", len(layout.tile_keys()) - len(todo), len(layout.tile_keys()))
-    task = ray.remote(_call_with_env).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
-    items_ref, env = ray.put(items), forwarded_env()
-    futures = [
-        task.remote(
-            env, ingest_tile, items_ref, grid, layout, k, store, skip_bad_granules=cfg.compute.skip_bad_assets
-        )
-        for k in todo
-    ]
-    failed: dict[str, str] = {}
-    for result in _wait_all(futures, "ingest", progress):
-        failed.update(result.get("failed", {}))
-    return len(layout.tile_keys()) - len(todo), failed
-
-
-def _stage_infer(cfg, layout, store, progress) -> int:
-    """Super-resolve the ingested tiles not done yet on a pool of actors; returns the tiles resumed."""
-    import ray
-    from ray.util import ActorPool
 
     from pipeline.inference.actors import TileWorker
-    from pipeline.inference.methods import MethodOptions
+    from pipeline.ingest.stage import ingest_tile
+    from pipeline.mosaic.assemble import assemble_core
 
-    ingest, infer = store.status("ingest"), store.status("infer")
-    todo = [k for k in layout.tile_keys() if ingest[k.row, k.col] == DONE and infer[k.row, k.col] != DONE]
-    resumed = int((infer == DONE).sum())
-    _say_resumed("inference", resumed, resumed + len(todo))
-    if not todo:
-        return resumed
+    task = ray.remote(_call_with_env).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
+    items_ref, env = ray.put(items), forwarded_env()
+    skip = cfg.compute.skip_bad_assets
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-    n_workers = cfg.compute.workers or (gpus or max(1, cpus // 2))
-    n_workers = min(n_workers, len(todo))
+    ing, inf = store.status("ingest"), store.status("infer")
+    may_infer = int(((ing == 0) | ((ing == DONE) & (inf != DONE))).sum())
+    n_workers = min(cfg.compute.workers or (gpus or max(1, cpus // 2)), may_infer)
     device = "cuda" if gpus else "cpu"
     options = MethodOptions(**{**cfg.model.__dict__, "device": device})
     actor_cls = ray.remote(TileWorker).options(
-        num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_restarts=2, max_task_retries=2
+        num_gpus=1 if gpus else 0,
+        num_cpus=0 if gpus else 1,
+        max_restarts=2,
+        max_task_retries=2,
+        runtime_env={"env_vars": dict(INFERENCE_WORKER_ENV)},
     )
-    threads = None if gpus else max(1, cpus // n_workers)
-    actors = [
-        actor_cls.remote(cfg.method, options, store, cfg.seed, threads, forwarded_env())
-        for _ in range(n_workers)
-    ]
-    batches = [todo[i : i + cfg.compute.batch_tiles] for i in range(0, len(todo), cfg.compute.batch_tiles)]
-    from tqdm import tqdm
-
-    with tqdm(
-        total=len(todo),
-        desc=f"super-resolve ({cfg.method}, {n_workers} {device} worker(s))",
-        unit="tile",
-        file=sys.stderr,
-        disable=not progress,
-    ) as bar:
-        pool = ActorPool(actors)
-        for result in pool.map_unordered(lambda a, b: a.run.remote(b, layout), batches):
-            bar.update(result["tiles"])
-    for actor in actors:
-        ray.kill(actor)
-    return resumed
-
-
-def _stage_mosaic(layout, store, mosaic_url, progress) -> int:
-    """Blend and write the tile cores not done yet; returns the tiles resumed."""
-    import ray
-
-    from pipeline.mosaic.assemble import assemble_core
-
-    ingest, done = store.status("ingest"), store.status("mosaic")
-    todo = [k for k in layout.tile_keys() if done[k.row, k.col] != DONE and ingest[k.row, k.col] != EMPTY]
-    _say_resumed("mosaic", int((done == DONE).sum()), int((done == DONE).sum()) + len(todo))
-    task = ray.remote(_call_with_env).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
-    env = forwarded_env()
-    _wait_all(
-        [task.remote(env, assemble_core, store, mosaic_url, layout, k) for k in todo], "mosaic", progress
+    threads = None if gpus else max(1, cpus // max(n_workers, 1))
+    actors = [actor_cls.remote(cfg.method, options, store, cfg.seed, threads, env) for _ in range(n_workers)]
+    tasks = StreamTasks(
+        ingest=lambda k: task.remote(
+            env, ingest_tile, items_ref, grid, layout, k, store, skip_bad_granules=skip
+        ),
+        mosaic=lambda k: task.remote(env, assemble_core, store, mosaic_url, layout, k),
+        actors=actors,
+        get=_get,
+        wait=ray.wait,
     )
-    return int((done == DONE).sum())
+    # Ingest/mosaic tasks in flight: enough to keep every CPU busy while the actors hold theirs.
+    max_tasks = max(2, 2 * cpus)
+    stream = TileStream(
+        layout,
+        store,
+        tasks,
+        batch_tiles=cfg.compute.batch_tiles,
+        window=stream_window(layout, cfg.compute.batch_tiles, n_workers, cpus),
+        max_tasks=max_tasks,
+        free_work=not cfg.output.keep_work,
+        progress=progress,
+        device=device,
+        method=cfg.method,
+    )
+    try:
+        return stream.run()
+    finally:
+        for actor in actors:
+            ray.kill(actor)
 
 
 def _export(
-    cfg: RunConfig, out: OutputDir, grid: SceneGrid, fingerprint: str, items, summary: RunSummary
+    cfg: RunConfig,
+    out: OutputDir,
+    grid: SceneGrid,
+    store: WorkStore,
+    fingerprint: str,
+    items,
+    summary: RunSummary,
 ) -> None:
     import zarr
 
@@ -211,9 +193,8 @@ def _export(
         cog = os.path.join(staging, "mosaic.tif")
         export_mosaic_cog(mosaic_url, cog, grid, dtype=cfg.output.dtype)
         out.publish(cog, "mosaic.tif")
-        arr = zarr.open_array(mosaic_url, path=VARIABLE, mode="r")
         png = os.path.join(staging, "quicklook.png")
-        write_quicklook(lambda b, s: arr[b, ::s, ::s], arr.shape[1], arr.shape[2], png)
+        write_quicklook(store.read_overview(), png)  # written core by core during the mosaic
         out.publish(png, "quicklook.png")
     finally:
         import shutil
@@ -273,31 +254,27 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
     mosaic_url = out.join("mosaic.zarr")
     started_ray = start_ray(cfg.compute.ray_address, object_store_bytes=256 * 2**20)
     try:
-        t = time.perf_counter()
-        summary.tiles_resumed["ingest"], failed = _stage_ingest(cfg, items, grid, layout, store, progress)
-        summary.skipped_granules.update(failed)
-        summary.timings_s["ingest"] = time.perf_counter() - t
-        ingest = store.status("ingest")
-        summary.tiles_empty = int((ingest == EMPTY).sum())
-        if summary.tiles_empty == summary.tiles:
-            raise DataError(
-                f"every pixel of the AOI is nodata or cloud in the {len(items)} granule(s) found "
-                f"({', '.join(summary.granules[:5])}); widen --datetime or raise --max-cloud"
-            )
-        t = time.perf_counter()
-        summary.tiles_resumed["infer"] = _stage_infer(cfg, layout, store, progress)
-        summary.timings_s["inference"] = time.perf_counter() - t
-        t = time.perf_counter()
         create_mosaic_store(
             mosaic_url,
             grid,
             layout,
             attrs={"title": "difffusr 2.5 m Sentinel-2 mosaic", "job": fingerprint, "method": cfg.method},
         )
-        summary.tiles_resumed["mosaic"] = _stage_mosaic(layout, store, mosaic_url, progress)
-        summary.timings_s["mosaic"] = time.perf_counter() - t
+        result = _stream(cfg, items, grid, layout, store, mosaic_url, progress)
+        summary.skipped_granules.update(result.failed_granules)
+        summary.tiles_resumed = result.resumed
+        summary.tiles_empty = result.tiles_empty
+        summary.stream = _stream_report(cfg, result)
+        for stage, name in (("ingest", "ingest"), ("inference", "inference"), ("mosaic", "mosaic")):
+            summary.timings_s[name] = result.stages[stage]["span_s"]
+        summary.timings_s["stream"] = result.wall_s
+        if summary.tiles_empty == summary.tiles:
+            raise DataError(
+                f"every pixel of the AOI is nodata or cloud in the {len(items)} granule(s) found "
+                f"({', '.join(summary.granules[:5])}); widen --datetime or raise --max-cloud"
+            )
         t = time.perf_counter()
-        _export(cfg, out, grid, fingerprint, items, summary)
+        _export(cfg, out, grid, store, fingerprint, items, summary)
         summary.timings_s["export"] = time.perf_counter() - t
     except DataError:
         if fresh:  # nothing usable was produced: leave nothing behind
@@ -309,7 +286,8 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
             import ray
 
             ray.shutdown()
-    summary.timings_s["total"] = sum(summary.timings_s.values())
+    # the stages overlap: the job's time is search + stream + export, not the sum of the stage spans
+    summary.timings_s["total"] = sum(summary.timings_s[k] for k in ("search", "stream", "export"))
     out.write_json(
         "manifest.json",
         {
@@ -334,6 +312,7 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
             "tiles_empty": summary.tiles_empty,
             "tiles_resumed": summary.tiles_resumed,
             "timings_s": summary.timings_s,
+            "stream": summary.stream,
             "versions": versions(),
             "outputs": summary.outputs,
         },

@@ -6,7 +6,13 @@ Layout (one Zarr chunk per tile, so every write is a whole, disjoint chunk and t
     tiles/b60  (rows, cols, 2, W/6, W/6)
     pred       (rows, cols, 12, 4W, 4W)     float32 prediction of the whole window, S2 band order
     done/<stage> (rows, cols) uint8         0 = to do, 1 = done, 2 = done and empty (no valid pixel)
+    overview   (3, qh, qw)                  float32 true-colour (B04 B03 B02) of the mosaic, every `step`-th
+                                            output pixel, one chunk per tile core: the quicklook's source
 A done marker is written only after its data, so a crash leaves the tile "to do" and a rerun redoes it.
+A task reads the markers of its own neighbourhood only (`status_window`), never the whole AOI's, so its cost
+does not grow with the region. Once a tile's data is no longer needed (its inputs after its prediction, its
+prediction after its neighbours' cores), `free_*` deletes those chunks (writing the fill value deletes a Zarr
+chunk): the store then holds about the tiles in flight, not the whole AOI.
 """
 
 from __future__ import annotations
@@ -22,6 +28,20 @@ from pipeline.tiling.grid import SR_FACTOR, TileKey, TileLayout
 STAGES = ("ingest", "infer", "mosaic")
 TODO, DONE, EMPTY = 0, 1, 2
 _GROUP_SHAPES = {"b10": (4, 1), "b20": (6, 2), "b60": (2, 6)}
+#: Longest side of the quicklook, output pixels.
+QUICKLOOK_MAX_SIDE = 1024
+
+
+def overview_step(layout: TileLayout, max_side: int = QUICKLOOK_MAX_SIDE) -> int:
+    """Decimation of the overview: the smallest divisor of the core's output side that brings the mosaic's
+    longest side to at most `max_side` (a divisor, so every core fills whole overview chunks and the
+    overview equals a strided read of the full mosaic)."""
+    core_out = layout.core * SR_FACTOR
+    longest = max(layout.height, layout.width) * SR_FACTOR
+    for step in range(1, core_out + 1):
+        if core_out % step == 0 and -(-longest // step) <= max_side:
+            return step
+    return core_out
 
 
 def _compressor() -> Any:
@@ -74,6 +94,17 @@ class WorkStore:
             compressors=_compressor(),
             overwrite=True,
         )
+        step = overview_step(layout)
+        root.create_array(
+            "overview",
+            shape=(3, -(-layout.height * SR_FACTOR // step), -(-layout.width * SR_FACTOR // step)),
+            chunks=(3, layout.core * SR_FACTOR // step, layout.core * SR_FACTOR // step),
+            dtype="float32",
+            fill_value=np.nan,
+            compressors=_compressor(),
+            overwrite=True,
+        )
+        root.attrs["overview_step"] = step
         for stage in STAGES:
             root.create_array(
                 f"done/{stage}",
@@ -86,8 +117,37 @@ class WorkStore:
         root.attrs["fingerprint"] = fingerprint  # last: a half-created store has no fingerprint and is redone
 
     def status(self, stage: str) -> np.ndarray:
-        """(rows, cols) uint8 done markers of a stage."""
+        """(rows, cols) uint8 done markers of a stage (the whole AOI: for the driver's resume, once)."""
         return self._open("r")[f"done/{stage}"][...]
+
+    def status_window(self, stage: str, rows: slice, cols: slice) -> np.ndarray:
+        """Done markers of a block of tiles (reads only those tiles' marker chunks)."""
+        return self._open("r")[f"done/{stage}"][rows, cols]
+
+    def free_inputs(self, key: TileKey) -> None:
+        """Delete a tile's ingested chunks (after its prediction is written)."""
+        root = self._open()
+        for name, (c, k) in _GROUP_SHAPES.items():
+            w = root[f"tiles/{name}"].shape[-1]
+            root[f"tiles/{name}"][key.row, key.col] = np.full((c, w, w), np.nan, np.float32)
+
+    def free_prediction(self, key: TileKey) -> None:
+        """Delete a tile's prediction chunk (after every core that blends it is written)."""
+        arr = self._open()["pred"]
+        arr[key.row, key.col] = np.full(arr.shape[2:], np.nan, np.float32)
+
+    def write_overview(self, key: TileKey, layout: TileLayout, rgb_core: np.ndarray) -> None:
+        """Store every `step`-th pixel of a core's (3, h, w) true colour in the overview."""
+        root = self._open()
+        step = int(root.attrs["overview_step"])
+        y0, _, x0, _ = layout.core_bounds(key)
+        oy, ox = y0 * SR_FACTOR // step, x0 * SR_FACTOR // step
+        small = rgb_core[:, ::step, ::step]
+        root["overview"][:, oy : oy + small.shape[1], ox : ox + small.shape[2]] = small
+
+    def read_overview(self) -> np.ndarray:
+        """(3, qh, qw) true-colour overview (B04, B03, B02 reflectance, NaN = nodata)."""
+        return self._open("r")["overview"][...]
 
     def mark(self, stage: str, key: TileKey, value: int) -> None:
         self._open()[f"done/{stage}"][key.row, key.col] = value

@@ -7,8 +7,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.bands import RGB_BANDS, S2_BANDS
-
 
 def rgb_quicklook(rgb: np.ndarray) -> Image.Image:
     """(3, h, w) reflectance (NaN nodata) -> RGB image; nodata is black."""
@@ -21,12 +19,10 @@ def rgb_quicklook(rgb: np.ndarray) -> Image.Image:
     return Image.fromarray(out, "RGB")
 
 
-def write_quicklook(read_band, height: int, width: int, dest: str | Path, max_side: int = 1024) -> None:
-    """Decimate to at most `max_side` pixels and save a PNG.
+def write_quicklook(rgb: np.ndarray, dest: str | Path) -> None:
+    """Save a (3, h, w) true-colour reflectance overview (B04, B03, B02; NaN nodata) as a PNG.
 
-    Args:
-        read_band: callable (band index in S2 order, step) -> (h', w') decimated reflectance.
+    The overview is written core by core while the mosaic is assembled (`WorkStore.write_overview`), so the
+    quicklook never reads the full-resolution store.
     """
-    step = max(1, int(np.ceil(max(height, width) / max_side)))
-    rgb = np.stack([read_band(S2_BANDS.index(b), step) for b in RGB_BANDS])
     rgb_quicklook(rgb).save(dest, format="PNG")
