@@ -18,7 +18,7 @@ from pipeline.catalog.search import search_items
 from pipeline.cluster.runtime import INFERENCE_WORKER_ENV, forwarded_env, start_ray
 from pipeline.config import MethodOptions, RunConfig
 from pipeline.errors import AssetError, DataError, DiffFuSRError, OutputError
-from pipeline.io.cog import export_mosaic_cog
+from pipeline.io.cog import assemble_cog, export_mosaic_cog
 from pipeline.io.grid import SceneGrid, resolve_grid
 from pipeline.io.mosaic_store import create_mosaic_store
 from pipeline.io.outputs import OutputDir
@@ -29,6 +29,8 @@ from pipeline.stream import StreamResult, StreamTasks, TileStream, stream_window
 from pipeline.tiling.grid import TileLayout
 
 TRANSIENT_ERRORS = (OSError, TimeoutError, ConnectionError)
+#: Folder of the COG's strip GeoTIFFs inside a local --out (removed once the COG is published).
+STRIPS = ".cog-strips"
 
 
 @dataclass
@@ -114,6 +116,7 @@ def _stream(
     layout: TileLayout,
     store: WorkStore,
     mosaic_url: str,
+    strip_dir: str | None,
     progress: bool,
 ) -> StreamResult:
     """Ray wiring of the streaming engine: the ingest/mosaic tasks and the inference actor pool."""
@@ -142,6 +145,12 @@ def _stream(
     )
     threads = None if gpus else max(1, cpus // max(n_workers, 1))
     actors = [actor_cls.remote(cfg.method, options, store, cfg.seed, threads, env) for _ in range(n_workers)]
+    strip = None
+    if strip_dir is not None:  # the COG's strips are encoded by tasks as soon as a tile row is final
+        from pipeline.io.cog import write_strip
+
+        dtype = cfg.output.dtype
+        strip = lambda r: task.remote(env, write_strip, mosaic_url, strip_dir, layout, r, dtype=dtype)
     tasks = StreamTasks(
         ingest=lambda k: task.remote(
             env, ingest_tile, items_ref, grid, layout, k, store, skip_bad_granules=skip
@@ -150,6 +159,7 @@ def _stream(
         actors=actors,
         get=_get,
         wait=ray.wait,
+        strip=strip,
     )
     # Ingest/mosaic tasks in flight: enough to keep every CPU busy while the actors hold theirs.
     max_tasks = max(2, 2 * cpus)
@@ -177,6 +187,7 @@ def _export(
     out: OutputDir,
     grid: SceneGrid,
     store: WorkStore,
+    layout: TileLayout,
     fingerprint: str,
     items,
     summary: RunSummary,
@@ -191,7 +202,10 @@ def _export(
     staging = out.local_staging()
     try:
         cog = os.path.join(staging, "mosaic.tif")
-        export_mosaic_cog(mosaic_url, cog, grid, dtype=cfg.output.dtype)
+        if out.is_local:
+            assemble_cog(out.join(STRIPS), cog, grid, layout, dtype=cfg.output.dtype)
+        else:  # remote --out: one streaming pass over the Zarr mosaic in the driver
+            export_mosaic_cog(mosaic_url, cog, grid, dtype=cfg.output.dtype)
         out.publish(cog, "mosaic.tif")
         png = os.path.join(staging, "quicklook.png")
         write_quicklook(store.read_overview(), png)  # written core by core during the mosaic
@@ -245,7 +259,15 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
                 "use a new --out or --overwrite"
             )
     if cfg.output.overwrite:
-        for name in ("work.zarr", "mosaic.zarr", "mosaic.tif", "quicklook.png", "item.json", "manifest.json"):
+        for name in (
+            "work.zarr",
+            STRIPS,
+            "mosaic.zarr",
+            "mosaic.tif",
+            "quicklook.png",
+            "item.json",
+            "manifest.json",
+        ):
             out.remove(name)
     fresh = not out.exists("work.zarr")
     out.makedirs()
@@ -260,7 +282,9 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
             layout,
             attrs={"title": "difffusr 2.5 m Sentinel-2 mosaic", "job": fingerprint, "method": cfg.method},
         )
-        result = _stream(cfg, items, grid, layout, store, mosaic_url, progress)
+        # A local --out: the COG's strips are written by tasks during the stream, next to the outputs.
+        strip_dir = out.join(STRIPS) if out.is_local else None
+        result = _stream(cfg, items, grid, layout, store, mosaic_url, strip_dir, progress)
         summary.skipped_granules.update(result.failed_granules)
         summary.tiles_resumed = result.resumed
         summary.tiles_empty = result.tiles_empty
@@ -274,11 +298,11 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
                 f"({', '.join(summary.granules[:5])}); widen --datetime or raise --max-cloud"
             )
         t = time.perf_counter()
-        _export(cfg, out, grid, store, fingerprint, items, summary)
+        _export(cfg, out, grid, store, layout, fingerprint, items, summary)
         summary.timings_s["export"] = time.perf_counter() - t
     except DataError:
         if fresh:  # nothing usable was produced: leave nothing behind
-            for name in ("work.zarr", "mosaic.zarr"):
+            for name in ("work.zarr", STRIPS, "mosaic.zarr"):
                 out.remove(name)
         raise
     finally:
@@ -317,6 +341,7 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
             "outputs": summary.outputs,
         },
     )
+    out.remove(STRIPS)
     if not cfg.output.keep_work:
         out.remove("work.zarr")
     return summary

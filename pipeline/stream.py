@@ -94,6 +94,8 @@ class StreamTasks:
         actors: the inference actors (each with `run.remote(keys, layout)`).
         get: ray.get that re-raises a user error from a task as itself.
         wait: ray.wait.
+        strip: tile row -> ObjectRef of (the export of that row's cores, seconds), submitted as soon as every
+            core of the row is written (or empty); None when the export runs after the stream.
     """
 
     ingest: Callable[[TileKey], Any]
@@ -101,6 +103,7 @@ class StreamTasks:
     actors: list[Any]
     get: Callable[[Any], Any]
     wait: Callable[..., tuple[list, list]]
+    strip: Callable[[int], Any] | None = None
 
 
 def stream_window(layout: TileLayout, batch_tiles: int, workers: int, cpus: int) -> int:
@@ -134,7 +137,15 @@ class TileStream:
         self.inf = store.status("infer")
         self.mos = store.status("mosaic")
         self.freed = np.zeros_like(self.ing, dtype=bool)  # prediction chunk deleted (or never written)
-        self.stats = {"ingest": StageStats(), "inference": StageStats(), "mosaic": StageStats()}
+        self.stats = {
+            "ingest": StageStats(),
+            "inference": StageStats(),
+            "mosaic": StageStats(),
+            "export": StageStats(),
+        }
+        # per row, the tiles whose core is not final (not written, not empty): 0 -> the row can be exported
+        finished = (self.ing == EMPTY) | (self.mos == DONE)
+        self.row_left = (~finished).sum(axis=1)
 
     # ---- what is ready
     def _neighbours(self, key: TileKey) -> list[TileKey]:
@@ -154,16 +165,12 @@ class TileStream:
             self.ing[n.row, n.col] == EMPTY or self.mos[n.row, n.col] == DONE for n in self._neighbours(key)
         )
 
-    def _is_open(self, key: TileKey) -> bool:
-        return self.ing[key.row, key.col] != EMPTY and self.mos[key.row, key.col] != DONE
-
     # ---- the loop
     def run(self) -> StreamResult:
         from tqdm import tqdm
 
         t0 = time.perf_counter()
-        keys = self.layout.tile_keys()
-        total = len(keys)
+        total = self.layout.rows * self.layout.cols  # keys are made lazily: no per-tile object per AOI tile
         res = StreamResult(window=self.window)
         res.resumed = {
             "ingest": int((self.ing != TODO).sum()),
@@ -185,14 +192,16 @@ class TileStream:
         bars["infer"].update(res.resumed["infer"] + int((self.ing == EMPTY).sum()))
         bars["mosaic"].update(res.resumed["mosaic"] + int((self.ing == EMPTY).sum()))
 
-        order: Iterator[TileKey] = iter(keys)
-        next_key: TileKey | None = next(order, None)
-        infer_queue: deque[TileKey] = deque(
-            k for k in keys if self.ing[k.row, k.col] == DONE and self.inf[k.row, k.col] != DONE
+        order: Iterator[TileKey] = (
+            TileKey(row=r, col=c) for r in range(self.layout.rows) for c in range(self.layout.cols)
         )
-        mosaic_queue: deque[TileKey] = deque(k for k in keys if self._mosaic_ready(k))
+        next_key: TileKey | None = next(order, None)
+        infer_queue: deque[TileKey] = deque(_keys_where((self.ing == DONE) & (self.inf != DONE)))
+        mosaic_queue: deque[TileKey] = deque(
+            k for k in _keys_where((self.ing == DONE) & (self.mos != DONE)) if self._mosaic_ready(k)
+        )
         queued_mosaic = {(k.row, k.col) for k in mosaic_queue}
-        open_tiles = sum(1 for k in keys if self.ing[k.row, k.col] == DONE and self._is_open(k))
+        open_tiles = int(((self.ing == DONE) & (self.mos != DONE)).sum())
         pending: dict[Any, tuple[str, Any, float]] = {}  # ref -> (stage, payload, submit time)
         actor_load = {i: 0 for i in range(len(self.tasks.actors))}
         actor_free_at = {i: t0 for i in range(len(self.tasks.actors))}
@@ -203,7 +212,7 @@ class TileStream:
         running_tasks = 0
         ingest_running = 0
         if self.free_work:  # a resumed run: free what an earlier attempt finished with
-            for k in keys:
+            for k in _keys_where(self.inf == DONE):
                 if self.inf[k.row, k.col] == DONE and self._prediction_done_with(k):
                     self.freed[k.row, k.col] = True
 
@@ -228,8 +237,21 @@ class TileStream:
                     pending[actor.run.remote(batch, self.layout)] = ("infer", (i, batch), time.perf_counter())
                     actor_load[i] += 1
 
+        strip_queue: deque[int] = deque(
+            int(r) for r in np.flatnonzero(self.row_left == 0) if self.tasks.strip is not None
+        )
+
+        def tile_finished(key: TileKey) -> None:
+            self.row_left[key.row] -= 1
+            if self.row_left[key.row] == 0 and self.tasks.strip is not None:
+                strip_queue.append(key.row)
+
         def submit_mosaic() -> None:
             nonlocal running_tasks
+            while strip_queue and running_tasks < self.max_tasks:  # rows first: they end the tiles' story
+                r = strip_queue.popleft()
+                pending[self.tasks.strip(r)] = ("strip", r, time.perf_counter())
+                running_tasks += 1
             while mosaic_queue and running_tasks < self.max_tasks:
                 k = mosaic_queue.popleft()
                 pending[self.tasks.mosaic(k)] = ("mosaic", k, time.perf_counter())
@@ -268,6 +290,7 @@ class TileStream:
                 if result.get("empty"):
                     self.ing[k.row, k.col] = EMPTY
                     open_tiles -= 1
+                    tile_finished(k)
                     bars["infer"].update(1)
                     bars["mosaic"].update(1)
                     check_mosaic_around(k)
@@ -292,12 +315,16 @@ class TileStream:
                         self.store.free_inputs(k)
                 for k in batch:
                     check_mosaic_around(k)
+            elif stage == "strip":
+                running_tasks -= 1
+                self.stats["export"].record(self.layout.cols, result[1], submitted, now)
             else:
                 running_tasks -= 1
                 k = payload
                 self.stats["mosaic"].record(1, result[1], submitted, now)
                 self.mos[k.row, k.col] = DONE
                 open_tiles -= 1
+                tile_finished(k)
                 bars["mosaic"].update(1)
                 maybe_free(k)
 
@@ -325,6 +352,8 @@ class TileStream:
             "inference": self.stats["inference"].to_dict(workers=len(self.tasks.actors)),
             "mosaic": self.stats["mosaic"].to_dict(),
         }
+        if self.tasks.strip is not None:
+            res.stages["export_strips"] = self.stats["export"].to_dict()
         res.wall_s = time.perf_counter() - t0
         # busy / (model loaded -> the stream's last write), per actor, summed: the issue's utilisation measure
         end = t0 + res.wall_s
@@ -332,6 +361,12 @@ class TileStream:
         if spans and sum(spans) > 0:
             res.actor_busy_fraction = round(sum(actor_busy.values()) / sum(spans), 4)
         return res
+
+
+def _keys_where(mask: np.ndarray) -> Iterator[TileKey]:
+    """Keys of the tiles where a (rows, cols) mask is true, row-major."""
+    for r, c in np.argwhere(mask):
+        yield TileKey(row=int(r), col=int(c))
 
 
 def _say_resumed(stage: str, done: int, total: int) -> None:

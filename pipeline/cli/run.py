@@ -197,7 +197,26 @@ def _print_run_summary(s) -> None:
     resumed = sum(s.tiles_resumed.values())
     resumed_text = f", {resumed} stage-tiles resumed" if resumed else ""
     print(f"  tiles       {s.tiles} ({s.tiles_empty} without data{resumed_text})")
-    print("  time        " + ", ".join(f"{k} {v:.1f} s" for k, v in s.timings_s.items()))
+    t = s.timings_s
+    print(
+        f"  time        {t.get('total', 0):.1f} s: search {t.get('search', 0):.1f} s, stream "
+        f"{t.get('stream', 0):.1f} s (ingest, inference and mosaic overlap), "
+        f"export {t.get('export', 0):.1f} s"
+    )
+    stages = (s.stream or {}).get("stages", {})
+    rates = [
+        f"{name} {v['tiles_per_s']:.2f} tiles/s ({v['per_tile_s']:.2f} s/tile)"
+        for name, v in stages.items()
+        if v.get("tiles_per_s") and v.get("per_tile_s") is not None
+    ]
+    if rates:
+        print("  throughput  " + ", ".join(rates))
+    if s.stream.get("actor_busy_fraction") is not None:
+        print(
+            f"  model       {s.stream['actor_busy_fraction']:.0%} busy, "
+            f"batch {s.stream['batch_tiles']} tiles, "
+            f"{s.stream.get('precision')}, steps {s.stream.get('steps') or 'from the weights'}"
+        )
     for name, url in s.outputs.items():
         print(f"  {name:<14}{url}")
 
