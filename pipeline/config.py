@@ -26,6 +26,9 @@ METHODS: tuple[str, ...] = ("difffusr", "gs", "bicubic")
 DEFAULT_METHOD = "difffusr"
 #: GeoTIFF/COG value types: "uint16" reflectance x 10000 (nodata 0), or "float32" reflectance (nodata NaN).
 DTYPES: tuple[str, ...] = ("uint16", "float32")
+#: Compute precisions of the learned method (pipeline.models.precision): autocast dtype of the networks.
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+DEFAULT_PRECISION = "fp32"
 #: Steps of the diffusion schedule (T); DDIM may take at most this many.
 SCHEDULE_STEPS = 1000
 #: Largest seed (32 bits): tile seeds are seed + tile index, and must stay valid generator seeds.
@@ -39,21 +42,28 @@ class MethodOptions:
     Attributes:
         sr_weights: diffusion SR checkpoint folder (None: the shipped small model).
         fusion_weights: fusion checkpoint folder (None: the shipped small model).
-        steps: DDIM sampling steps of the diffusion SR.
+        steps: DDIM sampling steps of the diffusion SR (None: the SR weights' `default_steps`).
+        precision: compute precision of the networks: fp32, bf16 (autocast + channels_last; oneDNN bf16 on
+            CPU) or fp16 (CUDA only).
         device: torch device string ("cpu", "cuda").
     """
 
     sr_weights: str | None = None
     fusion_weights: str | None = None
-    steps: int = 20
+    steps: int | None = None
+    precision: str = DEFAULT_PRECISION
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if not 1 <= self.steps <= SCHEDULE_STEPS:
+        if self.steps is not None and not 1 <= self.steps <= SCHEDULE_STEPS:
             raise ConfigError(
                 f"--steps {self.steps} must be between 1 and {SCHEDULE_STEPS} "
                 f"(the schedule has T = {SCHEDULE_STEPS})"
             )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision {self.precision!r} must be one of {', '.join(PRECISIONS)}")
+        # fp16 on a CPU is refused where the device is known: when the method is built (models.precision),
+        # since `difffusr run` picks the device (CUDA when the cluster has GPUs) after the flags are parsed.
 
 
 @dataclass(frozen=True, kw_only=True)

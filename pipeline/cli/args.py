@@ -164,8 +164,17 @@ def tiling_from_args(args: argparse.Namespace):
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    """--method, --steps, --sr-weights, --fusion-weights, --seed, --dtype, --tile-size, --halo."""
-    from pipeline.config import DEFAULT_METHOD, DTYPES, METHODS, JobConfig, MethodOptions, OutputConfig
+    """The model flags (--method, --steps, --precision, --sr-weights, --fusion-weights, --seed), --dtype
+    and the tiling flags."""
+    from pipeline.config import (
+        DEFAULT_METHOD,
+        DTYPES,
+        METHODS,
+        PRECISIONS,
+        JobConfig,
+        MethodOptions,
+        OutputConfig,
+    )
 
     p.add_argument(
         "--method",
@@ -177,7 +186,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--steps",
         type=int,
         default=default_of(MethodOptions, "steps"),
-        help="DDIM sampling steps of the diffusion SR (default %(default)s)",
+        help="DDIM sampling steps of the diffusion SR (default: the SR weights' default_steps)",
+    )
+    p.add_argument(
+        "--precision",
+        default=default_of(MethodOptions, "precision"),
+        choices=PRECISIONS,
+        help="compute precision of the networks: bf16 = bfloat16 autocast + channels_last (oneDNN bf16 on "
+        "CPU), fp16 = CUDA only (default %(default)s)",
     )
     p.add_argument(
         "--sr-weights", default=None, help="diffusion SR checkpoint folder (default: shipped small model)"
@@ -218,7 +234,12 @@ def model_options_from_args(args: argparse.Namespace):
     """The validated `MethodOptions` of the model flags, weights checked."""
     from pipeline.config import MethodOptions
 
-    options = MethodOptions(sr_weights=args.sr_weights, fusion_weights=args.fusion_weights, steps=args.steps)
+    options = MethodOptions(
+        sr_weights=args.sr_weights,
+        fusion_weights=args.fusion_weights,
+        steps=args.steps,
+        precision=args.precision,
+    )
     check_weights(options)
     return options
 

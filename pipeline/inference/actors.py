@@ -7,6 +7,7 @@ Python so that it can be tested and used without Ray.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from pipeline.inference.methods import MethodOptions, get_method
@@ -43,14 +44,27 @@ class TileWorker:
     def run(self, keys: list[TileKey], layout: TileLayout) -> dict[str, Any]:
         """Predict `keys` (all non-empty, ingested tiles) and write their predictions, then their markers.
 
-        Each tile is seeded by its position on the grid (`tile_seed`): its prediction does not depend on
-        how tiles were batched or which worker ran it, so a rerun after a crash reproduces it exactly, and
+        The whole batch goes through one forward pass of each network. Each tile is seeded by its position on
+        the grid (`tile_seed`) and the networks are batch-invariant: its prediction does not depend on how
+        tiles were batched or which worker ran it, so a rerun after a crash reproduces it exactly, and
         `difffusr superres` on the same grid gives the same pixels.
+
+        Returns:
+            {"tiles", "pid", "model_s": seconds in `predict_tiles` (the forward passes, for the actor's busy
+            fraction), "steps", "precision" (what the learned method used; None for the baselines)}.
         """
         b10, b20, b60 = self.store.read_tiles(keys)
         seeds = [tile_seed(self.seed, k, layout) for k in keys]
+        t0 = time.perf_counter()
         preds = predict_tiles(self.method, b10, b20, b60, seeds=seeds)
+        model_s = time.perf_counter() - t0
         for key, pred in zip(keys, preds):
             self.store.write_prediction(key, pred)
             self.store.mark("infer", key, DONE)
-        return {"tiles": len(keys), "pid": self.pid}
+        return {
+            "tiles": len(keys),
+            "pid": self.pid,
+            "model_s": model_s,
+            "steps": getattr(self.method, "steps", None),
+            "precision": getattr(self.method, "precision", None),
+        }

@@ -51,11 +51,11 @@ def predict_tiles(
     *,
     seeds: Sequence[int],
 ) -> np.ndarray:
-    """Super-resolve a batch of tiles, each with its own generator.
+    """Super-resolve a batch of tiles in one forward pass of each network, each tile with its own generator.
 
-    Each tile is one method call seeded with its own seed (`pipeline.tiling.grid.tile_seed`), so its pixels
-    do not depend on the other tiles of the batch, on the batch size or on the order: one model call per tile
-    is what makes that exact (a batched call draws one noise tensor for all and may round differently).
+    Each tile's noise is drawn from its own generator, seeded with its own seed (`tiling.grid.tile_seed`),
+    and the networks are batch-invariant (`pipeline.models.batching`), so a tile's pixels do not depend on the
+    other tiles of the batch, on the batch size or on the order (tests/inference/test_batching.py).
 
     Args:
         method: a SuperResolver.
@@ -69,13 +69,12 @@ def predict_tiles(
     """
     if len(seeds) != b10.shape[0]:
         raise ValueError(f"predict_tiles: {len(seeds)} seeds for {b10.shape[0]} tiles")
-    out = []
-    for n, seed in enumerate(seeds):
-        groups = [fill_nodata(x[n]) for x in (b10, b20, b60)]
-        tensors = [torch.from_numpy(filled[None].copy()) for filled, _ in groups]  # never alias the input
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        with torch.inference_mode():
-            pred = method(*tensors, generator=generator).float().cpu().numpy()[0]
-        pred[~output_mask(tuple(valid for _, valid in groups))] = np.nan  # type: ignore[arg-type]
-        out.append(pred)
-    return np.stack(out)
+    filled = [[fill_nodata(x[n]) for x in (b10, b20, b60)] for n in range(len(seeds))]
+    # np.stack copies: the tensors never alias the caller's arrays
+    tensors = [torch.from_numpy(np.stack([tile[g][0] for tile in filled])) for g in range(3)]
+    generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+    with torch.inference_mode():
+        preds = method(*tensors, generators=generators).float().cpu().numpy()
+    for pred, tile in zip(preds, filled):
+        pred[~output_mask(tuple(valid for _, valid in tile))] = np.nan  # type: ignore[arg-type]
+    return preds

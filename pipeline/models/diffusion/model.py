@@ -8,6 +8,7 @@ sampler and the schedule are separate objects (`schedule.py`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -20,8 +21,9 @@ from pipeline.models.checkpoint import SR_KIND, check_sr_weights, load_checkpoin
 from pipeline.models.diffusion.config import SRConfig
 from pipeline.models.diffusion.degradation_encoder import MoCo
 from pipeline.models.diffusion.rrdbnet import RRDBNet
-from pipeline.models.diffusion.schedule import CosineSchedule, DDIMSampler
+from pipeline.models.diffusion.schedule import CosineSchedule, DDIMSampler, draw_noise
 from pipeline.models.diffusion.unet import DiffUNet
+from pipeline.models.precision import autocast
 from pipeline.models.sensor import backproject
 
 #: State-dict prefixes used only in training; not stored in exported checkpoints.
@@ -144,21 +146,31 @@ class SRDiffusion(nn.Module):
             raise DataError("SR input holds NaN/inf; fill nodata before super-resolution")
 
     @torch.no_grad()
-    def _sample(self, x_lr: torch.Tensor, steps: int, generator: torch.Generator, eta: float) -> torch.Tensor:
-        """DDIM from x_T ~ N(0, I) conditioned on a normalised, padded LR batch; returns normalised HR."""
+    def _sample(
+        self,
+        x_lr: torch.Tensor,
+        steps: int,
+        generator: torch.Generator | Sequence[torch.Generator],
+        eta: float,
+        precision: str = "fp32",
+    ) -> torch.Tensor:
+        """DDIM from x_T ~ N(0, I) conditioned on a normalised, padded LR batch; returns normalised HR.
+
+        `generator` is one generator for the whole batch, or one per sample (each sample's noise drawn from
+        its own, so that its result does not depend on the batch). The networks run under `autocast` in
+        `precision`; the DDIM update stays float32.
+        """
         b, _, h, w = x_lr.shape
         sampler = DDIMSampler(self.schedule)
         sampler.set_timesteps(steps)
         dev = x_lr.device
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else _nullctx()
-        with autocast:
+        with autocast(dev.type, precision):
             v = self.E.embed(x_lr)
             ctx = self.encoder.encode(x_lr)
-        x = sampler.initial_noise(
-            (b, self.config.in_channels, h * self.config.scale, w * self.config.scale), generator, dev
-        )
+        shape = (b, self.config.in_channels, h * self.config.scale, w * self.config.scale)
+        x = draw_noise(shape, generator, dev)
         for i in range(len(sampler)):
-            with autocast:
+            with autocast(dev.type, precision):
                 x0 = self.model(x, sampler.noise_level(i, b, dev), ctx, v).float()
             x = sampler.step(x0, i, x, generator=generator, eta=eta)
         return x
@@ -168,10 +180,12 @@ class SRDiffusion(nn.Module):
         self,
         rgb: torch.Tensor,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         eta: float = 0.0,
         num_samples: int = 1,
         lowfreq_consistency: bool | None = None,
+        *,
+        precision: str = "fp32",
     ) -> torch.Tensor:
         """Super-resolve R, G, B reflectance x4 (10 m -> 2.5 m).
 
@@ -180,7 +194,9 @@ class SRDiffusion(nn.Module):
                 h, w >= 16 (any size: padded internally by reflection, then cropped).
             steps: DDIM steps (1..T); None -> `config.default_steps`.
             generator: torch.Generator for x_T (and eta > 0 noise); None -> seed 0. The output is a
-                deterministic function of (rgb, generator state).
+                deterministic function of (rgb, generator state). A sequence of B generators draws each
+                sample's noise from its own: sample i's output is then bit-identical to super-resolving
+                rgb[i:i+1] with generator i alone (the networks are batch-invariant, models.batching).
             eta: DDIM eta (0 = deterministic sampler).
             num_samples: K > 1 draws K samples (consecutive draws of `generator`) and returns their
                 mean; use `super_resolve_with_uncertainty` to also get the per-pixel std.
@@ -188,12 +204,14 @@ class SRDiffusion(nn.Module):
                 corrected so that the sensor model (`pipeline.models.sensor.wald_degrade`: Gaussian,
                 system MTF 0.3 at the LR Nyquist, + boxcar x1/4) maps it back onto the input:
                 `LOWFREQ_ITERATIONS` steps of `sensor.backproject`, out += bicubic_up(rgb - D(out)).
+            precision: "fp32", "bf16" or "fp16" (CUDA only): autocast dtype of the network calls; the
+                sampler update and the back-projection stay float32.
 
         Returns:
             (B, 3, 4h, 4w) float32 reflectance on the input's device.
         """
         return self.super_resolve_with_uncertainty(
-            rgb, steps, generator, eta, num_samples, lowfreq_consistency
+            rgb, steps, generator, eta, num_samples, lowfreq_consistency, precision=precision
         )[0]
 
     @torch.no_grad()
@@ -201,10 +219,12 @@ class SRDiffusion(nn.Module):
         self,
         rgb: torch.Tensor,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         eta: float = 0.0,
         num_samples: int = 1,
         lowfreq_consistency: bool | None = None,
+        *,
+        precision: str = "fp32",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Like `super_resolve` but returns (mean, std): std (B, 3, 4h, 4w) is the per-pixel standard
         deviation over `num_samples` samples (zeros when num_samples = 1), in reflectance units."""
@@ -230,7 +250,9 @@ class SRDiffusion(nn.Module):
             xn = self.normalize(xp)
             outs = []
             for _ in range(num_samples):
-                sr = self.from_target(self._sample(xn, steps, generator, eta), xn)[..., : 4 * h, : 4 * w]
+                sr = self.from_target(self._sample(xn, steps, generator, eta, precision), xn)[
+                    ..., : 4 * h, : 4 * w
+                ]
                 if lfc:
                     sr = backproject(sr, x, self.config.scale, iterations=LOWFREQ_ITERATIONS)
                 outs.append(sr)
@@ -240,14 +262,6 @@ class SRDiffusion(nn.Module):
             return mean.to(rgb.device), std.to(rgb.device)
         finally:
             self.train(was_training)
-
-
-class _nullctx:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: object) -> None:
-        return None
 
 
 def inference_state_dict(model: SRDiffusion) -> dict[str, torch.Tensor]:

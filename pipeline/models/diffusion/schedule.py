@@ -10,6 +10,7 @@ n = 20, x0 clamped to [-1, 1], eps recomputed from x0 with the float32 buffers.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -129,7 +130,7 @@ class DDIMSampler:
         i: int,
         x_t: torch.Tensor,
         *,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         eta: float = 0.0,
     ) -> torch.Tensor:
         """One DDIM update x_t -> x_{t_prev} (Song et al. eq. 12) from the network's x0 prediction.
@@ -138,7 +139,7 @@ class DDIMSampler:
             x0_pred: (B, C, H, W) network output (clamped here to [-1, 1]).
             i: index into the pairs set by `set_timesteps`.
             x_t: (B, C, H, W) current sample.
-            generator: needed when eta > 0 (fresh noise).
+            generator: needed when eta > 0 (fresh noise); one, or one per sample (see `draw_noise`).
             eta: 0 = deterministic DDIM, 1 = DDPM-like ancestral variance.
         """
         if not self.pairs:
@@ -155,7 +156,19 @@ class DDIMSampler:
         if eta > 0 and float(sigma) > 0:
             if generator is None:
                 raise ConfigError("eta > 0 draws noise: pass an explicit torch.Generator")
-            x_prev = x_prev + sigma * torch.randn(x_t.shape, generator=generator, device=generator.device).to(
-                dev
-            )
+            x_prev = x_prev + sigma * draw_noise(tuple(x_t.shape), generator, dev)
         return x_prev
+
+
+def draw_noise(
+    shape: tuple[int, ...],
+    generator: torch.Generator | Sequence[torch.Generator],
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """(B, ...) standard normal noise from one generator (one draw of `shape`), or from B generators: sample i
+    drawn as (1, ...) from generator i, so that it equals the noise that sample gets in a batch of one."""
+    if isinstance(generator, torch.Generator):
+        return DDIMSampler.initial_noise(shape, generator, device)
+    if len(generator) != shape[0]:
+        raise ConfigError(f"{len(generator)} generators for a batch of {shape[0]}; pass one per sample")
+    return torch.cat([DDIMSampler.initial_noise((1, *shape[1:]), g, device) for g in generator])

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.models.batching import GroupNorm, rowwise, same_layout
+
 
 class Swish(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,7 +48,7 @@ class FeatureWiseAffine(nn.Module):
         self.noise_func = nn.Sequential(nn.Linear(emb_dim, out_ch))
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        return x + self.noise_func(emb).view(x.shape[0], -1, 1, 1)
+        return x + rowwise(self.noise_func, emb).view(x.shape[0], -1, 1, 1)
 
 
 class Block(nn.Module):
@@ -55,7 +57,7 @@ class Block(nn.Module):
     def __init__(self, dim: int, dim_out: int, groups: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.block = nn.Sequential(
-            nn.GroupNorm(groups, dim),
+            GroupNorm(groups, dim),
             Swish(),
             nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
             nn.Conv2d(dim, dim_out, 3, padding=1),
@@ -81,8 +83,11 @@ class DAConv(nn.Module):
 
     def forward(self, x: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        kernel = self.kernel(kv).view(b * c, 1, 3, 3)
-        out = F.conv2d(x.reshape(1, b * c, h, w), kernel, groups=b * c, padding=1).view(b, c, h, w)
+        kernel = rowwise(self.kernel, kv).view(b * c, 1, 3, 3)
+        # NCHW for every batch size: x.reshape of one channels_last sample is a channels_last view, of several
+        # an NCHW copy, and the depthwise kernel differs by layout (models.batching)
+        flat = x.contiguous().reshape(1, b * c, h, w)
+        out = F.conv2d(flat, kernel, groups=b * c, padding=1).view(b, c, h, w)
         return self.act(out) + self.conv(x)
 
 
@@ -92,7 +97,7 @@ class DABlock(nn.Module):
     def __init__(self, dim: int, kv_dim: int, groups: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.block = nn.Sequential(
-            nn.GroupNorm(groups, dim), Swish(), nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+            GroupNorm(groups, dim), Swish(), nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         )
         self.da_conv = DAConv(dim, kv_dim)
         for (
@@ -129,7 +134,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, channels: int, groups: int) -> None:
         super().__init__()
-        self.norm = nn.GroupNorm(groups, channels)
+        self.norm = GroupNorm(groups, channels)
         self.qkv = nn.Conv2d(channels, channels * 3, 1, bias=False)
         self.out = nn.Conv2d(channels, channels, 1)
 
@@ -141,7 +146,7 @@ class SelfAttention(nn.Module):
             k.reshape(b, 1, c, h * w).transpose(-1, -2),
             v.reshape(b, 1, c, h * w).transpose(-1, -2),
         )  # (b, 1, hw, c), scale 1/sqrt(c)
-        return self.out(out.transpose(-1, -2).reshape(b, c, h, w)) + x
+        return self.out(same_layout(out.transpose(-1, -2).reshape(b, c, h, w), x)) + x
 
 
 class ResnetBlocWithAttn(nn.Module):
@@ -256,8 +261,8 @@ class DiffUNet(nn.Module):
     ) -> torch.Tensor:
         """Args: x_t (B, C, H, W) noisy normalised HR; level (B,) sqrt(alpha_bar); ctx (B, ctx_ch, H/4, W/4);
         v (B, deg_dim). Returns the x0 prediction (B, C, H, W)."""
-        emb = self.noise_level_mlp(level.reshape(-1).to(x_t.dtype))
-        kv = self.compress(v)
+        emb = rowwise(self.noise_level_mlp, level.reshape(-1).to(x_t.dtype))
+        kv = rowwise(self.compress, v)
         x = F.pixel_unshuffle(x_t, self.fold)  # = the reference's spatial_fold
         ctx = F.interpolate(ctx, size=x.shape[2:], mode="bilinear", align_corners=False)
         x = torch.cat([self.first_conv_x(x), self.first_conv_ctx(ctx)], dim=1)

@@ -24,6 +24,7 @@ from pipeline.models.fusion.config import FusionNetConfig
 from pipeline.models.fusion.mtf import MTFDetailNet
 from pipeline.models.fusion.net import FusionGroupNet
 from pipeline.models.fusion.normalise import denormalise, normalise
+from pipeline.models.precision import autocast, memory_format
 from pipeline.models.sensor import backproject, upsample
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "fusion_small"
@@ -83,7 +84,13 @@ class FusionModel(torch.nn.Module):
 
     @torch.no_grad()
     def fuse(
-        self, b10: torch.Tensor, b20: torch.Tensor, b60: torch.Tensor, guide_rgb: torch.Tensor
+        self,
+        b10: torch.Tensor,
+        b20: torch.Tensor,
+        b60: torch.Tensor,
+        guide_rgb: torch.Tensor,
+        *,
+        precision: str = "fp32",
     ) -> torch.Tensor:
         """Lift all 12 bands onto the guide's 2.5 m grid.
 
@@ -92,6 +99,8 @@ class FusionModel(torch.nn.Module):
             b20: (B, 6, H/2, W/2) B05 B06 B07 B8A B11 B12 at 20 m.
             b60: (B, 2, H/6, W/6) B01 B09 at 60 m.
             guide_rgb: (B, 3, 4H, 4W) RGB (B04, B03, B02) at 2.5 m, e.g. the diffusion SR output.
+            precision: "fp32", "bf16" or "fp16" (CUDA only): autocast dtype of the group networks (the
+                back-projection stays float32). Every sample is computed as it would be alone in the batch.
 
         Each group's output is back-projected onto that group's measured bands (b10, b20 or b60) when its
         config sets `backproject` (the shipped weights do): degraded by the sensor model it reproduces them.
@@ -116,6 +125,7 @@ class FusionModel(torch.nn.Module):
             if torch.isnan(t).any():
                 raise DataError(f"fusion input {name} holds NaN; fill nodata before fusion and mask it after")
         dev = self.device
+        fmt = memory_format(precision)
         up = {
             "10m": upsample(b10.to(dev, torch.float32), 4),
             "20m": upsample(b20.to(dev, torch.float32), 8),
@@ -130,7 +140,11 @@ class FusionModel(torch.nn.Module):
             lr_own = normalise(measured[g.name].to(dev, torch.float32), g.bands)[
                 :, [g.bands.index(b) for b in cfg.output_bands]
             ]
-            outs[g.name] = denormalise(self.group_output(g.name, ms, gd, lr_own), cfg.output_bands)
+            with autocast(dev.type, precision):
+                pred = self.group_output(
+                    g.name, ms.contiguous(memory_format=fmt), gd.contiguous(memory_format=fmt), lr_own
+                )
+            outs[g.name] = denormalise(pred.float(), cfg.output_bands)
         by_band = {
             b: outs[g.name][:, i]
             for g in BAND_GROUPS

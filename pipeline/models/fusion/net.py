@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.bands import RGB_BANDS
+from pipeline.models.batching import rowwise
 from pipeline.models.fusion.config import BAND_MEAN, BAND_STD, FusionNetConfig
 from pipeline.models.rrdb import RRDB
 
@@ -35,9 +36,13 @@ class ChannelAttention(nn.Module):
         self.fc1 = nn.Conv2d(nf, max(1, nf // reduction), 1, bias=False)
         self.fc2 = nn.Conv2d(max(1, nf // reduction), nf, 1, bias=False)
 
+    def _mlp(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(pooled)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        avg = self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1))))
-        mx = self.fc2(F.relu(self.fc1(F.adaptive_max_pool2d(x, 1))))
+        # one sample at a time: a 1x1 conv on (1, C, 1, 1) and on (B, C, 1, 1) take different kernels
+        avg = rowwise(self._mlp, F.adaptive_avg_pool2d(x, 1))
+        mx = rowwise(self._mlp, F.adaptive_max_pool2d(x, 1))
         return x * torch.sigmoid(avg + mx)
 
 
