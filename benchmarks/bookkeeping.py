@@ -95,8 +95,8 @@ def scheduling(layout: TileLayout, root: Path, *, batch_tiles: int = 4, workers:
     store.create(layout, "bench")
     calls = _Instant()
     tasks = StreamTasks(
-        ingest=lambda k: calls.submit(({"empty": False, "failed": {}}, 0.0)),
-        mosaic=lambda k: calls.submit((0, 0.0)),
+        ingest=lambda k: calls.submit(({"empty": False, "failed": {}}, 0.0, 0.0)),
+        mosaic=lambda k: calls.submit((0, 0.0, 0.0)),
         actors=[_Actor(calls) for _ in range(workers)],
         get=calls.get,
         wait=calls.wait,

@@ -165,7 +165,10 @@ def run_at(url: str, center, tiles: int, out: Path, args: argparse.Namespace) ->
     stages = stream.get("stages", {})
     workers = (stages.get("inference") or {}).get("workers") or 1
     per_tile = {k: v["per_tile_s"] for k, v in stages.items() if v.get("per_tile_s") is not None}
-    per_tile["export"] = round(m["timings_s"]["export"] / n, 4)
+    # CPU seconds per tile inside the tasks: the cost without the waits for cores other processes held
+    cpu_per_tile = {k: v["cpu_per_tile_s"] for k, v in stages.items() if v.get("cpu_per_tile_s") is not None}
+    # export per tile: the strip tasks during the stream (local --out) + the final stitch after it
+    per_tile["export"] = round(per_tile.pop("export_strips", 0.0) + m["timings_s"]["export"] / n, 4)
     # What the wall would be if the stages did not overlap: every tile's ingest + mosaic + export cost, over
     # the CPUs that run them (the "stages overlap" bound is wall <= 1.5 x this).
     serial_bound = sum(per_tile.get(k, 0.0) for k in ("ingest", "mosaic", "export")) * n / args.cpus
@@ -177,6 +180,7 @@ def run_at(url: str, center, tiles: int, out: Path, args: argparse.Namespace) ->
         "wall_s": round(run.wall_s, 2),
         "timings_s": {k: round(v, 3) for k, v in m["timings_s"].items()},
         "per_tile_s": per_tile,
+        "cpu_per_tile_s": cpu_per_tile,
         "stream": stream,
         "workers": workers,
         "stream_vs_serial_stage_cost": round(m["timings_s"]["total"] / max(serial_bound, 1e-9), 3),
@@ -203,6 +207,9 @@ def ratios(rows: list[dict]) -> dict:
     for stage, v in hi["per_tile_s"].items():
         if lo["per_tile_s"].get(stage):
             out[f"per_tile_{stage}"] = round(v / lo["per_tile_s"][stage], 3)
+    for stage, v in hi.get("cpu_per_tile_s", {}).items():
+        if lo.get("cpu_per_tile_s", {}).get(stage):
+            out[f"cpu_per_tile_{stage}"] = round(v / lo["cpu_per_tile_s"][stage], 3)
     return out
 
 

@@ -17,7 +17,7 @@ from pipeline.catalog.assets import map_band_assets
 from pipeline.catalog.search import search_items
 from pipeline.cluster.runtime import INFERENCE_WORKER_ENV, forwarded_env, start_ray
 from pipeline.config import MethodOptions, RunConfig
-from pipeline.errors import AssetError, DataError, DiffFuSRError, OutputError
+from pipeline.errors import AssetError, ConfigError, DataError, DiffFuSRError, OutputError
 from pipeline.io.cog import assemble_cog, export_mosaic_cog
 from pipeline.io.grid import SceneGrid, resolve_grid
 from pipeline.io.mosaic_store import create_mosaic_store
@@ -54,12 +54,14 @@ def _stream_report(cfg: RunConfig, result: StreamResult) -> dict[str, Any]:
     """Throughput of the stream for the manifest and the summary."""
     return {
         "stages": result.stages,
+        # calls in flight on the actors / forward passes only, over (model loaded -> the stream's last write)
         "actor_busy_fraction": result.actor_busy_fraction,
+        "model_busy_fraction": result.model_busy_fraction,
         "window_tiles": result.window,
         "peak_open_tiles": result.peak_open_tiles,
         "batch_tiles": cfg.compute.batch_tiles,
-        "steps": cfg.model.steps,
-        "precision": getattr(cfg.model, "precision", "fp32"),
+        "steps": result.model.get("steps", cfg.model.steps),
+        "precision": result.model.get("precision", cfg.model.precision),
         "wall_s": round(result.wall_s, 3),
     }
 
@@ -85,17 +87,18 @@ def select_items(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dic
     return kept, dropped
 
 
-def _call_with_env(env: dict[str, str], fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    """Run `fn` in a Ray worker after applying the driver's credentials/endpoints; returns (its result, the
-    seconds it ran: the stage's per-tile cost, without the time the task waited in Ray's queue).
+def _call_with_env(env: dict[str, str], fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float, float]:
+    """Run `fn` in a Ray worker after applying the driver's credentials/endpoints.
 
-    They travel as a task argument rather than `runtime_env["env_vars"]`, which Ray's runtime-env agent
-    writes, values included, into its log files.
+    Returns (its result, the seconds it ran, the CPU seconds of the worker process meanwhile): the stage's
+    per-tile cost, without the time the task waited in Ray's queue, and (CPU) without the time other
+    processes held the cores. The credentials travel as a task argument rather than
+    `runtime_env["env_vars"]`, which Ray's runtime-env agent writes, values included, into its log files.
     """
     os.environ.update(env)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     value = fn(*args, **kwargs)
-    return value, time.perf_counter() - t0
+    return value, time.perf_counter() - t0, time.process_time() - c0
 
 
 def _get(ref: Any) -> Any:
@@ -135,6 +138,10 @@ def _stream(
     may_infer = int(((ing == 0) | ((ing == DONE) & (inf != DONE))).sum())
     n_workers = min(cfg.compute.workers or (gpus or max(1, cpus // 2)), may_infer)
     device = "cuda" if gpus else "cpu"
+    if cfg.model.precision == "fp16" and not gpus:
+        raise ConfigError(
+            "--precision fp16 needs a CUDA device and this Ray cluster has no GPU; use bf16 or fp32"
+        )
     options = MethodOptions(**{**cfg.model.__dict__, "device": device})
     actor_cls = ray.remote(TileWorker).options(
         num_gpus=1 if gpus else 0,
@@ -202,8 +209,13 @@ def _export(
     staging = out.local_staging()
     try:
         cog = os.path.join(staging, "mosaic.tif")
-        if out.is_local:
-            assemble_cog(out.join(STRIPS), cog, grid, layout, dtype=cfg.output.dtype)
+        if out.is_local:  # in a Ray worker: the stitch's GDAL memory never lands in the driver
+            import ray
+
+            stitch = ray.remote(_call_with_env).options(num_cpus=1)
+            args = (forwarded_env(), assemble_cog, out.join(STRIPS), cog, grid, layout)
+            _, seconds, _ = _get(stitch.remote(*args, dtype=cfg.output.dtype))
+            summary.timings_s["export_stitch"] = seconds
         else:  # remote --out: one streaming pass over the Zarr mosaic in the driver
             export_mosaic_cog(mosaic_url, cog, grid, dtype=cfg.output.dtype)
         out.publish(cog, "mosaic.tif")

@@ -45,13 +45,16 @@ class StageStats:
     tiles: int = 0
     calls: int = 0
     busy_s: float = 0.0
+    cpu_s: float | None = None
     first_start: float | None = None
     last_end: float | None = None
 
-    def record(self, tiles: int, busy_s: float, start: float, end: float) -> None:
+    def record(self, tiles: int, busy_s: float, start: float, end: float, cpu_s: float | None = None) -> None:
         self.tiles += tiles
         self.calls += 1
         self.busy_s += max(0.0, busy_s)
+        if cpu_s is not None:
+            self.cpu_s = (self.cpu_s or 0.0) + cpu_s
         self.first_start = start if self.first_start is None else min(self.first_start, start)
         self.last_end = end if self.last_end is None else max(self.last_end, end)
 
@@ -63,6 +66,9 @@ class StageStats:
             "busy_s": round(self.busy_s, 3),
             "span_s": round(span, 3),
             "per_tile_s": round(self.busy_s / self.tiles, 4) if self.tiles else None,
+            "cpu_per_tile_s": round(self.cpu_s / self.tiles, 4)
+            if self.tiles and self.cpu_s is not None
+            else None,
             "tiles_per_s": round(self.tiles / span, 3) if span > 0 else None,
         }
         if workers:
@@ -82,6 +88,8 @@ class StreamResult:
     window: int = 0
     wall_s: float = 0.0
     actor_busy_fraction: float | None = None
+    model_busy_fraction: float | None = None
+    model: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,12 +97,12 @@ class StreamTasks:
     """The remote callables the stream submits (built by `run.py`, which owns the Ray wiring).
 
     Attributes:
-        ingest: key -> ObjectRef of (`ingest_tile`'s result dict, seconds the task ran).
-        mosaic: key -> ObjectRef of (`assemble_core`'s result, seconds the task ran).
+        ingest: key -> ObjectRef of (`ingest_tile`'s result dict, seconds the task ran, its CPU seconds).
+        mosaic: key -> ObjectRef of (`assemble_core`'s result, seconds, CPU seconds).
         actors: the inference actors (each with `run.remote(keys, layout)`).
         get: ray.get that re-raises a user error from a task as itself.
         wait: ray.wait.
-        strip: tile row -> ObjectRef of (the export of that row's cores, seconds), submitted as soon as every
+        strip: tile row -> ObjectRef of (the row's export, seconds, CPU seconds), submitted once every
             core of the row is written (or empty); None when the export runs after the stream.
     """
 
@@ -207,6 +215,7 @@ class TileStream:
         actor_free_at = {i: t0 for i in range(len(self.tasks.actors))}
         actor_ready: dict[int, float] = {}
         actor_busy = {i: 0.0 for i in range(len(self.tasks.actors))}
+        model_busy = {i: 0.0 for i in range(len(self.tasks.actors))}
         for i, actor in enumerate(self.tasks.actors):  # when each model is loaded: the busy fraction's start
             pending[actor.__ray_ready__.remote()] = ("ready", i, t0)
         running_tasks = 0
@@ -283,8 +292,8 @@ class TileStream:
                 running_tasks -= 1
                 ingest_running -= 1
                 k = payload
-                result, seconds = result
-                self.stats["ingest"].record(1, seconds, submitted, now)
+                result, seconds, cpu = result
+                self.stats["ingest"].record(1, seconds, submitted, now, cpu)
                 res.failed_granules.update(result.get("failed", {}))
                 bars["ingest"].update(1)
                 if result.get("empty"):
@@ -307,6 +316,10 @@ class TileStream:
                 start = max(submitted, actor_free_at[i])  # an actor runs its calls one after another
                 actor_free_at[i] = now
                 actor_busy[i] += now - start
+                model_busy[i] += float(result.get("model_s", 0.0))
+                for name in ("steps", "precision"):
+                    if result.get(name) is not None:
+                        res.model[name] = result[name]
                 self.stats["inference"].record(len(batch), now - start, start, now)
                 bars["infer"].update(len(batch))
                 for k in batch:
@@ -317,11 +330,11 @@ class TileStream:
                     check_mosaic_around(k)
             elif stage == "strip":
                 running_tasks -= 1
-                self.stats["export"].record(self.layout.cols, result[1], submitted, now)
+                self.stats["export"].record(self.layout.cols, result[1], submitted, now, result[2])
             else:
                 running_tasks -= 1
                 k = payload
-                self.stats["mosaic"].record(1, result[1], submitted, now)
+                self.stats["mosaic"].record(1, result[1], submitted, now, result[2])
                 self.mos[k.row, k.col] = DONE
                 open_tiles -= 1
                 tile_finished(k)
@@ -360,6 +373,7 @@ class TileStream:
         spans = [end - actor_ready[i] for i in actor_ready]
         if spans and sum(spans) > 0:
             res.actor_busy_fraction = round(sum(actor_busy.values()) / sum(spans), 4)
+            res.model_busy_fraction = round(sum(model_busy.values()) / sum(spans), 4)
         return res
 
 

@@ -213,7 +213,8 @@ def _print_run_summary(s) -> None:
         print("  throughput  " + ", ".join(rates))
     if s.stream.get("actor_busy_fraction") is not None:
         print(
-            f"  model       {s.stream['actor_busy_fraction']:.0%} busy, "
+            f"  model       {s.stream['actor_busy_fraction']:.0%} busy "
+            f"({(s.stream.get('model_busy_fraction') or 0):.0%} in forward passes), "
             f"batch {s.stream['batch_tiles']} tiles, "
             f"{s.stream.get('precision')}, steps {s.stream.get('steps') or 'from the weights'}"
         )

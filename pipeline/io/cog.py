@@ -32,6 +32,9 @@ from pipeline.io.mosaic_store import VARIABLE
 from pipeline.tiling.grid import SR_FACTOR, TileLayout
 
 SCALE = 1e-4
+#: GDAL block cache of the COG stitch, MB. GDAL's default (5 % of RAM) lets the process grow by ~1 GB on a
+#: big mosaic; the stitch reads each strip block once, so a small cache costs nothing.
+STITCH_CACHE_MB = 256
 
 
 def encode(block: np.ndarray, dtype: str) -> np.ndarray:
@@ -136,11 +139,11 @@ def write_strip(mosaic_url: str, strip_dir: str, layout: TileLayout, row: int, *
     if dest.exists():
         return y1 - y0
     arr = zarr.open_array(mosaic_url, path=VARIABLE, mode="r", zarr_format=3)
-    data = encode(arr[:, y0:y1, :], dtype)
+    width = arr.shape[2]
     profile = {
         "driver": "GTiff",
         "height": y1 - y0,
-        "width": data.shape[2],
+        "width": width,
         "count": len(S2_BANDS),
         "dtype": dtype,
         "tiled": True,
@@ -153,8 +156,11 @@ def write_strip(mosaic_url: str, strip_dir: str, layout: TileLayout, row: int, *
     }
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_suffix(f".{os.getpid()}.part")
+    step = layout.core * SR_FACTOR  # one tile core at a time: memory per core, not per AOI width
     with rasterio.open(part, "w", **profile) as dst:
-        dst.write(data)
+        for x0 in range(0, width, step):
+            x1 = min(width, x0 + step)
+            dst.write(encode(arr[:, y0:y1, x0:x1], dtype), window=((0, y1 - y0), (x0, x1)))
     os.replace(part, dest)
     return y1 - y0
 
@@ -209,16 +215,17 @@ def assemble_cog(
         vrt = Path(tmp) / "mosaic.vrt"
         vrt.write_text(strips_vrt(strip_dir, grid, layout, dtype=dtype))
         staged = Path(tmp) / "cog.tif"
-        rasterio.shutil.copy(
-            vrt,
-            staged,
-            driver="COG",
-            compress="ZSTD",
-            predictor=2 if dtype == "uint16" else 3,
-            blocksize=512,
-            overviews="AUTO",
-            resampling="average",
-            num_threads="ALL_CPUS",
-            BIGTIFF="IF_SAFER",
-        )
+        with rasterio.Env(GDAL_CACHEMAX=STITCH_CACHE_MB):
+            rasterio.shutil.copy(
+                vrt,
+                staged,
+                driver="COG",
+                compress="ZSTD",
+                predictor=2 if dtype == "uint16" else 3,
+                blocksize=512,
+                overviews="AUTO",
+                resampling="average",
+                num_threads="ALL_CPUS",
+                BIGTIFF="IF_SAFER",
+            )
         os.replace(staged, dest)

@@ -38,15 +38,15 @@ def _run(tmp_path, layout: TileLayout, *, empty=frozenset(), window=None, free_w
 
     def ingest(k: TileKey):
         log.append(("ingest", k))
-        return calls.submit(({"empty": (k.row, k.col) in empty, "failed": {}}, 0.0))
+        return calls.submit(({"empty": (k.row, k.col) in empty, "failed": {}}, 0.0, 0.0))
 
     def mosaic(k: TileKey):
         log.append(("mosaic", k))
-        return calls.submit((0, 0.0))
+        return calls.submit((0, 0.0, 0.0))
 
     def strip(row: int):
         log.append(("strip", row))
-        return calls.submit((row, 0.0))
+        return calls.submit((row, 0.0, 0.0))
 
     actor = _Actor(calls)
     run_batch = actor.run.remote
