@@ -122,7 +122,8 @@ def test_full_random_checkpoint_converts_loads_and_runs(tmp_path, capsys):
     report = json.loads((tmp_path / "paper" / "conversion_report.json").read_text())
     assert report["schedule_max_abs_diff"]["betas"] == 0.0
     model = load_sr_model(tmp_path / "paper")
-    assert model.config.preset == "paper"
+    # the published checkpoints sample with 20 DDIM steps unless told otherwise (the shipped small: fewer)
+    assert model.config.preset == "paper" and model.config.default_steps == 20
     ref = read_lightning_state_dict(path)
     assert torch.equal(
         model.state_dict()["model.final_conv.block.3.bias"], ref["ema.final_conv.block.3.bias"]
