@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -124,12 +125,40 @@ def strip_bounds(layout: TileLayout, row: int) -> tuple[int, int]:
     return y0, min((row + 1) * layout.core, layout.height) * SR_FACTOR
 
 
-def strip_path(strip_dir: str | Path, row: int) -> Path:
-    return Path(strip_dir) / f"strip_{row:05d}.tif"
+def strip_path(strip_dir: str | Path, row: int, level: int = 0) -> Path:
+    """Strip GeoTIFF of tile row `row` at overview level `level` (0 = full resolution, k = 1 / 2^k)."""
+    return Path(strip_dir) / (f"strip_{row:05d}.tif" if level == 0 else f"strip_{row:05d}_ovr{level}.tif")
+
+
+def overview_levels(height: int, width: int, layout: TileLayout, blocksize: int = 512) -> int:
+    """Overview levels of the COG: halve until the longest side fits one block (GDAL's AUTO rule), at most as
+    many times as a core's output side halves exactly (each strip's overviews then tile the overview)."""
+    core_out, levels = layout.core * SR_FACTOR, 0
+    while (
+        max(-(-height // 2**levels), -(-width // 2**levels)) > blocksize and core_out % 2 ** (levels + 1) == 0
+    ):
+        levels += 1
+    return levels
+
+
+def halve(block: np.ndarray) -> np.ndarray:
+    """(C, h, w) reflectance -> (C, ceil(h/2), ceil(w/2)): the mean of the valid pixels of each 2 x 2 block
+    (NaN where none is valid), as GDAL's "average" overview resampling with nodata."""
+    c, h, w = block.shape
+    padded = np.full((c, h + h % 2, w + w % 2), np.nan, np.float32)
+    padded[:, :h, :w] = block
+    quads = padded.reshape(c, padded.shape[1] // 2, 2, padded.shape[2] // 2, 2)
+    valid = np.isfinite(quads)
+    total = np.where(valid, quads, 0.0).sum(axis=(2, 4))
+    count = valid.sum(axis=(2, 4))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan).astype(np.float32)
 
 
 def write_strip(mosaic_url: str, strip_dir: str, layout: TileLayout, row: int, *, dtype: str) -> int:
-    """Encode one tile row of the Zarr mosaic as a compressed strip GeoTIFF (atomic; skipped when present).
+    """Encode one tile row of the Zarr mosaic as compressed strip GeoTIFFs: full resolution and every COG
+    overview level (block means of the valid pixels), so the stitch copies overviews instead of computing them
+    over the whole mosaic. Atomic per file; skipped when the full-resolution strip is present.
 
     Returns:
         The strip's height in output pixels.
@@ -139,11 +168,10 @@ def write_strip(mosaic_url: str, strip_dir: str, layout: TileLayout, row: int, *
     if dest.exists():
         return y1 - y0
     arr = zarr.open_array(mosaic_url, path=VARIABLE, mode="r", zarr_format=3)
-    width = arr.shape[2]
+    height, width = arr.shape[1:]
+    levels = overview_levels(height, width, layout)
     profile = {
         "driver": "GTiff",
-        "height": y1 - y0,
-        "width": width,
         "count": len(S2_BANDS),
         "dtype": dtype,
         "tiled": True,
@@ -155,22 +183,41 @@ def write_strip(mosaic_url: str, strip_dir: str, layout: TileLayout, row: int, *
         "nodata": 0 if dtype == "uint16" else float("nan"),
     }
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_suffix(f".{os.getpid()}.part")
+    parts = [strip_path(strip_dir, row, k).with_suffix(f".{os.getpid()}.part") for k in range(levels + 1)]
+    with warnings.catch_warnings():  # strips carry no georeferencing: the VRT that stitches them does
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        outs = [
+            rasterio.open(part, "w", **profile, height=-(-(y1 - y0) // 2**k), width=-(-width // 2**k))
+            for k, part in enumerate(parts)
+        ]
     step = layout.core * SR_FACTOR  # one tile core at a time: memory per core, not per AOI width
-    with rasterio.open(part, "w", **profile) as dst:
+    try:
         for x0 in range(0, width, step):
-            x1 = min(width, x0 + step)
-            dst.write(encode(arr[:, y0:y1, x0:x1], dtype), window=((0, y1 - y0), (x0, x1)))
-    os.replace(part, dest)
+            block = arr[:, y0:y1, x0 : min(width, x0 + step)]
+            for k, dst in enumerate(outs):
+                if k:
+                    block = halve(block)
+                ox = x0 // 2**k
+                dst.write(encode(block, dtype), window=((0, block.shape[1]), (ox, ox + block.shape[2])))
+    finally:
+        for dst in outs:
+            dst.close()
+    for k in range(levels, -1, -1):  # the full-resolution strip last: its presence means "all levels done"
+        os.replace(parts[k], strip_path(strip_dir, row, k))
     return y1 - y0
 
 
-def strips_vrt(strip_dir: str | Path, grid: SceneGrid, layout: TileLayout, *, dtype: str) -> str:
-    """A VRT (XML text) that stitches the strips of every tile row into the whole mosaic, with the band
-    descriptions, nodata, scale/offset and tags the COG carries."""
-    h, w = grid.output_shape()
+def _vrt(
+    strip_dir: str | Path, grid: SceneGrid, layout: TileLayout, *, dtype: str, level: int, overviews: int
+) -> str:
+    """VRT XML of the strips at one level, with the band metadata the COG carries and, for level 0, the
+    overview levels as the bands' overviews."""
+    height, width = grid.output_shape()
+    f = 2**level
+    h, w = -(-height // f), -(-width // f)
     gdal_type = "UInt16" if dtype == "uint16" else "Float32"
-    transform = (grid.left, TARGET_GSD_M, 0.0, grid.top, 0.0, -TARGET_GSD_M)
+    gsd = TARGET_GSD_M * f
+    transform = (grid.left, gsd, 0.0, grid.top, 0.0, -gsd)
     crs = rasterio.crs.CRS.from_user_input(grid.crs).to_wkt()
     nodata = "0" if dtype == "uint16" else "nan"
     scale = SCALE if dtype == "uint16" else 1.0
@@ -179,17 +226,25 @@ def strips_vrt(strip_dir: str | Path, grid: SceneGrid, layout: TileLayout, *, dt
         sources = []
         for row in range(layout.rows):
             y0, y1 = strip_bounds(layout, row)
-            sources.append(
-                f'<ComplexSource><SourceFilename relativeToVRT="0">{escape(str(strip_path(strip_dir, row)))}'
+            sy0, sh = y0 // f, -(-(y1 - y0) // f)
+            sources.append(  # strips are disjoint and cover the mosaic: simple sources, no nodata masking
+                '<SimpleSource><SourceFilename relativeToVRT="0">'
+                f"{escape(str(strip_path(strip_dir, row, level)))}"
                 f"</SourceFilename><SourceBand>{i}</SourceBand>"
-                f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{y1 - y0}"/>'
-                f'<DstRect xOff="0" yOff="{y0}" xSize="{w}" ySize="{y1 - y0}"/>'
-                f"<NODATA>{nodata}</NODATA></ComplexSource>"
+                f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{sh}"/>'
+                f'<DstRect xOff="0" yOff="{sy0}" xSize="{w}" ySize="{sh}"/></SimpleSource>'
             )
+        ovr = "".join(
+            f'<Overview><SourceFilename relativeToVRT="1">ovr{k}.vrt</SourceFilename>'
+            f"<SourceBand>{i}</SourceBand>"
+            "</Overview>"
+            for k in range(1, overviews + 1)
+        )
         bands.append(
             f'<VRTRasterBand dataType="{gdal_type}" band="{i}"><Description>{band}</Description>'
             f"<NoDataValue>{nodata}</NoDataValue><Offset>0</Offset><Scale>{scale}</Scale>"
             + "".join(sources)
+            + ovr
             + "</VRTRasterBand>"
         )
     tags = (
@@ -204,16 +259,30 @@ def strips_vrt(strip_dir: str | Path, grid: SceneGrid, layout: TileLayout, *, dt
     )
 
 
+def write_strips_vrt(
+    strip_dir: str | Path, folder: str | Path, grid: SceneGrid, layout: TileLayout, *, dtype: str
+) -> Path:
+    """Write `folder`/mosaic.vrt (and ovr<k>.vrt per overview level) over the strips; returns the main VRT."""
+    height, width = grid.output_shape()
+    levels = overview_levels(height, width, layout)
+    folder = Path(folder)
+    for k in range(1, levels + 1):
+        (folder / f"ovr{k}.vrt").write_text(_vrt(strip_dir, grid, layout, dtype=dtype, level=k, overviews=0))
+    main = folder / "mosaic.vrt"
+    main.write_text(_vrt(strip_dir, grid, layout, dtype=dtype, level=0, overviews=levels))
+    return main
+
+
 def assemble_cog(
     strip_dir: str | Path, dest: str | Path, grid: SceneGrid, layout: TileLayout, *, dtype: str
 ) -> None:
-    """Stitch the strips into a COG at a local path (all cores compress; overviews built here)."""
+    """Stitch the strips and their overview levels into a COG at a local path (the overviews are copied as the
+    strip tasks computed them, not recomputed over the whole mosaic)."""
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r} must be one of {', '.join(DTYPES)}")
     dest = Path(dest)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".cog-") as tmp:
-        vrt = Path(tmp) / "mosaic.vrt"
-        vrt.write_text(strips_vrt(strip_dir, grid, layout, dtype=dtype))
+        vrt = write_strips_vrt(strip_dir, tmp, grid, layout, dtype=dtype)
         staged = Path(tmp) / "cog.tif"
         with rasterio.Env(GDAL_CACHEMAX=STITCH_CACHE_MB):
             rasterio.shutil.copy(
@@ -223,8 +292,7 @@ def assemble_cog(
                 compress="ZSTD",
                 predictor=2 if dtype == "uint16" else 3,
                 blocksize=512,
-                overviews="AUTO",
-                resampling="average",
+                overviews="FORCE_USE_EXISTING",
                 num_threads="ALL_CPUS",
                 BIGTIFF="IF_SAFER",
             )
