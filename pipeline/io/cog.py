@@ -34,8 +34,9 @@ from pipeline.tiling.grid import SR_FACTOR, TileLayout
 
 SCALE = 1e-4
 #: GDAL block cache of the COG stitch, MB. GDAL's default (5 % of RAM) lets the process grow by ~1 GB on a
-#: big mosaic; the stitch reads each strip block once, so a small cache costs nothing.
-STITCH_CACHE_MB = 256
+#: big mosaic; the stitch reads each strip block once and copies the overviews, so a small cache costs
+#: nothing (110-tile mosaic: 10.2 s at 64 MB, 11.4 s at 256 MB).
+STITCH_CACHE_MB = 64
 
 
 def encode(block: np.ndarray, dtype: str) -> np.ndarray:

@@ -10,6 +10,8 @@ ids in the `band_names` attribute (Zarr v3 has no string coordinate spec).
 
 from __future__ import annotations
 
+import functools
+
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -86,8 +88,14 @@ def create_mosaic_store(url: str, grid: SceneGrid, layout: TileLayout, attrs: di
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _mosaic_array(url: str) -> zarr.Array:
+    """The mosaic variable opened once per worker process (its metadata is fixed once the template exists)."""
+    return zarr.open_array(url, path=VARIABLE, mode="r+", zarr_format=3)
+
+
 def write_core(url: str, layout: TileLayout, key: TileKey, block: np.ndarray) -> None:
     """Write one tile core's (12, h, w) block into its own region."""
     y0, y1, x0, x1 = layout.core_bounds(key)
-    arr = zarr.open_array(url, path=VARIABLE, mode="r+", zarr_format=3)
+    arr = _mosaic_array(url)
     arr[:, y0 * SR_FACTOR : y1 * SR_FACTOR, x0 * SR_FACTOR : x1 * SR_FACTOR] = block

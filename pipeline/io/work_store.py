@@ -55,7 +55,33 @@ class WorkStore:
         self.url = url  # a path or an fsspec URL; remote credentials come from the environment
 
     def _open(self, mode: str = "r+") -> zarr.Group:
-        return zarr.open_group(self.url, mode=mode, zarr_format=3)
+        # Arrays are opened once per process and kept: every task of a worker reuses them (opening reads
+        # the metadata documents, several per task otherwise). Their metadata never changes after `create`;
+        # only chunks do, and chunks are always read afresh.
+        if mode == "a":
+            return zarr.open_group(self.url, mode=mode, zarr_format=3)
+        group = self._groups.get(mode)
+        if group is None:
+            group = self._groups[mode] = zarr.open_group(self.url, mode=mode, zarr_format=3)
+        return group
+
+    def _array(self, name: str, mode: str = "r+") -> zarr.Array:
+        key = (name, mode)
+        arr = self._arrays.get(key)
+        if arr is None:
+            arr = self._arrays[key] = self._open(mode)[name]
+        return arr
+
+    @property
+    def _groups(self) -> dict:
+        return self.__dict__.setdefault("_group_cache", {})
+
+    @property
+    def _arrays(self) -> dict:
+        return self.__dict__.setdefault("_array_cache", {})
+
+    def __getstate__(self) -> dict:  # only the URL travels to Ray workers
+        return {"url": self.url}
 
     def create(self, layout: TileLayout, fingerprint: str) -> None:
         """Create the arrays unless they exist for the same job; refuse a store of another job."""
@@ -118,11 +144,11 @@ class WorkStore:
 
     def status(self, stage: str) -> np.ndarray:
         """(rows, cols) uint8 done markers of a stage (the whole AOI: for the driver's resume, once)."""
-        return self._open("r")[f"done/{stage}"][...]
+        return zarr.open_group(self.url, mode="r", zarr_format=3)[f"done/{stage}"][...]
 
     def status_window(self, stage: str, rows: slice, cols: slice) -> np.ndarray:
         """Done markers of a block of tiles (reads only those tiles' marker chunks)."""
-        return self._open("r")[f"done/{stage}"][rows, cols]
+        return self._array(f"done/{stage}", "r")[rows, cols]
 
     def free_inputs(self, key: TileKey) -> None:
         """Delete a tile's ingested chunks (after its prediction is written)."""
@@ -133,7 +159,7 @@ class WorkStore:
 
     def free_prediction(self, key: TileKey) -> None:
         """Delete a tile's prediction chunk (after every core that blends it is written)."""
-        arr = self._open()["pred"]
+        arr = self._array("pred")
         arr[key.row, key.col] = np.full(arr.shape[2:], np.nan, np.float32)
 
     def write_overview(self, key: TileKey, layout: TileLayout, rgb_core: np.ndarray) -> None:
@@ -150,7 +176,7 @@ class WorkStore:
         return self._open("r")["overview"][...]
 
     def mark(self, stage: str, key: TileKey, value: int) -> None:
-        self._open()[f"done/{stage}"][key.row, key.col] = value
+        self._array(f"done/{stage}")[key.row, key.col] = value
 
     def write_tile(self, key: TileKey, b10: np.ndarray, b20: np.ndarray, b60: np.ndarray) -> None:
         root = self._open()
@@ -165,7 +191,7 @@ class WorkStore:
         )
 
     def write_prediction(self, key: TileKey, pred: np.ndarray) -> None:
-        self._open()["pred"][key.row, key.col] = pred
+        self._array("pred")[key.row, key.col] = pred
 
     def read_prediction(self, key: TileKey) -> np.ndarray:
-        return self._open("r")["pred"][key.row, key.col]
+        return self._array("pred", "r")[key.row, key.col]
