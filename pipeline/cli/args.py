@@ -163,25 +163,11 @@ def tiling_from_args(args: argparse.Namespace):
     return TilingConfig(core=args.tile_size, halo=args.halo)
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """The model flags (--method, --steps, --precision, --sr-weights, --fusion-weights, --seed), --dtype
-    and the tiling flags."""
-    from pipeline.config import (
-        DEFAULT_METHOD,
-        DTYPES,
-        METHODS,
-        PRECISIONS,
-        JobConfig,
-        MethodOptions,
-        OutputConfig,
-    )
+def add_learned_model_args(p: argparse.ArgumentParser) -> None:
+    """The flags of the learned method: --steps, --precision, --sr-weights, --fusion-weights (one source for
+    `run`, `superres` and `eval wald`)."""
+    from pipeline.config import PRECISIONS, MethodOptions
 
-    p.add_argument(
-        "--method",
-        default=DEFAULT_METHOD,
-        choices=METHODS,
-        help="difffusr = diffusion SR + fusion (learned); gs, bicubic = baselines (default %(default)s)",
-    )
     p.add_argument(
         "--steps",
         type=int,
@@ -201,6 +187,19 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fusion-weights", default=None, help="fusion checkpoint folder (default: shipped small model)"
     )
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The model flags (--method, the learned method's flags, --seed), --dtype and the tiling flags."""
+    from pipeline.config import DEFAULT_METHOD, DTYPES, METHODS, JobConfig, OutputConfig
+
+    p.add_argument(
+        "--method",
+        default=DEFAULT_METHOD,
+        choices=METHODS,
+        help="difffusr = diffusion SR + fusion (learned); gs, bicubic = baselines (default %(default)s)",
+    )
+    add_learned_model_args(p)
     p.add_argument(
         "--seed",
         type=int,

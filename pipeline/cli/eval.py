@@ -1,6 +1,7 @@
 """`difffusr eval`: the Wald reduced-resolution protocol and the no-reference consistency check.
 
-    difffusr eval wald SCENE_DIR... --methods difffusr,gs,bicubic [--ratio 4] --out REPORT_DIR
+    difffusr eval wald SCENE_DIR... --methods difffusr,gs,bicubic [--ratio 4] [--steps N] [--precision bf16]
+        --out REPORT_DIR
     difffusr eval consistency OUTPUT.tif --inputs SCENE_DIR --out REPORT_DIR
     difffusr eval sr-wald --scenes SCENE_DIR... [--weights DIR] [--steps 10 20] [--samples 1 4] [--json OUT]
 
@@ -18,7 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from pipeline.cli.args import Parser, check_weights
+from pipeline.cli.args import Parser, add_learned_model_args, model_options_from_args
 from pipeline.errors import ConfigError, OutputError
 
 
@@ -51,9 +52,7 @@ def eval_parser() -> Parser:
         metavar="PX",
         help="evaluate only the central PX x PX of each scene's 10 m grid (large scenes on CPU)",
     )
-    w.add_argument("--steps", type=int, default=None, help="DDIM steps of difffusr (default: the model's)")
-    w.add_argument("--sr-weights", default=None, help="diffusion SR checkpoint folder (default: shipped)")
-    w.add_argument("--fusion-weights", default=None, help="fusion checkpoint folder (default: shipped)")
+    add_learned_model_args(w)
     w.add_argument(
         "--border",
         type=int,
@@ -113,20 +112,6 @@ def _out_dir(path: str) -> Path:
     return out
 
 
-def _method_options(args: argparse.Namespace):
-    """MethodOptions of the flags given, or None for the model's own defaults."""
-    from pipeline.config import MethodOptions
-
-    if args.steps is None and args.sr_weights is None and args.fusion_weights is None:
-        return None
-    kw = {"sr_weights": args.sr_weights, "fusion_weights": args.fusion_weights}
-    if args.steps is not None:
-        kw["steps"] = args.steps
-    options = MethodOptions(**kw)
-    check_weights(options)
-    return options
-
-
 def run_wald(args: argparse.Namespace, command: str) -> Path:
     """Run `eval wald` from parsed arguments; returns the report path."""
     from pipeline.config import METHODS, check_seed
@@ -136,7 +121,11 @@ def run_wald(args: argparse.Namespace, command: str) -> Path:
     if not methods or bad:
         raise ConfigError(f"--methods {args.methods!r}: {bad or 'empty'} not in {', '.join(METHODS)}")
     check_seed(args.seed)
-    options = _method_options(args)
+    options = model_options_from_args(args)
+    if "difffusr" in methods:
+        from pipeline.models.precision import check_precision
+
+        check_precision(options.precision, options.device.split(":")[0])  # fp16 on a CPU: before the reads
     _check_out_dir(args.out)
 
     from pipeline.eval.opensr import OpenSRConfig

@@ -41,6 +41,23 @@ def test_run_and_superres_defaults_are_the_config_defaults():
     assert a.batch_tiles == ComputeConfig().batch_tiles and a.workers is None
 
 
+def test_eval_wald_takes_the_learned_method_flags_of_run_with_their_defaults():
+    from pipeline.cli.args import model_options_from_args
+    from pipeline.cli.eval import eval_parser
+
+    a = eval_parser().parse_args(["wald", str(SCENE), "--out", "x"])
+    assert model_options_from_args(a) == MethodOptions()
+    a = eval_parser().parse_args(["wald", str(SCENE), "--out", "x", "--precision", "bf16", "--steps", "4"])
+    assert model_options_from_args(a) == MethodOptions(precision="bf16", steps=4)
+
+
+def test_eval_wald_refuses_fp16_on_a_cpu_before_writing_a_report(capsys, tmp_path):
+    out = tmp_path / "report"
+    argv = ["eval", "wald", str(SCENE), "--methods", "difffusr", "--precision", "fp16", "--out", str(out)]
+    assert "--precision fp16 needs a CUDA device" in _error(capsys, argv)
+    assert not out.exists()
+
+
 def test_train_fusion_has_one_flag_per_config_field_with_its_default_and_help():
     parser, names = fusion_parser()
     assert names == [f.name for f in dataclasses.fields(FusionTrainConfig)]
