@@ -9,12 +9,24 @@ cut from a bundled held-out scene, so the real nodata filling, SR, fusion and ma
     python -m benchmarks.model_speed --device cuda --batches 1,4,16,32 --precision bf16
 
 Prints tiles/s per batch size and granules per device-hour (a 110 km granule is ~13,000 tiles of 96 px core).
+
+`--compare` (issue 12's speed targets): per output tile, the whole learned method (diffusion SR of the RGB +
+the three fusion nets) built from a preset's architecture with random weights (the cost does not depend on
+the weights), in one process, against the fp32 batch-1 eager run of the same networks at 20 steps (the
+reference configuration's compute): bf16 + channels_last at 20 steps, and the default precision with the
+shipped SR's default steps. Run it with the workers' allocator env:
+
+    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=17179869184 python -m benchmarks.model_speed --compare \
+        --presets paper --window 120 --repeats 1 --json benchmarks/results/model_speed_compare_paper.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +36,10 @@ from benchmarks.common import machine, write_json
 #: Tiles of 96 px core in a 110 km x 110 km granule (10 m grid: 10980 px / 96 ~ 115 per side).
 GRANULE_TILES = 13_000
 SCENE = "data/samples/heldout/S2A_MSIL2A_20170617T113321_4_55"
+#: The workers' allocator env (pipeline.inference.actors); glibc reads it at process start only.
+ALLOCATOR_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_")
+#: The shipped SR's config: its `default_steps` is the "default steps" variant of --compare.
+SHIPPED_SR_CONFIG = Path(__file__).resolve().parents[1] / "pipeline/weights/sr_small/config.json"
 
 
 def tiles(window: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,6 +95,89 @@ def measure(
     }
 
 
+def _timed(fn, *, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def compare(
+    presets: list[str], *, window: int, steps_default: int, precision_default: str, warmup: int, repeats: int
+) -> dict:
+    """Seconds per output tile of the learned method per preset and variant, and the ratios to fp32.
+
+    Args:
+        presets: "small" and/or "paper" (SR: pipeline.models.diffusion.config, fusion:
+            pipeline.models.fusion.config), freshly initialised.
+        window: LR tile side, 10 m px (multiple of 6); the output tile is 4 x window at 2.5 m.
+        steps_default, precision_default: the "default" variant (the shipped SR's default_steps and
+            pipeline.config.DEFAULT_PRECISION).
+        warmup, repeats: untimed and timed calls per variant (best of the timed ones).
+
+    Returns:
+        JSON-able dict with one row per (preset, variant): seconds per tile and ratio to the fp32 row.
+    """
+    from pipeline.models import baselines
+    from pipeline.models.diffusion import SRDiffusion, get_preset
+    from pipeline.models.fusion import FusionModel, preset_configs
+    from pipeline.models.precision import memory_format
+
+    # freshly initialised nets make subnormal activations, which are very slow on x86 (trained ones do not)
+    torch.set_flush_denormal(True)
+    b10, b20, b60 = (torch.from_numpy(g) for g in tiles(window, 1))
+    variants = [
+        ("fp32 eager, 20 steps (reference compute)", "fp32", 20),
+        ("bf16 + channels_last, 20 steps", "bf16", 20),
+        (f"default: {precision_default}, {steps_default} steps", precision_default, steps_default),
+    ]
+    rows = []
+    for preset in presets:
+        torch.manual_seed(0)
+        sr = SRDiffusion(get_preset(preset)).eval()
+        fusion = FusionModel(preset_configs(preset)).eval()
+        base = None
+        for label, precision, steps in variants:
+            fmt = memory_format(precision)
+            sr, fusion = sr.to(memory_format=fmt), fusion.to(memory_format=fmt)
+
+            def forward(sr=sr, fusion=fusion, precision=precision, steps=steps):
+                # DiffFuSR._forward on one tile (its batch-of-two padding of small CPU tiles is for
+                # bit-identity across batch sizes, not part of the compute compared here)
+                gen = [torch.Generator().manual_seed(0)]
+                lr = baselines.rgb_of(b10)
+                rgb = sr.super_resolve(lr, steps=steps, generator=gen, precision=precision)
+                return fusion.fuse(b10, b20, b60, rgb, precision=precision)
+
+            seconds = _timed(forward, warmup=warmup, repeats=repeats)
+            base = seconds if base is None else base
+            row = {
+                "preset": preset,
+                "variant": label,
+                "precision": precision,
+                "steps": steps,
+                "seconds_per_tile": seconds,
+                "ratio_to_fp32": seconds / base,
+            }
+            rows.append(row)
+            print(f"{preset:6s} {label:45s} {seconds:8.2f} s/tile  {seconds / base:.3f}x", flush=True)
+    return {
+        "benchmark": "model_speed_compare",
+        "window_10m_px": window,
+        "output_tile_px": 4 * window,
+        "batch": 1,
+        "warmup": warmup,
+        "repeats": repeats,
+        "allocator_env": {k: os.environ.get(k) for k in ALLOCATOR_ENV},
+        "rows": rows,
+        "machine": machine(),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.model_speed", description=__doc__.split("\n")[0])
     p.add_argument("--batches", default="1,4,16", help="comma list of batch sizes")
@@ -89,9 +188,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="JSON output path")
+    p.add_argument("--compare", action="store_true", help="per-tile ratios to fp32 eager (module docstring)")
+    p.add_argument("--presets", default="small,paper", help="--compare: comma list of small, paper")
+    p.add_argument("--warmup", type=int, default=0, help="--compare: untimed calls per variant")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.compare:
+        from pipeline.config import DEFAULT_PRECISION
+
+        missing = [k for k in ALLOCATOR_ENV if k not in os.environ]
+        if missing:
+            print(f"warning: {', '.join(missing)} unset: not the workers' allocator setup", flush=True)
+        steps_default = json.loads(SHIPPED_SR_CONFIG.read_text())["default_steps"]
+        res = compare(
+            args.presets.split(","),
+            window=args.window,
+            steps_default=args.steps or steps_default,
+            precision_default=DEFAULT_PRECISION,
+            warmup=args.warmup,
+            repeats=args.repeats,
+        )
+        write_json(args.json, res)
+        return 0
     res = measure(
         [int(b) for b in args.batches.split(",")],
         window=args.window,
