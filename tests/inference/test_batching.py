@@ -29,7 +29,9 @@ def windows(size: int, n: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return out[0], out[1], out[2]
 
 
-@pytest.fixture(scope="module", params=["fp32", "bf16"])
+# fp32 is in the slow set: ~3 min on 2 cores, and its 36 px case was seen to differ between batch 4 and 16
+# once under heavy CPU load (not reproduced alone; issue 12 tracks it). bf16, the default, runs by default.
+@pytest.fixture(scope="module", params=[pytest.param("fp32", marks=pytest.mark.slow), "bf16"])
 def method(request):
     return get_method("difffusr", MethodOptions(steps=1, precision=request.param))
 
