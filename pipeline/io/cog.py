@@ -91,17 +91,7 @@ def write_geotiff(
                 dst.offsets = [0.0] * len(S2_BANDS)
             dst.update_tags(reflectance_scale=str(SCALE) if dtype == "uint16" else "1", software="difffusr")
         staged = Path(tmp) / "cog.tif"
-        rasterio.shutil.copy(
-            plain,
-            staged,
-            driver="COG",
-            compress="ZSTD",
-            predictor=2 if dtype == "uint16" else 3,
-            blocksize=512,
-            overviews="AUTO",
-            resampling="average",
-            BIGTIFF="IF_SAFER",
-        )
+        _copy_as_cog(plain, staged, dtype=dtype, overviews="AUTO", resampling="average")
         os.replace(staged, path)
 
 
@@ -286,15 +276,19 @@ def assemble_cog(
         vrt = write_strips_vrt(strip_dir, tmp, grid, layout, dtype=dtype)
         staged = Path(tmp) / "cog.tif"
         with rasterio.Env(GDAL_CACHEMAX=STITCH_CACHE_MB):
-            rasterio.shutil.copy(
-                vrt,
-                staged,
-                driver="COG",
-                compress="ZSTD",
-                predictor=2 if dtype == "uint16" else 3,
-                blocksize=512,
-                overviews="FORCE_USE_EXISTING",
-                num_threads="ALL_CPUS",
-                BIGTIFF="IF_SAFER",
-            )
+            _copy_as_cog(vrt, staged, dtype=dtype, overviews="FORCE_USE_EXISTING", num_threads="ALL_CPUS")
         os.replace(staged, dest)
+
+
+def _copy_as_cog(src: Path, dest: Path, *, dtype: str, **options: str) -> None:
+    """GDAL's COG driver with the product's layout: ZSTD + predictor, 512 px blocks (and `options`)."""
+    rasterio.shutil.copy(
+        src,
+        dest,
+        driver="COG",
+        compress="ZSTD",
+        predictor=2 if dtype == "uint16" else 3,
+        blocksize=512,
+        BIGTIFF="IF_SAFER",
+        **options,
+    )
