@@ -85,7 +85,7 @@ class _Method:
 
 class _Actor:
     def __init__(self, calls: _Instant) -> None:
-        self.run = _Method(lambda keys, layout: calls.submit({"tiles": len(keys)}))
+        self.run = _Method(lambda keys, layout, store=None: calls.submit({"tiles": len(keys)}))
         self.__ray_ready__ = _Method(lambda: calls.submit(True))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from pipeline.catalog.assets import map_band_assets
 from pipeline.catalog.search import search_items
 from pipeline.cluster.runtime import INFERENCE_WORKER_ENV, forwarded_env, start_ray
-from pipeline.config import MethodOptions, RunConfig
+from pipeline.config import JobConfig, MethodOptions, RunConfig
 from pipeline.errors import AssetError, ConfigError, DataError, DiffFuSRError, OutputError
 from pipeline.io.cog import assemble_cog, export_mosaic_cog
 from pipeline.io.grid import SceneGrid, resolve_grid
@@ -63,6 +63,7 @@ def _stream_report(cfg: RunConfig, result: StreamResult) -> dict[str, Any]:
         "steps": result.model.get("steps", cfg.model.steps),
         "precision": result.model.get("precision", cfg.model.precision),
         "wall_s": round(result.wall_s, 3),
+        "actor_pids": result.model.get("pids", []),
     }
 
 
@@ -112,31 +113,25 @@ def _get(ref: Any) -> Any:
         raise
 
 
-def _stream(
-    cfg: RunConfig,
-    items,
-    grid: SceneGrid,
-    layout: TileLayout,
-    store: WorkStore,
-    mosaic_url: str,
-    strip_dir: str | None,
-    progress: bool,
-) -> StreamResult:
-    """Ray wiring of the streaming engine: the ingest/mosaic tasks and the inference actor pool."""
+@dataclass
+class ActorPool:
+    """The inference actors of a job, or of every unit of a `--plan` (the model loads once)."""
+
+    actors: list[Any]
+    device: str
+
+
+def start_actors(cfg: JobConfig, *, at_most: int | None = None) -> ActorPool:
+    """Start the inference actors (one per GPU, else one per 2 CPUs, or `--workers`); models load now."""
     import ray
 
     from pipeline.inference.actors import TileWorker
-    from pipeline.ingest.stage import ingest_tile
-    from pipeline.mosaic.assemble import assemble_core
 
-    task = ray.remote(_call_with_env).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
-    items_ref, env = ray.put(items), forwarded_env()
-    skip = cfg.compute.skip_bad_assets
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-    ing, inf = store.status("ingest"), store.status("infer")
-    may_infer = int(((ing == 0) | ((ing == DONE) & (inf != DONE))).sum())
-    n_workers = min(cfg.compute.workers or (gpus or max(1, cpus // 2)), may_infer)
+    n_workers = cfg.compute.workers or (gpus or max(1, cpus // 2))
+    if at_most is not None:
+        n_workers = min(n_workers, at_most)
     device = "cuda" if gpus else "cpu"
     if cfg.model.precision == "fp16" and not gpus:
         raise ConfigError(
@@ -151,7 +146,46 @@ def _stream(
         runtime_env={"env_vars": dict(INFERENCE_WORKER_ENV)},
     )
     threads = None if gpus else max(1, cpus // max(n_workers, 1))
-    actors = [actor_cls.remote(cfg.method, options, store, cfg.seed, threads, env) for _ in range(n_workers)]
+    env = forwarded_env()
+    actors = [actor_cls.remote(cfg.method, options, None, cfg.seed, threads, env) for _ in range(n_workers)]
+    return ActorPool(actors=actors, device=device)
+
+
+def stop_actors(pool: ActorPool) -> None:
+    import ray
+
+    for actor in pool.actors:
+        ray.kill(actor)
+
+
+def _stream(
+    cfg: RunConfig,
+    items,
+    grid: SceneGrid,
+    layout: TileLayout,
+    store: WorkStore,
+    mosaic_url: str,
+    strip_dir: str | None,
+    progress: bool,
+    pool: ActorPool | None,
+) -> StreamResult:
+    """Ray wiring of the streaming engine: the ingest/mosaic tasks and the inference actor pool (the given
+    one, or one started and stopped for this job)."""
+    import ray
+
+    from pipeline.ingest.stage import ingest_tile
+    from pipeline.mosaic.assemble import assemble_core
+
+    task = ray.remote(_call_with_env).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
+    items_ref, env = ray.put(items), forwarded_env()
+    skip = cfg.compute.skip_bad_assets
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    own_pool = pool is None
+    if own_pool:
+        ing, inf = store.status("ingest"), store.status("infer")
+        may_infer = int(((ing == 0) | ((ing == DONE) & (inf != DONE))).sum())
+        pool = start_actors(cfg, at_most=may_infer)
+    actors, device, n_workers = pool.actors, pool.device, len(pool.actors)
     strip = None
     if strip_dir is not None:  # the COG's strips are encoded by tasks as soon as a tile row is final
         from pipeline.io.cog import write_strip
@@ -185,8 +219,8 @@ def _stream(
     try:
         return stream.run()
     finally:
-        for actor in actors:
-            ray.kill(actor)
+        if own_pool:
+            stop_actors(pool)
 
 
 def _export(
@@ -243,7 +277,7 @@ def _export(
     }
 
 
-def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
+def run_job(cfg: RunConfig, *, progress: bool = True, pool: ActorPool | None = None) -> RunSummary:
     """Run one region/date job end to end (resuming a previous attempt of the same job)."""
     started = datetime.now(UTC)
     summary = RunSummary(out=cfg.output.out)
@@ -296,7 +330,7 @@ def run_job(cfg: RunConfig, *, progress: bool = True) -> RunSummary:
         )
         # A local --out: the COG's strips are written by tasks during the stream, next to the outputs.
         strip_dir = out.join(STRIPS) if out.is_local else None
-        result = _stream(cfg, items, grid, layout, store, mosaic_url, strip_dir, progress)
+        result = _stream(cfg, items, grid, layout, store, mosaic_url, strip_dir, progress, pool)
         summary.skipped_granules.update(result.failed_granules)
         summary.tiles_resumed = result.resumed
         summary.tiles_empty = result.tiles_empty

@@ -31,7 +31,7 @@ class PlanSummary:
 
 def run_plan(plan_file: str, base: PlanRunConfig, *, progress: bool = True) -> PlanSummary:
     """Run the pending units of a plan into `base.output.out`; `base` gives the catalog, method, options."""
-    from pipeline.run import run_job
+    from pipeline.run import run_job, start_actors, stop_actors
 
     units = load_plan(plan_file)
     root = base.output.out
@@ -40,6 +40,7 @@ def run_plan(plan_file: str, base: PlanRunConfig, *, progress: bool = True) -> P
     if summary.skipped_done:
         print(f"plan: skipping {summary.skipped_done} of {len(units)} units already done", file=sys.stderr)
     started_ray = start_ray(base.compute.ray_address, object_store_bytes=256 * 2**20) if todo else False
+    pool = start_actors(base) if todo else None  # one actor pool, its model loaded once, for every unit
     try:
         for n, unit in enumerate(todo, start=1):
             print(f"plan: unit {n}/{len(todo)} {unit.key}", file=sys.stderr)
@@ -48,7 +49,7 @@ def run_plan(plan_file: str, base: PlanRunConfig, *, progress: bool = True) -> P
                 bbox=unit.bbox, start=start, end=end, out=unit_output(root, unit), crs=f"EPSG:{unit.epsg}"
             )
             try:
-                run_job(cfg, progress=progress)
+                run_job(cfg, progress=progress, pool=pool)
                 summary.completed.append(unit.key)
             except EmptySearchError as exc:
                 OutputDir(cfg.output.out).write_json(
@@ -65,6 +66,8 @@ def run_plan(plan_file: str, base: PlanRunConfig, *, progress: bool = True) -> P
                 summary.failed[unit.key] = str(exc)
                 print(f"plan: unit {unit.key} failed: {exc}", file=sys.stderr)
     finally:
+        if pool is not None:
+            stop_actors(pool)
         if started_ray:
             import ray
 

@@ -243,7 +243,8 @@ class TileStream:
                     if len(infer_queue) < self.batch_tiles and not flush:
                         return
                     batch = [infer_queue.popleft() for _ in range(min(self.batch_tiles, len(infer_queue)))]
-                    pending[actor.run.remote(batch, self.layout)] = ("infer", (i, batch), time.perf_counter())
+                    ref = actor.run.remote(batch, self.layout, self.store)
+                    pending[ref] = ("infer", (i, batch), time.perf_counter())
                     actor_load[i] += 1
 
         strip_queue: deque[int] = deque(
@@ -320,6 +321,8 @@ class TileStream:
                 for name in ("steps", "precision"):
                     if result.get(name) is not None:
                         res.model[name] = result[name]
+                if result.get("pid") is not None and result["pid"] not in res.model.setdefault("pids", []):
+                    res.model["pids"].append(result["pid"])
                 self.stats["inference"].record(len(batch), now - start, start, now)
                 bars["infer"].update(len(batch))
                 for k in batch:

@@ -41,7 +41,7 @@ class TileWorker:
         self.seed = seed
         self.pid = os.getpid()
 
-    def run(self, keys: list[TileKey], layout: TileLayout) -> dict[str, Any]:
+    def run(self, keys: list[TileKey], layout: TileLayout, store: WorkStore | None = None) -> dict[str, Any]:
         """Predict `keys` (all non-empty, ingested tiles) and write their predictions, then their markers.
 
         The whole batch goes through one forward pass of each network. Each tile is seeded by its position on
@@ -53,14 +53,15 @@ class TileWorker:
             {"tiles", "pid", "model_s": seconds in `predict_tiles` (the forward passes, for the actor's busy
             fraction), "steps", "precision" (what the learned method used; None for the baselines)}.
         """
-        b10, b20, b60 = self.store.read_tiles(keys)
+        store = store or self.store  # a pool kept across the units of a plan gets each unit's store
+        b10, b20, b60 = store.read_tiles(keys)
         seeds = [tile_seed(self.seed, k, layout) for k in keys]
         t0 = time.perf_counter()
         preds = predict_tiles(self.method, b10, b20, b60, seeds=seeds)
         model_s = time.perf_counter() - t0
         for key, pred in zip(keys, preds):
-            self.store.write_prediction(key, pred)
-            self.store.mark("infer", key, DONE)
+            store.write_prediction(key, pred)
+            store.mark("infer", key, DONE)
         return {
             "tiles": len(keys),
             "pid": self.pid,

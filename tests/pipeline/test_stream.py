@@ -51,9 +51,9 @@ def _run(tmp_path, layout: TileLayout, *, empty=frozenset(), window=None, free_w
     actor = _Actor(calls)
     run_batch = actor.run.remote
 
-    def infer(keys, lay):
+    def infer(keys, lay, work_store=None):
         log.extend(("infer", k) for k in keys)
-        return run_batch(keys, lay)
+        return run_batch(keys, lay, work_store)
 
     actor.run.remote = infer
     tasks = StreamTasks(
