@@ -22,10 +22,10 @@ from pipeline.io.cog import assemble_cog, export_mosaic_cog
 from pipeline.io.grid import SceneGrid, resolve_grid
 from pipeline.io.mosaic_store import create_mosaic_store
 from pipeline.io.outputs import OutputDir
-from pipeline.io.work_store import DONE, WorkStore
+from pipeline.io.work_store import DONE, TODO, WorkStore
 from pipeline.mosaic.metadata import output_item, versions
 from pipeline.mosaic.quicklook import write_quicklook
-from pipeline.stream import StreamResult, StreamTasks, TileStream, stream_window
+from pipeline.stream import StreamResult, StreamTasks, TileStream, read_markers, stream_window
 from pipeline.tiling.grid import TileLayout
 
 TRANSIENT_ERRORS = (OSError, TimeoutError, ConnectionError)
@@ -180,10 +180,11 @@ def _stream(
     items_ref, env = ray.put(items), forwarded_env()
     skip = cfg.compute.skip_bad_assets
     cpus = int(ray.cluster_resources().get("CPU", 1))
+    markers = read_markers(store)  # once: a granule's marker arrays take seconds to read
     own_pool = pool is None
     if own_pool:
-        ing, inf = store.status("ingest"), store.status("infer")
-        may_infer = int(((ing == 0) | ((ing == DONE) & (inf != DONE))).sum())
+        ing, inf, _ = markers
+        may_infer = int(((ing == TODO) | ((ing == DONE) & (inf != DONE))).sum())
         pool = start_actors(cfg, at_most=may_infer)
     actors, device, n_workers = pool.actors, pool.device, len(pool.actors)
     strip = None
@@ -215,6 +216,7 @@ def _stream(
         progress=progress,
         device=device,
         method=cfg.method,
+        markers=markers,
     )
     try:
         return stream.run()

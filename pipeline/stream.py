@@ -136,14 +136,13 @@ class TileStream:
         progress: bool,
         device: str = "cpu",
         method: str = "",
+        markers: Markers | None = None,
     ) -> None:
         self.layout, self.store, self.tasks = layout, store, tasks
         self.batch_tiles, self.window, self.max_tasks = batch_tiles, window, max_tasks
         self.free_work, self.progress = free_work, progress
         self.label = f"super-resolve ({method}, {len(tasks.actors)} {device} worker(s))"
-        self.ing = store.status("ingest")
-        self.inf = store.status("infer")
-        self.mos = store.status("mosaic")
+        self.ing, self.inf, self.mos = markers or read_markers(store)
         self.freed = np.zeros_like(self.ing, dtype=bool)  # prediction chunk deleted (or never written)
         self.stats = {
             "ingest": StageStats(),
@@ -156,21 +155,20 @@ class TileStream:
         self.row_left = (~finished).sum(axis=1)
 
     # ---- what is ready
-    def _neighbours(self, key: TileKey) -> list[TileKey]:
-        return self.layout.neighbours(key)
-
     def _mosaic_ready(self, key: TileKey) -> bool:
         """Every tile whose prediction covers `key`'s core is predicted or empty."""
         if self.ing[key.row, key.col] != DONE or self.mos[key.row, key.col] == DONE:
             return False
         return all(
-            self.ing[n.row, n.col] == EMPTY or self.inf[n.row, n.col] == DONE for n in self._neighbours(key)
+            self.ing[n.row, n.col] == EMPTY or self.inf[n.row, n.col] == DONE
+            for n in self.layout.neighbours(key)
         )
 
     def _prediction_done_with(self, key: TileKey) -> bool:
         """No core still to be written blends `key`'s prediction."""
         return all(
-            self.ing[n.row, n.col] == EMPTY or self.mos[n.row, n.col] == DONE for n in self._neighbours(key)
+            self.ing[n.row, n.col] == EMPTY or self.mos[n.row, n.col] == DONE
+            for n in self.layout.neighbours(key)
         )
 
     # ---- the loop
@@ -214,15 +212,14 @@ class TileStream:
         actor_load = {i: 0 for i in range(len(self.tasks.actors))}
         actor_free_at = {i: t0 for i in range(len(self.tasks.actors))}
         actor_ready: dict[int, float] = {}
-        actor_busy = {i: 0.0 for i in range(len(self.tasks.actors))}
-        model_busy = {i: 0.0 for i in range(len(self.tasks.actors))}
+        model_busy = 0.0  # seconds in forward passes; the calls' busy time is stats["inference"].busy_s
         for i, actor in enumerate(self.tasks.actors):  # when each model is loaded: the busy fraction's start
             pending[actor.__ray_ready__.remote()] = ("ready", i, t0)
         running_tasks = 0
         ingest_running = 0
         if self.free_work:  # a resumed run: free what an earlier attempt finished with
             for k in _keys_where(self.inf == DONE):
-                if self.inf[k.row, k.col] == DONE and self._prediction_done_with(k):
+                if self._prediction_done_with(k):
                     self.freed[k.row, k.col] = True
 
         def submit_ingest() -> None:
@@ -268,7 +265,7 @@ class TileStream:
                 running_tasks += 1
 
         def check_mosaic_around(key: TileKey) -> None:
-            for n in self._neighbours(key):
+            for n in self.layout.neighbours(key):
                 if (n.row, n.col) not in queued_mosaic and self._mosaic_ready(n):
                     mosaic_queue.append(n)
                     queued_mosaic.add((n.row, n.col))
@@ -276,7 +273,7 @@ class TileStream:
         def maybe_free(key: TileKey) -> None:
             if not self.free_work:
                 return
-            for n in self._neighbours(key):
+            for n in self.layout.neighbours(key):
                 if (
                     not self.freed[n.row, n.col]
                     and self.inf[n.row, n.col] == DONE
@@ -286,7 +283,7 @@ class TileStream:
                     self.freed[n.row, n.col] = True
 
         def handle(ref: Any, stage: str, payload: Any, submitted: float) -> None:
-            nonlocal open_tiles, running_tasks, ingest_running
+            nonlocal open_tiles, running_tasks, ingest_running, model_busy
             result = self.tasks.get(ref)
             now = time.perf_counter()
             if stage == "ingest":
@@ -316,8 +313,7 @@ class TileStream:
                 actor_load[i] -= 1
                 start = max(submitted, actor_free_at[i])  # an actor runs its calls one after another
                 actor_free_at[i] = now
-                actor_busy[i] += now - start
-                model_busy[i] += float(result.get("model_s", 0.0))
+                model_busy += float(result.get("model_s", 0.0))
                 for name in ("steps", "precision"):
                     if result.get(name) is not None:
                         res.model[name] = result[name]
@@ -375,9 +371,18 @@ class TileStream:
         end = t0 + res.wall_s
         spans = [end - actor_ready[i] for i in actor_ready]
         if spans and sum(spans) > 0:
-            res.actor_busy_fraction = round(sum(actor_busy.values()) / sum(spans), 4)
-            res.model_busy_fraction = round(sum(model_busy.values()) / sum(spans), 4)
+            res.actor_busy_fraction = round(self.stats["inference"].busy_s / sum(spans), 4)
+            res.model_busy_fraction = round(model_busy / sum(spans), 4)
         return res
+
+
+#: The (rows, cols) uint8 done markers of ingest, inference and mosaic.
+Markers = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def read_markers(store: WorkStore) -> Markers:
+    """The whole AOI's done markers, read once per job by the driver (the resume state)."""
+    return store.status("ingest"), store.status("infer"), store.status("mosaic")
 
 
 def _keys_where(mask: np.ndarray) -> Iterator[TileKey]:

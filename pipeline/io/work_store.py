@@ -152,10 +152,9 @@ class WorkStore:
 
     def free_inputs(self, key: TileKey) -> None:
         """Delete a tile's ingested chunks (after its prediction is written)."""
-        root = self._open()
-        for name, (c, k) in _GROUP_SHAPES.items():
-            w = root[f"tiles/{name}"].shape[-1]
-            root[f"tiles/{name}"][key.row, key.col] = np.full((c, w, w), np.nan, np.float32)
+        for name in _GROUP_SHAPES:
+            arr = self._array(f"tiles/{name}")
+            arr[key.row, key.col] = np.full(arr.shape[2:], np.nan, np.float32)
 
     def free_prediction(self, key: TileKey) -> None:
         """Delete a tile's prediction chunk (after every core that blends it is written)."""
@@ -164,30 +163,28 @@ class WorkStore:
 
     def write_overview(self, key: TileKey, layout: TileLayout, rgb_core: np.ndarray) -> None:
         """Store every `step`-th pixel of a core's (3, h, w) true colour in the overview."""
-        root = self._open()
-        step = int(root.attrs["overview_step"])
+        step = int(self._open().attrs["overview_step"])
         y0, _, x0, _ = layout.core_bounds(key)
         oy, ox = y0 * SR_FACTOR // step, x0 * SR_FACTOR // step
         small = rgb_core[:, ::step, ::step]
-        root["overview"][:, oy : oy + small.shape[1], ox : ox + small.shape[2]] = small
+        self._array("overview")[:, oy : oy + small.shape[1], ox : ox + small.shape[2]] = small
 
     def read_overview(self) -> np.ndarray:
         """(3, qh, qw) true-colour overview (B04, B03, B02 reflectance, NaN = nodata)."""
-        return self._open("r")["overview"][...]
+        return self._array("overview", "r")[...]
 
     def mark(self, stage: str, key: TileKey, value: int) -> None:
         self._array(f"done/{stage}")[key.row, key.col] = value
 
     def write_tile(self, key: TileKey, b10: np.ndarray, b20: np.ndarray, b60: np.ndarray) -> None:
-        root = self._open()
         for name, arr in zip(_GROUP_SHAPES, (b10, b20, b60)):
-            root[f"tiles/{name}"][key.row, key.col] = arr
+            self._array(f"tiles/{name}")[key.row, key.col] = arr
 
     def read_tiles(self, keys: list[TileKey]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Batched (N, C, h, w) arrays of the three groups for `keys`."""
-        root = self._open("r")
         return tuple(  # type: ignore[return-value]
-            np.stack([root[f"tiles/{name}"][k.row, k.col] for k in keys]) for name in _GROUP_SHAPES
+            np.stack([self._array(f"tiles/{name}", "r")[k.row, k.col] for k in keys])
+            for name in _GROUP_SHAPES
         )
 
     def write_prediction(self, key: TileKey, pred: np.ndarray) -> None:
