@@ -58,20 +58,9 @@ def test_bad_option_value_is_one_line_with_exit_2(stac_api, capsys, tmp_path, op
 
 
 def test_empty_search_says_how_to_widen_and_writes_nothing(stac_api, capsys, tmp_path):
+    # the last --datetime wins: a month without granules
     code, err = _run(
-        capsys,
-        [
-            "run",
-            "--stac-url",
-            stac_api,
-            "--bbox",
-            DEMO_BBOX,
-            "--datetime",
-            "2020-01-01/2020-01-31",
-            "--out",
-            str(tmp_path / "out"),
-            "--quiet",
-        ],
+        capsys, _run_argv(tmp_path / "out", "--datetime", "2020-01-01/2020-01-31", stac_url=stac_api)
     )
     assert code == 2 and len(err) == 1 and "widen --datetime" in err[0]
     assert not (tmp_path / "out").exists()
@@ -80,21 +69,7 @@ def test_empty_search_says_how_to_widen_and_writes_nothing(stac_api, capsys, tmp
 def test_unwritable_out_is_reported_before_any_work(stac_api, capsys, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    code, err = _run(
-        capsys,
-        [
-            "run",
-            "--stac-url",
-            stac_api,
-            "--bbox",
-            DEMO_BBOX,
-            "--datetime",
-            DEMO_DATETIME,
-            "--out",
-            str(blocker),
-            "--quiet",
-        ],
-    )
+    code, err = _run(capsys, _run_argv(blocker, stac_url=stac_api))
     assert code == 2 and len(err) == 1 and "is an existing file" in err[0]
 
 
