@@ -187,6 +187,8 @@ def run_at(url: str, center, tiles: int, out: Path, args: argparse.Namespace) ->
         "driver_peak_mb": round(run.driver_peak_mb, 1),
         "worker_peak_mb": round(run.worker_peak_mb, 1),
         "ray_system_peak_mb": round(run.ray_system_peak_mb, 1),
+        # the largest processes by peak RSS (which worker holds the worker peak)
+        "top_processes_mb": {k: round(v, 1) for k, v in list(run.processes.items())[:6]},
         "disk_peak_bytes": disk.peak,
         "disk_peak_bytes_per_tile": round(disk.peak / n),
     }
