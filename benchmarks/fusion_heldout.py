@@ -43,10 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.bands import BAND_GROUPS
 from pipeline.eval.metrics import psnr
 from pipeline.eval.protocol import WaldConfig, crop_for_ratio, wald_scene
-from pipeline.io.scene_files import Scene, read_scene
+from pipeline.io.scene_files import Scene
 from pipeline.models import baselines
-from pipeline.models.fusion import load_fusion_model
+from pipeline.models.fusion import load_fusion_model, set_injection_gain
 from pipeline.train.fusion import sr_weights_digest
+from pipeline.train.scenes import read_any_scene
 
 
 def _load_sr(weights: str | None):
@@ -141,7 +142,7 @@ def run_scenes(
     """
     results = []
     for folder in folders:
-        scene = read_scene(folder)
+        scene = read_any_scene(folder)
         if row_frac is not None:
             scene = cut_rows(scene, *row_frac)
         # the protocol crops the scene the same way (idempotent); the native RGB is the perfect guide
@@ -166,6 +167,46 @@ def cut_rows(scene: Scene, lo: float, hi: float) -> Scene:
         transform=(a, b, c, d, e, f + r0 * e),
         name=f"{scene.name}[rows {r0}:{r1}]",
     )
+
+
+def print_per_scene(results: list, methods: list[str]) -> None:
+    """Per scene: group and 12-band ERGAS, 10 m PSNR and group SAM of each method, and the safety-net checks.
+
+    A learned method's (scene, group) cell is starred when its ERGAS is above bicubic's; the check lines count
+    those cells and the scenes whose 12-band ERGAS is above Gram-Schmidt's (`gs[bicubic]`).
+    """
+    print("\nPer scene (ERGAS per group and 12-band, 10m PSNR, SAM per group; * = ERGAS above bicubic):")
+    print("| scene | method | 10m | 20m | 60m | 12-band | 10m PSNR | SAM 10m | SAM 20m | SAM 60m |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    worse: dict[str, list[str]] = {m: [] for m in methods}
+    for r in results:
+        bic = r.methods["bicubic"].groups
+        for m in methods:
+            g = r.methods[m].groups
+            cells = []
+            for k in ("10m", "20m", "60m"):
+                bad = m != "bicubic" and g[k]["ergas"] > bic[k]["ergas"]
+                if bad:
+                    worse[m].append(f"{r.scene} {k}")
+                cells.append(f"{g[k]['ergas']:.3f}{'*' if bad else ''}")
+            sams = " | ".join(f"{g[k]['sam_deg']:.3f}" for k in ("10m", "20m", "60m"))
+            print(
+                f"| {r.scene} | {m} | {' | '.join(cells)} | {g['all']['ergas']:.3f} "
+                f"| {g['10m']['psnr']:.2f} | {sams} |"
+            )
+    gs = "gs[bicubic]"
+    for m in methods:
+        if m == "bicubic":
+            continue
+        above_gs = [
+            r.scene
+            for r in results
+            if r.methods[m].groups["all"]["ergas"] > r.methods[gs].groups["all"]["ergas"]
+        ]
+        print(
+            f"check {m}: {len(worse[m])} (scene, group) ERGAS above bicubic {worse[m]}; "
+            f"{len(above_gs)} scene(s) 12-band ERGAS above {gs} {above_gs}"
+        )
 
 
 def cost_table(side10: int = 12) -> None:
@@ -239,12 +280,23 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("A", "B"),
         help="score only rows [A H, B H) of each scene (a validation block of a training scene)",
     )
+    p.add_argument(
+        "--injection-gain",
+        type=int,
+        default=None,
+        metavar="R",
+        help="set the fusion's per-band injection gain to R (0 off, 2, 4; see models.fusion.gain), "
+        "overriding the weights' config, for the groups of --gain-groups",
+    )
+    p.add_argument("--gain-groups", nargs="+", default=None, choices=["10m", "20m", "60m"])
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     if a.cost:
         cost_table()
         return 0
     fusion = load_fusion_model(a.fusion_weights)
+    if a.injection_gain is not None:
+        set_injection_gain(fusion, a.injection_gain, tuple(a.gain_groups) if a.gain_groups else None)
     sr = None if a.no_sr else _load_sr(a.sr_weights)
     methods = ["bicubic", "gs[bicubic]", "fusion[bicubic]"] + (
         ["gs[sr]", "fusion[sr]"] if sr is not None else []
@@ -292,13 +344,19 @@ def main(argv: list[str] | None = None) -> int:
         "guide RGB PSNR vs the native RGB (dB): "
         + ", ".join(f"{m} {float(np.mean(v)):.2f}" for m, v in guide_psnr.items())
     )
+    print_per_scene(results, methods)
     per_scene = {r.scene: {m: r.methods[m].groups for m in methods} for r in results}
+    per_band = {
+        r.scene: {m: {b: r.methods[m].bands[b]["ergas"] for b in r.methods[m].bands} for m in methods}
+        for r in results
+    }
     if a.json:
         Path(a.json).write_text(
             json.dumps(
                 {
                     "mean": rows,
                     "per_scene": per_scene,
+                    "per_band_ergas": per_band,
                     "guide_psnr": {m: float(np.mean(v)) for m, v in guide_psnr.items()},
                 },
                 indent=1,

@@ -129,6 +129,8 @@ def score_group(sr: np.ndarray, ref: np.ndarray, group: BandGroup, *, ratio: int
     """
     bands = {b: M.band_scores(sr[i], ref[i], data_range=data_range) for i, b in enumerate(group.bands)}
     agg = {k: float(np.nanmean([s[k] for s in bands.values()])) for k in next(iter(bands.values()))}
+    for i, b in enumerate(group.bands):  # per band: the safety net compares each band with the baselines
+        bands[b]["ergas"] = M.ergas(sr[i : i + 1], ref[i : i + 1], ratio=ratio)
     agg["sam_deg"] = M.sam_deg(sr, ref) if sr.shape[0] > 1 else float("nan")
     agg["ergas"] = M.ergas(sr, ref, ratio=ratio)
     return bands, agg

@@ -172,6 +172,7 @@ def write_wald_report(results: list[SceneResult], cfg: WaldConfig, out: Path, *,
         title=f"Per-band scores, mean over scenes (Wald x{cfg.ratio})",
     )
     lines += ["![per-band scores](figures/summary_bands.png)", ""]
+    lines += _safety_lines(results)
     for r in results:
         lines += _scene_section(r, methods, figdir)
     path = out / "report.md"
@@ -182,6 +183,7 @@ def write_wald_report(results: list[SceneResult], cfg: WaldConfig, out: Path, *,
         "data_range": cfg.data_range,
         "seed": cfg.seed,
         "command": command,
+        "bands_worse_than_bicubic": [list(t) for t in bands_worse_than_bicubic(results)],
         "scenes": [
             {
                 "scene": r.scene,
@@ -196,6 +198,92 @@ def write_wald_report(results: list[SceneResult], cfg: WaldConfig, out: Path, *,
     }
     (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1))
     return path
+
+
+#: The baselines every other method is checked against, band by band (names of `pipeline.inference`).
+SAFETY_BASELINES = ("bicubic", "gs")
+#: The flag of a band whose ERGAS is above bicubic's in a scene.
+WORSE_FLAG = "**worse than bicubic**"
+
+
+def band_ergas_vs_baselines(r: SceneResult) -> dict[str, dict[str, dict[str, float]]]:
+    """Per non-baseline method and band: its ERGAS and its ratio to each baseline's ERGAS in that scene.
+
+    Returns:
+        method -> band -> {"ergas", "vs bicubic", "vs gs"} (ratios > 1: the method is worse; a ratio is
+        absent when that baseline was not run).
+    """
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for m, mr in r.methods.items():
+        if m in SAFETY_BASELINES:
+            continue
+        out[m] = {}
+        for b in S2_BANDS:
+            e = mr.bands[b].get("ergas", math.nan)
+            row = {"ergas": e}
+            for base in SAFETY_BASELINES:
+                if base in r.methods:
+                    be = r.methods[base].bands[b].get("ergas", math.nan)
+                    row[f"vs {base}"] = e / be if be > 0 else math.nan
+            out[m][b] = row
+    return out
+
+
+def bands_worse_than_bicubic(results: list[SceneResult]) -> list[tuple[str, str, str]]:
+    """(scene, method, band) of every band whose ERGAS is above bicubic's in its scene."""
+    return [
+        (r.scene, m, b)
+        for r in results
+        for m, rows in band_ergas_vs_baselines(r).items()
+        for b, row in rows.items()
+        if row.get("vs bicubic", math.nan) > 1.0
+    ]
+
+
+def _safety_lines(results: list[SceneResult]) -> list[str]:
+    """The report's safety net: bands worse than bicubic, then per scene and band the ERGAS ratios."""
+    if "bicubic" not in results[0].methods:
+        return []
+    worse = bands_worse_than_bicubic(results)
+    lines = [
+        "## Safety net: per band against the baselines",
+        "",
+        (
+            "Per scene and band, each method's ERGAS and its ratio to bicubic's and to Gram-Schmidt's "
+            "(`gs`) in that scene (ratio > 1: worse than that baseline). A band whose ERGAS is above "
+            f"bicubic's is flagged {WORSE_FLAG}."
+        ),
+        "",
+        (
+            f"Bands worse than bicubic: {len(worse)}"
+            + (": " + "; ".join(f"{s} {m} {b}" for s, m, b in worse) if worse else " (none).")
+        ),
+        "",
+    ]
+    for r in results:
+        per = band_ergas_vs_baselines(r)
+        for m, rows in per.items():
+            body = []
+            for b in S2_BANDS:
+                row = rows[b]
+                flag = WORSE_FLAG if row.get("vs bicubic", math.nan) > 1.0 else ""
+                body.append(
+                    [
+                        b,
+                        fmt(row["ergas"], "ergas"),
+                        fmt(r.methods["bicubic"].bands[b].get("ergas", math.nan), "ergas"),
+                        fmt(row.get("vs bicubic", math.nan), "ergas"),
+                        fmt(r.methods["gs"].bands[b].get("ergas", math.nan), "ergas")
+                        if "gs" in r.methods
+                        else "n/a",
+                        fmt(row.get("vs gs", math.nan), "ergas"),
+                        flag,
+                    ]
+                )
+            head = ["band", f"{m} ERGAS", "bicubic ERGAS", "vs bicubic", "gs ERGAS", "vs gs"]
+            head.append("flag")
+            lines += [f"{r.scene}, {m}:", "", table(head, body), ""]
+    return lines
 
 
 def _scene_section(r: SceneResult, methods: list[str], figdir: Path) -> list[str]:

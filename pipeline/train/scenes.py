@@ -8,17 +8,79 @@ cannot take NaN, cuts a scene's nodata border off before training.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pipeline.bands import BAND_GROUPS, NATIVE_GSD_M
-from pipeline.errors import TrainingDataError
-from pipeline.io.scene_files import read_scene
+from pipeline.errors import DataError, TrainingDataError
+from pipeline.io.scene_files import Scene, find_band_file, read_scene
 
 #: 10 m pixels per 60 m pixel: the unit a scene is cut by so that its 10/20/60 m grids stay nested.
 _BLOCK = 6
+
+
+#: Pixel size given to the 10 m grid of a patch that carries no georeference (identity transform).
+_UNGEOREFERENCED_RES = 10.0
+
+
+def read_any_scene(folder: str | Path) -> Scene:
+    """`read_scene`, and also a patch folder whose band files carry no georeference.
+
+    The BigEarthNet patches of `s2/bigearthnet_configilm` (1.2 km, native 10/20/60 m grids, 120/60/20 px)
+    are plain TIFFs without CRS or transform: GDAL gives them the identity transform, which `read_scene`
+    rejects as south-up. Their grids share the upper-left corner by BigEarthNet's design, so such a folder is
+    read by pixel grid: every band must have the 1:2:6 shapes, DN / 10000 reflectance (no offset, no nodata,
+    as that data's README states), a north-up 10 m transform at the origin and no CRS.
+
+    Raises:
+        AssetError, DataError: as `read_scene`; DataError when the shapes are not nested 1:2:6.
+    """
+    import rasterio
+
+    try:
+        with warnings.catch_warnings():  # a missing georeference is handled below
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            return read_scene(folder)
+    except DataError as exc:
+        if "south-up" not in str(exc):
+            raise
+
+    folder = Path(folder)
+    arrays = []
+    shape10 = None
+    for group in BAND_GROUPS:
+        stack = []
+        for band in group.bands:
+            with warnings.catch_warnings():  # the missing georeference is why this path exists
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                src = rasterio.open(find_band_file(folder, band))
+            with src:
+                if src.crs is not None:
+                    raise DataError(f"{band} of {str(folder)!r} is georeferenced but south-up or rotated")
+                raw = src.read(1)
+            stack.append(raw.astype(np.float32) / 10000.0)
+        arr = np.stack(stack)
+        k = group.factor_to_10m
+        if shape10 is None:
+            shape10 = arr.shape[-2:]
+        if arr.shape[-2:] != (shape10[0] // k, shape10[1] // k) or shape10[0] % 6 or shape10[1] % 6:
+            raise DataError(
+                f"the {group.name} bands of {str(folder)!r} are {arr.shape[-2:]} px; without a georeference "
+                f"they must be the 10 m grid {shape10} divided by {k} (10 m sides multiples of 6)"
+            )
+        arrays.append(arr)
+    r = _UNGEOREFERENCED_RES
+    return Scene(
+        name=folder.name,
+        b10=arrays[0],
+        b20=arrays[1],
+        b60=arrays[2],
+        crs="",
+        transform=(r, 0.0, 0.0, 0.0, -r, 0.0),
+    )
 
 
 def read_training_scene(folder: str | Path) -> dict[str, torch.Tensor]:
@@ -26,7 +88,8 @@ def read_training_scene(folder: str | Path) -> dict[str, torch.Tensor]:
 
     Args:
         folder: one GeoTIFF per band (`B01.tif` or `<name>_B01.tif`); grids may be coarser than native
-            as long as the 1:2:6 ratios hold (e.g. the 100/200/600 m Western Sahara tile).
+            as long as the 1:2:6 ratios hold (e.g. the 100/200/600 m Western Sahara tile); patches without a
+            georeference are read by pixel grid (`read_any_scene`).
 
     Returns:
         band -> (1, 1, h_b, w_b) float32 reflectance, NaN = nodata; the 10 m side h is a multiple of 6 and
@@ -35,7 +98,7 @@ def read_training_scene(folder: str | Path) -> dict[str, torch.Tensor]:
     Raises:
         AssetError, DataError: as `pipeline.io.scene_files.read_scene`.
     """
-    scene = read_scene(folder)
+    scene = read_any_scene(folder)
     return {
         band: torch.from_numpy(np.ascontiguousarray(arr[i]))[None, None]
         for arr, group in zip(scene.groups, BAND_GROUPS, strict=True)

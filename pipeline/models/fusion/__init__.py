@@ -4,7 +4,12 @@ Public API: `load_fusion_model(weights=None, device="cpu").fuse(b10, b20, b60, g
 """
 
 from pipeline.models.fusion.config import PRESETS, FusionNetConfig, preset_configs
-from pipeline.models.fusion.model import FusionModel, load_fusion_model, save_fusion_model
+from pipeline.models.fusion.model import (
+    FusionModel,
+    load_fusion_model,
+    save_fusion_model,
+    set_injection_gain,
+)
 from pipeline.models.fusion.net import FusionGroupNet
 
 __all__ = [
@@ -15,4 +20,5 @@ __all__ = [
     "load_fusion_model",
     "preset_configs",
     "save_fusion_model",
+    "set_injection_gain",
 ]

@@ -90,6 +90,12 @@ class FusionNetConfig:
             measured bands (`pipeline.models.sensor.backproject`, default sensor MTF 0.3) after the network,
             at inference and in training; 0 = off (the reference nets). It restores the low frequencies the
             sensor measured, which `detail_only` alone leaves at their bilinear (blurred) values.
+        injection_gain: 0 = off; r (2 or 4) = per image and band, scale the network's correction over the
+            smooth answer (bicubic + back-projection) by a gain in [0, 1] measured by running the group one
+            scale coarser (every input degraded by r) against the measured band
+            (`pipeline.models.fusion.gain`): bands whose detail the guide does not predict in this scene
+            (B09 water vapour, snow, cloud) get close to the smooth, sensor-consistent answer. Inference
+            only; costs a group forward on 1/r^2 of the pixels.
     """
 
     group: str
@@ -103,6 +109,7 @@ class FusionNetConfig:
     detail_only: bool = True
     norm: str = "table"
     backproject: int = 0
+    injection_gain: int = 0
     input_bands: tuple[str, ...] = field(default=())
     output_bands: tuple[str, ...] = field(default=())
 
@@ -115,6 +122,8 @@ class FusionNetConfig:
             raise ConfigError(f"fusion group {self.group!r} is not one of {sorted(GROUPS_BY_NAME)}")
         if self.trunk_stride not in (1, 2, 4):
             raise ConfigError(f"trunk_stride must be 1, 2 or 4, got {self.trunk_stride}")
+        if self.injection_gain not in (0, 2, 4):
+            raise ConfigError(f"fusion injection_gain must be 0 (off), 2 or 4, got {self.injection_gain}")
         if self.backproject < 0:
             raise ConfigError(f"fusion backproject must be >= 0 iterations, got {self.backproject}")
         if min(self.nf, self.gc) < 1 or min(self.nb_branch, self.nb_trunk) < 0:

@@ -6,6 +6,7 @@ pipeline.models.checkpoint, kind "fusion"); the shipped `small` weights are pipe
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,12 @@ from pipeline.models.checkpoint import (
     save_checkpoint,
 )
 from pipeline.models.fusion.config import FusionNetConfig
+from pipeline.models.fusion.gain import coarse_gain, pad_to_multiple, smooth_estimate
 from pipeline.models.fusion.mtf import MTFDetailNet
 from pipeline.models.fusion.net import FusionGroupNet
 from pipeline.models.fusion.normalise import denormalise, normalise
 from pipeline.models.precision import autocast, memory_format
-from pipeline.models.sensor import backproject, upsample
+from pipeline.models.sensor import backproject, upsample, wald_degrade
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "fusion_small"
 
@@ -124,6 +126,27 @@ class FusionModel(torch.nn.Module):
                 raise DataError(f"fusion input {name} has shape {tuple(t.shape)}, expected {shape}")
             if torch.isnan(t).any():
                 raise DataError(f"fusion input {name} holds NaN; fill nodata before fusion and mask it after")
+        outs = self._fuse_groups(b10, b20, b60, guide_rgb, precision, [g.name for g in BAND_GROUPS])
+        self._apply_injection_gains(outs, b10, b20, b60, guide_rgb, precision)
+        by_band = {
+            b: outs[g.name][:, i]
+            for g in BAND_GROUPS
+            for i, b in enumerate(self.configs[g.name].output_bands)
+        }
+        out = torch.stack([by_band[b] for b in S2_BANDS], 1)
+        return torch.nan_to_num(out, nan=0.0).clamp_min(0.0)
+
+
+    def _fuse_groups(
+        self,
+        b10: torch.Tensor,
+        b20: torch.Tensor,
+        b60: torch.Tensor,
+        guide_rgb: torch.Tensor,
+        precision: str,
+        groups: list[str],
+    ) -> dict[str, torch.Tensor]:
+        """The named groups' back-projected predictions, (B, n_out, 4H, 4W) reflectance each."""
         dev = self.device
         fmt = memory_format(precision)
         up = {
@@ -135,6 +158,8 @@ class FusionModel(torch.nn.Module):
         measured = {"10m": b10, "20m": b20, "60m": b60}
         outs: dict[str, torch.Tensor] = {}
         for g in BAND_GROUPS:
+            if g.name not in groups:
+                continue
             cfg = self.configs[g.name]
             ms, gd = self.group_inputs(g.name, up, guide)
             lr_own = normalise(measured[g.name].to(dev, torch.float32), g.bands)[
@@ -145,13 +170,74 @@ class FusionModel(torch.nn.Module):
                     g.name, ms.contiguous(memory_format=fmt), gd.contiguous(memory_format=fmt), lr_own
                 )
             outs[g.name] = denormalise(pred.float(), cfg.output_bands)
-        by_band = {
-            b: outs[g.name][:, i]
-            for g in BAND_GROUPS
-            for i, b in enumerate(self.configs[g.name].output_bands)
-        }
-        out = torch.stack([by_band[b] for b in S2_BANDS], 1)
-        return torch.nan_to_num(out, nan=0.0).clamp_min(0.0)
+        return outs
+
+    def _own_measured(self, name: str, b10, b20, b60) -> torch.Tensor:
+        """A group's output bands as measured, (B, n_out, h, w) float32 reflectance on the device."""
+        g = next(g for g in BAND_GROUPS if g.name == name)
+        x = {"10m": b10, "20m": b20, "60m": b60}[name].to(self.device, torch.float32)
+        return x[:, [g.bands.index(b) for b in self.configs[name].output_bands]]
+
+    @torch.no_grad()
+    def injection_gains(
+        self,
+        b10: torch.Tensor,
+        b20: torch.Tensor,
+        b60: torch.Tensor,
+        guide_rgb: torch.Tensor,
+        *,
+        precision: str = "fp32",
+    ) -> dict[str, torch.Tensor]:
+        """Per group with `injection_gain` set: (B, n_out) gains in [0, 1] (`pipeline.models.fusion.gain`).
+
+        The inputs of `fuse`, edge-padded to whole coarse pixels, degraded by the group's r with the sensor
+        model (the guide too), fused, and compared with the measured bands.
+        """
+        if b10.shape[0] > 1:  # one sample at a time: the gains are sums, kept independent of the batch
+            rows = [
+                self.injection_gains(
+                    b10[i : i + 1], b20[i : i + 1], b60[i : i + 1], guide_rgb[i : i + 1], precision=precision
+                )
+                for i in range(b10.shape[0])
+            ]
+            return {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
+        by_r: dict[int, list[str]] = {}
+        for g in BAND_GROUPS:
+            r = self.configs[g.name].injection_gain
+            if r:
+                by_r.setdefault(r, []).append(g.name)
+        gains: dict[str, torch.Tensor] = {}
+        for r, names in by_r.items():
+            dev = self.device
+            p10, p20, p60, pg = pad_to_multiple(
+                *(t.to(dev, torch.float32) for t in (b10, b20, b60, guide_rgb)), unit=6 * r
+            )
+            c10, c20, c60, cg = (wald_degrade(t, r) for t in (p10, p20, p60, pg))
+            fused_c = self._fuse_groups(c10, c20, c60, cg, precision, names)
+            for name in names:
+                cfg = self.configs[name]
+                own_c = self._own_measured(name, c10, c20, c60)
+                smooth_c = smooth_estimate(own_c, cfg.factor, cfg.backproject or 5)
+                truth = self._own_measured(name, b10, b20, b60)
+                gains[name] = coarse_gain(fused_c[name], smooth_c, truth, cfg.factor // r)
+        return gains
+
+    def _apply_injection_gains(self, outs, b10, b20, b60, guide_rgb, precision: str) -> None:
+        """Blend each gained group's output towards its smooth answer, in place (see `injection_gains`)."""
+        gains = self.injection_gains(b10, b20, b60, guide_rgb, precision=precision)
+        for name, gain in gains.items():
+            cfg = self.configs[name]
+            smooth = smooth_estimate(
+                self._own_measured(name, b10, b20, b60), cfg.factor, cfg.backproject or 5
+            )
+            outs[name] = smooth + gain[:, :, None, None] * (outs[name] - smooth)
+
+
+def set_injection_gain(model: FusionModel, r: int, groups: tuple[str, ...] | None = None) -> FusionModel:
+    """Set the per-band injection gain (config `injection_gain`) to `r` (0 = off) for `groups` (None: all)."""
+    for name in groups or model.configs:
+        model.configs[name] = dataclasses.replace(model.configs[name], injection_gain=r)
+    return model
 
 
 def save_fusion_model(model: FusionModel, folder: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
