@@ -24,6 +24,10 @@ from pipeline.tiling.grid import DEFAULT_CORE, DEFAULT_HALO, GRID_MULTIPLE
 #: The super-resolution methods: the learned DiffFuSR and two baselines (pipeline.inference.methods).
 METHODS: tuple[str, ...] = ("difffusr", "gs", "bicubic")
 DEFAULT_METHOD = "difffusr"
+#: Methods whose inference is light array arithmetic (tens of ms per tile on one core, no model): their actors
+#: reserve no CPU, so the ingest/mosaic/export tasks get every core (issue 12: with one of two CPUs held by an
+#: idle bicubic actor, the stream ran its tasks one at a time).
+LIGHT_METHODS: tuple[str, ...] = ("gs", "bicubic")
 #: GeoTIFF/COG value types: "uint16" reflectance x 10000 (nodata 0), or "float32" reflectance (nodata NaN).
 DTYPES: tuple[str, ...] = ("uint16", "float32")
 #: Compute precisions of the learned method (pipeline.models.precision): autocast dtype of the networks.

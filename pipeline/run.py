@@ -16,7 +16,7 @@ from typing import Any
 from pipeline.catalog.assets import map_band_assets
 from pipeline.catalog.search import search_items
 from pipeline.cluster.runtime import INFERENCE_WORKER_ENV, forwarded_env, start_ray
-from pipeline.config import JobConfig, MethodOptions, RunConfig
+from pipeline.config import LIGHT_METHODS, JobConfig, MethodOptions, RunConfig
 from pipeline.errors import AssetError, ConfigError, DataError, DiffFuSRError, OutputError
 from pipeline.io.cog import assemble_cog, export_mosaic_cog
 from pipeline.io.grid import SceneGrid, resolve_grid
@@ -138,14 +138,15 @@ def start_actors(cfg: JobConfig, *, at_most: int | None = None) -> ActorPool:
             "--precision fp16 needs a CUDA device and this Ray cluster has no GPU; use bf16 or fp32"
         )
     options = MethodOptions(**{**cfg.model.__dict__, "device": device})
+    light = cfg.method in LIGHT_METHODS  # no model: the actor's CPU would sit idle while tasks queue for it
     actor_cls = ray.remote(TileWorker).options(
         num_gpus=1 if gpus else 0,
-        num_cpus=0 if gpus else 1,
+        num_cpus=0 if gpus or light else 1,
         max_restarts=2,
         max_task_retries=2,
         runtime_env={"env_vars": dict(INFERENCE_WORKER_ENV)},
     )
-    threads = None if gpus else max(1, cpus // max(n_workers, 1))
+    threads = None if gpus else 1 if light else max(1, cpus // max(n_workers, 1))
     env = forwarded_env()
     actors = [actor_cls.remote(cfg.method, options, None, cfg.seed, threads, env) for _ in range(n_workers)]
     return ActorPool(actors=actors, device=device)
