@@ -40,12 +40,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.bands import BAND_GROUPS
+from pipeline.bands import BAND_GROUPS, S2_BANDS
 from pipeline.eval.metrics import psnr
 from pipeline.eval.protocol import WaldConfig, crop_for_ratio, wald_scene
 from pipeline.io.scene_files import Scene
 from pipeline.models import baselines
 from pipeline.models.fusion import load_fusion_model, set_injection_gain
+from pipeline.models.fusion.gain import smooth_estimate
 from pipeline.train.fusion import sr_weights_digest
 from pipeline.train.scenes import read_any_scene
 
@@ -74,6 +75,7 @@ def make_superresolver(
     native: dict | None = None,
     guide_psnr: dict | None = None,
     guides: dict | None = None,
+    gains: dict | None = None,
 ):
     """A `superresolve(b10, b20, b60, method, seed=...)` for pipeline.eval.protocol.wald_scene.
 
@@ -81,7 +83,8 @@ def make_superresolver(
     SR weights' digest) across runs. `native["rgb"]`: the current scene's native (1, 3, H, W) RGB (set by
     `run_scenes`), which the `fusion[mix<a>]` diagnostic needs; `guide_psnr[method]` collects each guided
     method's guide PSNR against it when it is given. `guides`: further named guides, `name -> f(rgb_lr)`
-    returning the (1, 3, 4h, 4w) guide, run as `fusion[name]` / `gs[name]`.
+    returning the (1, 3, 4h, 4w) guide, run as `fusion[name]` / `gs[name]`. `gains[method]` collects, per
+    scene, the fusion's per-band injection gains when they are on.
     """
     cache: dict[str, torch.Tensor] = {}
 
@@ -94,6 +97,13 @@ def make_superresolver(
         t10, t20, t60 = cache["t"]
         if method == "bicubic":
             out = baselines.bicubic(t10, t20, t60)
+        elif method == "bicubic+bp":  # the smooth answer the injection gain falls back to (no guide)
+            ups = {
+                g.name: smooth_estimate(t, 4 * g.factor_to_10m, 5)
+                for g, t in zip(BAND_GROUPS, (t10, t20, t60), strict=True)
+            }
+            by_band = {b: ups[g.name][:, i] for g in BAND_GROUPS for i, b in enumerate(g.bands)}
+            out = torch.stack([by_band[b] for b in S2_BANDS], 1)
         else:
             kind, gkey = method[:-1].split("[")
             mix = float(gkey[3:]) if gkey.startswith("mix") else None
@@ -124,6 +134,10 @@ def make_superresolver(
             out = (
                 baselines.gram_schmidt(t10, t20, t60, gd) if kind == "gs" else fusion.fuse(t10, t20, t60, gd)
             )
+            gained = any(c.injection_gain for c in fusion.configs.values())
+            if kind == "fusion" and gains is not None and gained:
+                g = fusion.injection_gains(t10, t20, t60, gd)
+                gains.setdefault(method, []).append({k: v[0].tolist() for k, v in g.items()})
         return out[0].numpy().astype(np.float32)
 
     return superresolve
@@ -167,6 +181,11 @@ def cut_rows(scene: Scene, lo: float, hi: float) -> Scene:
         transform=(a, b, c, d, e, f + r0 * e),
         name=f"{scene.name}[rows {r0}:{r1}]",
     )
+
+
+def _fmt_gain(x) -> str:
+    """One band's gain, or its (network, Gram-Schmidt) gains."""
+    return f"{x:.2f}" if isinstance(x, float) else "/".join(f"{v:.2f}" for v in x)
 
 
 def print_per_scene(results: list, methods: list[str]) -> None:
@@ -289,6 +308,13 @@ def main(argv: list[str] | None = None) -> int:
         "overriding the weights' config, for the groups of --gain-groups",
     )
     p.add_argument("--gain-groups", nargs="+", default=None, choices=["10m", "20m", "60m"])
+    p.add_argument(
+        "--gain-gs",
+        nargs="+",
+        default=None,
+        choices=["10m", "20m", "60m"],
+        help="with --injection-gain: these groups also fit the Gram-Schmidt detail",
+    )
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     if a.cost:
@@ -297,13 +323,16 @@ def main(argv: list[str] | None = None) -> int:
     fusion = load_fusion_model(a.fusion_weights)
     if a.injection_gain is not None:
         set_injection_gain(fusion, a.injection_gain, tuple(a.gain_groups) if a.gain_groups else None)
+        if a.gain_gs:
+            set_injection_gain(fusion, a.injection_gain, tuple(a.gain_gs), gs=True)
     sr = None if a.no_sr else _load_sr(a.sr_weights)
-    methods = ["bicubic", "gs[bicubic]", "fusion[bicubic]"] + (
+    methods = ["bicubic", "bicubic+bp", "gs[bicubic]", "fusion[bicubic]"] + (
         ["gs[sr]", "fusion[sr]"] if sr is not None else []
     )
     methods += [f"fusion[mix{m:g}]" for m in a.guide_mix]
     native: dict[str, torch.Tensor] = {}
     guide_psnr: dict[str, list[float]] = {}
+    gains: dict[str, list[dict]] = {}
     sres = make_superresolver(
         fusion,
         sr,
@@ -312,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         sr_weights_digest(a.sr_weights),
         native=native,
         guide_psnr=guide_psnr,
+        gains=gains,
     )
     t0 = time.time()
     results = run_scenes(a.scenes, methods, sres, native, a.row_frac)
@@ -345,6 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{m} {float(np.mean(v)):.2f}" for m, v in guide_psnr.items())
     )
     print_per_scene(results, methods)
+    for m, per in gains.items():
+        print(f"\ninjection gains of {m} per scene:")
+        for r, g in zip(results, per, strict=True):
+            cells = [f"{k} " + " ".join(_fmt_gain(x) for x in v) for k, v in g.items()]
+            print(f"  {r.scene}: " + "; ".join(cells))
     per_scene = {r.scene: {m: r.methods[m].groups for m in methods} for r in results}
     per_band = {
         r.scene: {m: {b: r.methods[m].bands[b]["ergas"] for b in r.methods[m].bands} for m in methods}
@@ -357,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
                     "mean": rows,
                     "per_scene": per_scene,
                     "per_band_ergas": per_band,
+                    "injection_gains": gains,
                     "guide_psnr": {m: float(np.mean(v)) for m, v in guide_psnr.items()},
                 },
                 indent=1,

@@ -96,6 +96,10 @@ class FusionNetConfig:
             (`pipeline.models.fusion.gain`): bands whose detail the guide does not predict in this scene
             (B09 water vapour, snow, cloud) get close to the smooth, sensor-consistent answer. Inference
             only; costs a group forward on 1/r^2 of the pixels.
+        gain_gs: with `injection_gain`, also fit (jointly, gains in [0, 1]) the Gram-Schmidt detail
+            (`pipeline.models.baselines.gram_schmidt` with the same guide, back-projected) as a second
+            correction: where the network's detail is wrong but the guide's intensity detail is right (the
+            60 m group on scenes unlike its training scenes), the classical injection takes over.
     """
 
     group: str
@@ -110,6 +114,7 @@ class FusionNetConfig:
     norm: str = "table"
     backproject: int = 0
     injection_gain: int = 0
+    gain_gs: bool = False
     input_bands: tuple[str, ...] = field(default=())
     output_bands: tuple[str, ...] = field(default=())
 

@@ -70,8 +70,65 @@ def least_squares_gain(truth: torch.Tensor, fused: torch.Tensor, smooth: torch.T
     return gain.clamp(0.0, 1.0).float()
 
 
+def least_squares_gains2(
+    truth: torch.Tensor, fused: torch.Tensor, other: torch.Tensor, smooth: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample and band, gains (a, b) in [0, 1]^2 minimising ||truth - smooth - a d1 - b d2||^2.
+
+    d1 = fused - smooth (the network's correction), d2 = other - smooth (a second detail estimate, the
+    Gram-Schmidt one). Solved exactly on the box: the unconstrained optimum when it lies inside, else the
+    best of the one-dimensional optima on the four edges.
+
+    Returns:
+        (a, b), each (B, C) float32; a correction with (numerically) no energy gets gain 0 unless both have
+        none (then a = 1, b = 0: the network's output as it is).
+    """
+    d1 = (fused - smooth).double()
+    d2 = (other - smooth).double()
+    e = (truth - smooth).double()
+    npx = d1.shape[-2] * d1.shape[-1]
+    s11, s22, s12 = (d1 * d1).sum((2, 3)), (d2 * d2).sum((2, 3)), (d1 * d2).sum((2, 3))
+    e1, e2 = (e * d1).sum((2, 3)), (e * d2).sum((2, 3))
+    tiny = MIN_CORRECTION_ENERGY * npx
+
+    def opt1(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        return torch.where(den > tiny, num / den.clamp_min(1e-300), torch.zeros_like(den)).clamp(0, 1)
+
+    det = s11 * s22 - s12 * s12
+    ok = det > 1e-9 * s11 * s22 + tiny * tiny
+    a0 = torch.where(ok, (e1 * s22 - e2 * s12) / det.clamp_min(1e-300), torch.full_like(det, -1.0))
+    b0 = torch.where(ok, (e2 * s11 - e1 * s12) / det.clamp_min(1e-300), torch.full_like(det, -1.0))
+    cands = [(a0, b0)]
+    for v in (0.0, 1.0):
+        vv = torch.full_like(det, v)
+        cands.append((opt1(e1 - vv * s12, s11), vv))
+        cands.append((vv, opt1(e2 - vv * s12, s22)))
+    a_all = torch.stack([c[0] for c in cands], -1)
+    b_all = torch.stack([c[1] for c in cands], -1)
+    inside = (a_all >= 0) & (a_all <= 1) & (b_all >= 0) & (b_all <= 1)
+    cost = _cost_all(a_all, b_all, e1, e2, s11, s22, s12)
+    costs = torch.where(inside, cost, torch.full_like(cost, float("inf")))
+    best = costs.argmin(-1, keepdim=True)
+    a = a_all.gather(-1, best)[..., 0]
+    b = b_all.gather(-1, best)[..., 0]
+    none = (s11 <= tiny) & (s22 <= tiny)
+    a = torch.where(none, torch.ones_like(a), a)
+    b = torch.where(none, torch.zeros_like(b), b)
+    return a.float(), b.float()
+
+
+def _cost_all(a, b, e1, e2, s11, s22, s12):
+    """The least-squares cost (up to a constant) of gains a, b (..., K) given the Gram sums (...)."""
+    e1, e2, s11, s22, s12 = (t[..., None] for t in (e1, e2, s11, s22, s12))
+    return -2 * a * e1 - 2 * b * e2 + a * a * s11 + 2 * a * b * s12 + b * b * s22
+
+
 def coarse_gain(
-    fused_c: torch.Tensor, smooth_c: torch.Tensor, truth: torch.Tensor, down: int
+    fused_c: torch.Tensor,
+    smooth_c: torch.Tensor,
+    truth: torch.Tensor,
+    down: int,
+    other_c: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Gains from the coarse run: its outputs degraded by `down` onto the measured grid, cropped to `truth`.
 
@@ -79,8 +136,15 @@ def coarse_gain(
         fused_c, smooth_c: (B, C, H', W') the coarse run's fused and smooth outputs (padded inputs allowed).
         truth: (B, C, h, w) the measured bands (h <= H' / down).
         down: sensor-model factor from the coarse output grid to the measured grid.
+        other_c: optional second detail estimate of the coarse run (Gram-Schmidt), fitted jointly.
+
+    Returns:
+        (B, C) gains of the network's correction, or (B, C, 2) gains (network, other) with `other_c`.
     """
     h, w = truth.shape[-2:]
     o = wald_degrade(fused_c, down)[..., :h, :w]
     s = wald_degrade(smooth_c, down)[..., :h, :w]
-    return least_squares_gain(truth, o, s)
+    if other_c is None:
+        return least_squares_gain(truth, o, s)
+    g = wald_degrade(other_c, down)[..., :h, :w]
+    return torch.stack(least_squares_gains2(truth, o, g, s), -1)

@@ -21,6 +21,7 @@ from pipeline.models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from pipeline.models import baselines
 from pipeline.models.fusion.config import FusionNetConfig
 from pipeline.models.fusion.gain import coarse_gain, pad_to_multiple, smooth_estimate
 from pipeline.models.fusion.mtf import MTFDetailNet
@@ -214,29 +215,56 @@ class FusionModel(torch.nn.Module):
             )
             c10, c20, c60, cg = (wald_degrade(t, r) for t in (p10, p20, p60, pg))
             fused_c = self._fuse_groups(c10, c20, c60, cg, precision, names)
+            gs_c = None
+            if any(self.configs[n].gain_gs for n in names):
+                gs_c = self._gs_groups(c10, c20, c60, cg)
             for name in names:
                 cfg = self.configs[name]
                 own_c = self._own_measured(name, c10, c20, c60)
                 smooth_c = smooth_estimate(own_c, cfg.factor, cfg.backproject or 5)
                 truth = self._own_measured(name, b10, b20, b60)
-                gains[name] = coarse_gain(fused_c[name], smooth_c, truth, cfg.factor // r)
+                other = gs_c[name] if cfg.gain_gs else None
+                gains[name] = coarse_gain(fused_c[name], smooth_c, truth, cfg.factor // r, other)
         return gains
+
+    def _gs_groups(self, b10, b20, b60, guide_rgb) -> dict[str, torch.Tensor]:
+        """Gram-Schmidt (GSA) of every group with this guide, back-projected onto the measured bands."""
+        dev = self.device
+        t = [x.to(dev, torch.float32) for x in (b10, b20, b60, guide_rgb)]
+        gs12 = baselines.gram_schmidt(*t)
+        out = {}
+        for g in BAND_GROUPS:
+            cfg = self.configs[g.name]
+            idx = [S2_BANDS.index(b) for b in cfg.output_bands]
+            own = self._own_measured(g.name, *t[:3])
+            out[g.name] = backproject(gs12[:, idx], own, cfg.factor, iterations=cfg.backproject or 5)
+        return out
 
     def _apply_injection_gains(self, outs, b10, b20, b60, guide_rgb, precision: str) -> None:
         """Blend each gained group's output towards its smooth answer, in place (see `injection_gains`)."""
         gains = self.injection_gains(b10, b20, b60, guide_rgb, precision=precision)
+        gs = self._gs_groups(b10, b20, b60, guide_rgb) if any(g.dim() == 3 for g in gains.values()) else {}
         for name, gain in gains.items():
             cfg = self.configs[name]
             smooth = smooth_estimate(
                 self._own_measured(name, b10, b20, b60), cfg.factor, cfg.backproject or 5
             )
-            outs[name] = smooth + gain[:, :, None, None] * (outs[name] - smooth)
+            if gain.dim() == 3:  # (network, Gram-Schmidt) gains
+                outs[name] = (
+                    smooth
+                    + gain[:, :, 0, None, None] * (outs[name] - smooth)
+                    + gain[:, :, 1, None, None] * (gs[name] - smooth)
+                )
+            else:
+                outs[name] = smooth + gain[:, :, None, None] * (outs[name] - smooth)
 
 
-def set_injection_gain(model: FusionModel, r: int, groups: tuple[str, ...] | None = None) -> FusionModel:
-    """Set the per-band injection gain (config `injection_gain`) to `r` (0 = off) for `groups` (None: all)."""
+def set_injection_gain(
+    model: FusionModel, r: int, groups: tuple[str, ...] | None = None, *, gs: bool = False
+) -> FusionModel:
+    """Set the per-band injection gain (configs `injection_gain`, `gain_gs`) for `groups` (None: all)."""
     for name in groups or model.configs:
-        model.configs[name] = dataclasses.replace(model.configs[name], injection_gain=r)
+        model.configs[name] = dataclasses.replace(model.configs[name], injection_gain=r, gain_gs=gs)
     return model
 
 

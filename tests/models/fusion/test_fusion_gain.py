@@ -15,7 +15,12 @@ from pipeline.bands import BAND_GROUPS, S2_BANDS
 from pipeline.models import baselines
 from pipeline.models.fusion import load_fusion_model, set_injection_gain
 from pipeline.models.fusion.config import FusionNetConfig
-from pipeline.models.fusion.gain import least_squares_gain, pad_to_multiple, smooth_estimate
+from pipeline.models.fusion.gain import (
+    least_squares_gain,
+    least_squares_gains2,
+    pad_to_multiple,
+    smooth_estimate,
+)
 from pipeline.models.sensor import wald_degrade
 from pipeline.train.scenes import read_any_scene
 
@@ -72,14 +77,21 @@ def test_pad_to_multiple_keeps_the_grids_nested(ireland) -> None:
     assert torch.equal(b10[..., :30, :30], lr[0]) and torch.equal(b60[..., :5, :5], lr[2])
 
 
-def test_gain_off_is_the_shipped_output_and_config_validates(ireland) -> None:
+def test_shipped_weights_carry_the_gain_and_switching_it_is_reversible(ireland) -> None:
     _, lr = ireland
     model = load_fusion_model()
-    assert all(c.injection_gain == 0 for c in model.configs.values())
-    before = model.fuse(*lr, _guide(lr[0]))
-    set_injection_gain(model, 2)
+    assert {k: (c.injection_gain, c.gain_gs) for k, c in model.configs.items()} == {
+        "10m": (2, False),
+        "20m": (2, True),
+        "60m": (2, True),
+    }
+    shipped = model.fuse(*lr, _guide(lr[0]))
     set_injection_gain(model, 0)
-    assert torch.equal(model.fuse(*lr, _guide(lr[0])), before)
+    off = model.fuse(*lr, _guide(lr[0]))
+    assert not torch.equal(off, shipped)
+    set_injection_gain(model, 2)
+    set_injection_gain(model, 2, ("20m", "60m"), gs=True)
+    assert torch.equal(model.fuse(*lr, _guide(lr[0])), shipped)
     with pytest.raises(Exception, match="injection_gain"):
         FusionNetConfig(group="60m", injection_gain=3)
 
@@ -105,7 +117,7 @@ def test_a_guide_that_does_not_fit_the_scene_gets_low_gains_and_no_loss_to_the_s
     # detail then hurts; the gains measured one scale coarser must see it and fall back to the smooth answer.
     native, lr = ireland
     wrong = _guide(lr[0]).flip(-1)
-    model = load_fusion_model()
+    model = set_injection_gain(load_fusion_model(), 0)
     plain = model.fuse(*lr, wrong)
     set_injection_gain(model, 2)
     gains = model.injection_gains(*lr, wrong)
@@ -120,3 +132,32 @@ def test_a_guide_that_does_not_fit_the_scene_gets_low_gains_and_no_loss_to_the_s
         assert e_gain <= e_plain + 1e-6, name
         assert e_gain <= 1.05 * e_smooth, (name, e_gain, e_smooth)
     assert float(gains["10m"].mean()) < 0.5
+
+
+def test_joint_gains_recover_both_weights_and_stay_in_the_box(ireland) -> None:
+    native, lr = ireland
+    smooth = smooth_estimate(lr[1], 4, 5)
+    fused = native[1]  # two real, different detail layers on the 20 m grid
+    other = smooth_estimate(wald_degrade(native[1], 2), 2, 5)
+    truth = smooth + 0.3 * (fused - smooth) + 0.6 * (other - smooth)
+    a, b = least_squares_gains2(truth, fused, other, smooth)
+    assert torch.allclose(a, torch.full((1, 6), 0.3), atol=1e-4)
+    assert torch.allclose(b, torch.full((1, 6), 0.6), atol=1e-4)
+    a, b = least_squares_gains2(smooth + 2 * (fused - smooth) - (other - smooth), fused, other, smooth)
+    assert ((a >= 0) & (a <= 1) & (b >= 0) & (b <= 1)).all() and torch.allclose(a, torch.ones_like(a))
+    a, b = least_squares_gains2(native[1], smooth, smooth, smooth)  # no detail at all: the network as is
+    assert (a == 1).all() and (b == 0).all()
+
+
+def test_gram_schmidt_term_never_loses_to_the_network_only_gain_per_group(ireland, finland) -> None:
+    # The joint fit can always choose b = 0, so one scale coarser it is never worse; on the bundled real
+    # held-out patches (Wald x4) it carries to the full scale for the 20 m and 60 m groups.
+    for native, lr in (ireland, finland):
+        guide = _guide(lr[0])
+        only = set_injection_gain(load_fusion_model(), 2).fuse(*lr, guide)
+        both = load_fusion_model().fuse(*lr, guide)  # shipped: the joint fit for 20 m and 60 m
+        assert torch.equal(_group(both, "10m"), _group(only, "10m"))  # 10 m: not asked for
+        for name, i, f_native in (("20m", 1, 2), ("60m", 2, 6)):
+            e_only = _ergas(wald_degrade(_group(only, name), f_native), native[i])
+            e_both = _ergas(wald_degrade(_group(both, name), f_native), native[i])
+            assert e_both <= e_only + 1e-4, (name, e_both, e_only)
