@@ -40,6 +40,8 @@ DEFAULT_PRECISION = "bf16"
 SCHEDULE_STEPS = 1000
 #: Largest seed (32 bits): tile seeds are seed + tile index, and must stay valid generator seeds.
 MAX_SEED = 2**32 - 1
+#: Most draws of `--uncertainty K` (each draw is a full diffusion SR + fusion pass: cost grows ~K x).
+MAX_UNCERTAINTY_DRAWS = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +55,8 @@ class MethodOptions:
         precision: compute precision of the networks: fp32, bf16 (autocast + channels_last; oneDNN bf16 on
             CPU) or fp16 (CUDA only).
         device: torch device string ("cpu", "cuda").
+        uncertainty: K seeded draws of the diffusion SR per tile (K >= 2): the product is the mean of the K
+            fused outputs and the per-pixel std over K is written as an uncertainty layer; 0 or 1 = off.
     """
 
     sr_weights: str | None = None
@@ -60,6 +64,7 @@ class MethodOptions:
     steps: int | None = None
     precision: str = DEFAULT_PRECISION
     device: str = "cpu"
+    uncertainty: int = 0
 
     def __post_init__(self) -> None:
         if self.steps is not None and not 1 <= self.steps <= SCHEDULE_STEPS:
@@ -69,6 +74,13 @@ class MethodOptions:
             )
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision {self.precision!r} must be one of {', '.join(PRECISIONS)}")
+        if not 0 <= self.uncertainty <= MAX_UNCERTAINTY_DRAWS:
+            raise ConfigError(
+                f"--uncertainty {self.uncertainty} must be between 2 and {MAX_UNCERTAINTY_DRAWS} draws "
+                "(0 or 1 = off)"
+            )
+        if self.uncertainty == 1:  # one draw has no spread: the same job as off (and the same fingerprint)
+            object.__setattr__(self, "uncertainty", 0)
         # fp16 on a CPU is refused where the device is known: when the method is built (models.precision),
         # since `difffusr run` picks the device (CUDA when the cluster has GPUs) after the flags are parsed.
 
@@ -147,6 +159,15 @@ def check_seed(seed: int) -> None:
         raise ConfigError(f"--seed {seed} must be between 0 and {MAX_SEED}")
 
 
+def check_uncertainty(method: str, draws: int) -> None:
+    """ConfigError unless `--uncertainty` fits `--method`: only the diffusion method has draws to spread."""
+    if draws > 1 and method != "difffusr":
+        raise ConfigError(
+            f"--uncertainty {draws} needs --method difffusr: {method} is deterministic (every draw would be "
+            "the same), so it has no spread to report; drop --uncertainty"
+        )
+
+
 def check_crs(crs: str) -> None:
     """ConfigError unless `crs` names a projected CRS in metres (a 2.5 m grid needs one)."""
     from pyproj import CRS  # pyproj is light, but only a --crs needs it
@@ -177,6 +198,7 @@ class JobConfig:
         if self.method not in METHODS:
             raise ConfigError(f"--method {self.method!r} is not one of {', '.join(METHODS)}")
         check_seed(self.seed)
+        check_uncertainty(self.method, self.model.uncertainty)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,6 +222,8 @@ class RunConfig(JobConfig):
         doc.pop("output")
         doc.pop("compute")
         doc["model"].pop("device", None)
+        if not doc["model"].get("uncertainty"):  # off: the fingerprint of the jobs from before the option
+            doc["model"].pop("uncertainty", None)
         doc["items"] = sorted(item_ids)
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 

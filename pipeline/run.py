@@ -18,12 +18,14 @@ from pipeline.catalog.search import search_items
 from pipeline.cluster.runtime import INFERENCE_WORKER_ENV, forwarded_env, start_ray
 from pipeline.config import LIGHT_METHODS, JobConfig, MethodOptions, RunConfig
 from pipeline.errors import AssetError, ConfigError, DataError, DiffFuSRError, OutputError
-from pipeline.io.cog import assemble_cog, export_mosaic_cog
+from pipeline.io.cog import UNCERTAINTY_DTYPE, assemble_cog, export_mosaic_cog
 from pipeline.io.grid import SceneGrid, resolve_grid
-from pipeline.io.mosaic_store import create_mosaic_store
+from pipeline.io.mosaic_store import UNCERTAINTY, create_mosaic_store
 from pipeline.io.outputs import OutputDir
 from pipeline.io.work_store import DONE, TODO, WorkStore
 from pipeline.mosaic.metadata import output_item, versions
+from pipeline.mosaic.provenance import code_version, input_provenance, sr_default_steps, weights_provenance
+from pipeline.mosaic.quality import item_properties, quality_summary, tile_table, write_quality_png
 from pipeline.mosaic.quicklook import write_quicklook
 from pipeline.stream import StreamResult, StreamTasks, TileStream, read_markers, stream_window
 from pipeline.tiling.grid import TileLayout
@@ -31,6 +33,16 @@ from pipeline.tiling.grid import TileLayout
 TRANSIENT_ERRORS = (OSError, TimeoutError, ConnectionError)
 #: Folder of the COG's strip GeoTIFFs inside a local --out (removed once the COG is published).
 STRIPS = ".cog-strips"
+#: Every file a job publishes into --out (removed by --overwrite).
+PRODUCTS = (
+    "mosaic.zarr",
+    "mosaic.tif",
+    "uncertainty.tif",
+    "quicklook.png",
+    "quality.png",
+    "item.json",
+    "manifest.json",
+)
 
 
 @dataclass
@@ -48,6 +60,8 @@ class RunSummary:
     outputs: dict[str, str] = field(default_factory=dict)
     already_complete: bool = False
     stream: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def _stream_report(cfg: RunConfig, result: StreamResult) -> dict[str, Any]:
@@ -62,6 +76,7 @@ def _stream_report(cfg: RunConfig, result: StreamResult) -> dict[str, Any]:
         "batch_tiles": cfg.compute.batch_tiles,
         "steps": result.model.get("steps", cfg.model.steps),
         "precision": result.model.get("precision", cfg.model.precision),
+        "uncertainty_draws": cfg.model.uncertainty or None,
         "wall_s": round(result.wall_s, 3),
         "actor_pids": result.model.get("pids", []),
     }
@@ -178,6 +193,7 @@ def _stream(
     from pipeline.mosaic.assemble import assemble_core
 
     task = ray.remote(_call_with_env).options(max_retries=3, retry_exceptions=list(TRANSIENT_ERRORS))
+    spread = cfg.model.uncertainty > 1
     items_ref, env = ray.put(items), forwarded_env()
     skip = cfg.compute.skip_bad_assets
     cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -190,15 +206,17 @@ def _stream(
     actors, device, n_workers = pool.actors, pool.device, len(pool.actors)
     strip = None
     if strip_dir is not None:  # the COG's strips are encoded by tasks as soon as a tile row is final
-        from pipeline.io.cog import write_strip
+        from pipeline.io.cog import write_strips
 
-        dtype = cfg.output.dtype
-        strip = lambda r: task.remote(env, write_strip, mosaic_url, strip_dir, layout, r, dtype=dtype)
+        dtype, unc = cfg.output.dtype, spread
+        strip = lambda r: task.remote(
+            env, write_strips, mosaic_url, strip_dir, layout, r, dtype=dtype, uncertainty=unc
+        )
     tasks = StreamTasks(
         ingest=lambda k: task.remote(
             env, ingest_tile, items_ref, grid, layout, k, store, skip_bad_granules=skip
         ),
-        mosaic=lambda k: task.remote(env, assemble_core, store, mosaic_url, layout, k),
+        mosaic=lambda k: task.remote(env, assemble_core, store, mosaic_url, layout, k, spread=spread),
         actors=actors,
         get=_get,
         wait=ray.wait,
@@ -244,25 +262,38 @@ def _export(
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(mosaic_url)
     staging = out.local_staging()
+    spread = cfg.model.uncertainty > 1
+    figures = store.read_quality()  # (rows, cols, Q): the actors' per-tile figures, read once
     try:
         cog = os.path.join(staging, "mosaic.tif")
+        unc_cog = os.path.join(staging, "uncertainty.tif") if spread else None
         if out.is_local:  # in a Ray worker: the stitch's GDAL memory never lands in the driver
             import ray
 
             stitch = ray.remote(_call_with_env).options(num_cpus=1)
             args = (forwarded_env(), assemble_cog, out.join(STRIPS), cog, grid, layout)
-            _, seconds, _ = _get(stitch.remote(*args, dtype=cfg.output.dtype))
+            _, seconds, _ = _get(stitch.remote(*args, dtype=cfg.output.dtype, uncertainty_dest=unc_cog))
             summary.timings_s["export_stitch"] = seconds
         else:  # remote --out: one streaming pass over the Zarr mosaic in the driver
             export_mosaic_cog(mosaic_url, cog, grid, dtype=cfg.output.dtype)
+            if unc_cog is not None:
+                export_mosaic_cog(mosaic_url, unc_cog, grid, dtype=UNCERTAINTY_DTYPE, variable=UNCERTAINTY)
+        if unc_cog is not None:
+            out.publish(unc_cog, "uncertainty.tif")
         out.publish(cog, "mosaic.tif")
         png = os.path.join(staging, "quicklook.png")
         write_quicklook(store.read_overview(), png)  # written core by core during the mosaic
         out.publish(png, "quicklook.png")
+        qa_png = os.path.join(staging, "quality.png")
+        write_quality_png(figures, qa_png)
+        out.publish(qa_png, "quality.png")
     finally:
         import shutil
 
         shutil.rmtree(staging, ignore_errors=True)
+    quality = quality_summary(figures)
+    summary.quality = {"summary": quality, **tile_table(figures)}
+    summary.provenance = _provenance(cfg, items, fingerprint, summary.stream)
     out.write_json(
         "item.json",
         output_item(
@@ -273,11 +304,36 @@ def _export(
             method=cfg.method,
             dtype=cfg.output.dtype,
             inputs=items,
+            uncertainty=spread,
+            quality=item_properties(quality),
+            provenance={f"difffusr:{k}": v for k, v in summary.provenance.items()},
         ),
     )
-    summary.outputs = {
-        n: out.join(n) for n in ("mosaic.zarr", "mosaic.tif", "quicklook.png", "item.json", "manifest.json")
+    summary.outputs = {n: out.join(n) for n in PRODUCTS if spread or n != "uncertainty.tif"}
+
+
+def _provenance(cfg: RunConfig, items, fingerprint: str, stream: dict[str, Any]) -> dict[str, Any]:
+    """What reproduces the product exactly (STAC item `difffusr:` properties and the manifest)."""
+    learned = cfg.method not in LIGHT_METHODS
+    doc: dict[str, Any] = {
+        "fingerprint": fingerprint,
+        "inputs": input_provenance(items),
+        "seed": cfg.seed,
+        "seed_rule": "tile: seed + row * cols + col; "
+        "draw k > 0: numpy SeedSequence(tile seed, spawn_key=(k,))",
+        "tiling": {"core": cfg.tiling.core, "halo": cfg.tiling.halo},
+        "code": code_version(),
     }
+    if learned:
+        doc["weights"] = weights_provenance(cfg.model.sr_weights, cfg.model.fusion_weights)
+        doc["sampler"] = {
+            "name": "DDIM",
+            "eta": 0.0,
+            "steps": stream.get("steps") or sr_default_steps(cfg.model.sr_weights),
+            "draws": cfg.model.uncertainty or 1,
+        }
+        doc["precision"] = stream.get("precision", cfg.model.precision)
+    return doc
 
 
 def run_job(cfg: RunConfig, *, progress: bool = True, pool: ActorPool | None = None) -> RunSummary:
@@ -308,20 +364,12 @@ def run_job(cfg: RunConfig, *, progress: bool = True, pool: ActorPool | None = N
                 "use a new --out or --overwrite"
             )
     if cfg.output.overwrite:
-        for name in (
-            "work.zarr",
-            STRIPS,
-            "mosaic.zarr",
-            "mosaic.tif",
-            "quicklook.png",
-            "item.json",
-            "manifest.json",
-        ):
+        for name in ("work.zarr", STRIPS, *PRODUCTS):
             out.remove(name)
     fresh = not out.exists("work.zarr")
     out.makedirs()
     store = WorkStore(out.join("work.zarr"))
-    store.create(layout, fingerprint)
+    store.create(layout, fingerprint, spread=cfg.model.uncertainty > 1)
     mosaic_url = out.join("mosaic.zarr")
     started_ray = start_ray(cfg.compute.ray_address, object_store_bytes=256 * 2**20)
     try:
@@ -330,6 +378,7 @@ def run_job(cfg: RunConfig, *, progress: bool = True, pool: ActorPool | None = N
             grid,
             layout,
             attrs={"title": "difffusr 2.5 m Sentinel-2 mosaic", "job": fingerprint, "method": cfg.method},
+            uncertainty=cfg.model.uncertainty > 1,
         )
         # A local --out: the COG's strips are written by tasks during the stream, next to the outputs.
         strip_dir = out.join(STRIPS) if out.is_local else None
@@ -386,6 +435,8 @@ def run_job(cfg: RunConfig, *, progress: bool = True, pool: ActorPool | None = N
             "tiles_resumed": summary.tiles_resumed,
             "timings_s": summary.timings_s,
             "stream": summary.stream,
+            "quality": summary.quality,
+            "provenance": summary.provenance,
             "versions": versions(),
             "outputs": summary.outputs,
         },

@@ -191,7 +191,7 @@ def add_learned_model_args(p: argparse.ArgumentParser) -> None:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The model flags (--method, the learned method's flags, --seed), --dtype and the tiling flags."""
-    from pipeline.config import DEFAULT_METHOD, DTYPES, METHODS, JobConfig, OutputConfig
+    from pipeline.config import DEFAULT_METHOD, DTYPES, METHODS, JobConfig, MethodOptions, OutputConfig
 
     p.add_argument(
         "--method",
@@ -200,6 +200,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="difffusr = diffusion SR + fusion (learned); gs, bicubic = baselines (default %(default)s)",
     )
     add_learned_model_args(p)
+    p.add_argument(
+        "--uncertainty",
+        type=int,
+        default=default_of(MethodOptions, "uncertainty"),
+        metavar="K",
+        help="K >= 2 seeded draws of the diffusion SR per tile (difffusr only): the product is their mean "
+        "and the per-pixel spread (std over K) of the 12 fused bands is written as "
+        "uncertainty.tif; cost ~K x (default: off)",
+    )
     p.add_argument(
         "--seed",
         type=int,
@@ -238,6 +247,7 @@ def model_options_from_args(args: argparse.Namespace):
         fusion_weights=args.fusion_weights,
         steps=args.steps,
         precision=args.precision,
+        uncertainty=getattr(args, "uncertainty", default_of(MethodOptions, "uncertainty")),
     )
     check_weights(options)
     return options

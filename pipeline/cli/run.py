@@ -218,6 +218,13 @@ def _print_run_summary(s) -> None:
             f"batch {s.stream['batch_tiles']} tiles, "
             f"{s.stream.get('precision')}, steps {s.stream.get('steps') or 'from the weights'}"
         )
+    summary = (s.quality or {}).get("summary", {})
+    if summary.get("l1_10m", {}).get("tiles"):
+        l1 = "/".join(f"{summary[f'l1_{g}']['mean']:.2g}" for g in ("10m", "20m", "60m"))
+        sam = "/".join(f"{summary[f'sam_{g}']['mean']:.2g}" for g in ("10m", "20m", "60m"))
+        spread = summary.get("spread_mean", {}).get("mean")
+        spread_text = f", spread {spread:.2g}" if spread is not None else ""
+        print(f"  quality     degrade-back L1 {l1} (10/20/60 m), SAM {sam} deg{spread_text} (tile means)")
     for name, url in s.outputs.items():
         print(f"  {name:<14}{url}")
 
@@ -237,12 +244,13 @@ def superres_parser() -> Parser:
 
 def cmd_superres(argv: list[str]) -> int:
     """`difffusr superres IN_DIR OUT.tif`."""
-    from pipeline.config import check_seed
+    from pipeline.config import check_seed, check_uncertainty
 
     args = superres_parser().parse_args(argv)
     options = model_options_from_args(args)
     tiling = tiling_from_args(args)
     check_seed(args.seed)
+    check_uncertainty(args.method, options.uncertainty)
 
     from tqdm import tqdm
 
@@ -273,4 +281,6 @@ def cmd_superres(argv: list[str]) -> int:
         f"wrote {summary['output']}: 12 x {summary['output_shape'][1]} x {summary['output_shape'][2]} px at "
         f"{summary['output_gsd_m']:g} m (input {summary['input_gsd_m']:g} m) in {summary['seconds']} s"
     )
+    if "uncertainty" in summary:
+        print(f"wrote {summary['uncertainty']}: per-pixel spread over {options.uncertainty} draws (float32)")
     return 0

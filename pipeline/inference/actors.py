@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from pipeline.inference.methods import MethodOptions, get_method
-from pipeline.inference.predict import predict_tiles
+from pipeline.inference.predict import predict_tiles_full
 from pipeline.io.work_store import DONE, WorkStore
 from pipeline.tiling.grid import TileKey, TileLayout, tile_seed
 
@@ -37,6 +37,7 @@ class TileWorker:
             # Ray may assign a logical GPU on a machine without CUDA; fall back rather than fail.
             options = MethodOptions(**{**options.__dict__, "device": "cpu"})
         self.method = get_method(method, options)
+        self.draws = max(1, options.uncertainty)  # config refuses draws for the deterministic baselines
         self.store = store
         self.seed = seed
         self.pid = os.getpid()
@@ -49,18 +50,29 @@ class TileWorker:
         tiles were batched or which worker ran it, so a rerun after a crash reproduces it exactly, and
         `difffusr superres` on the same grid gives the same pixels.
 
+        With `--uncertainty K` each tile is drawn K times (all K x B samples in one forward pass), the product
+        is their mean and their per-pixel spread is written beside it. The tile's quality figures
+        (`inference.quality`) are computed here, while its inputs and prediction are in memory, and stored
+        in the work store before the done marker.
+
         Returns:
-            {"tiles", "pid", "model_s": seconds in `predict_tiles` (the forward passes, for the actor's busy
-            fraction), "steps", "precision" (what the learned method used; None for the baselines)}.
+            {"tiles", "pid", "model_s": seconds in `predict_tiles_full` (the forward passes, for the actor's
+            busy fraction), "steps", "precision" (what the learned method used; None for the baselines),
+            "draws"}.
         """
         store = store or self.store  # a pool kept across the units of a plan gets each unit's store
         b10, b20, b60 = store.read_tiles(keys)
         seeds = [tile_seed(self.seed, k, layout) for k in keys]
+        cores = [core_in_window(layout, k) for k in keys]
         t0 = time.perf_counter()
-        preds = predict_tiles(self.method, b10, b20, b60, seeds=seeds)
+        preds = predict_tiles_full(self.method, b10, b20, b60, seeds=seeds, draws=self.draws, cores=cores)
         model_s = time.perf_counter() - t0
-        for key, pred in zip(keys, preds):
-            store.write_prediction(key, pred)
+        for i, key in enumerate(keys):
+            store.write_prediction(key, preds.product[i])
+            if preds.spread is not None:
+                store.write_spread(key, preds.spread[i])
+            if preds.quality is not None:
+                store.write_quality(key, preds.quality[i])
             store.mark("infer", key, DONE)
         return {
             "tiles": len(keys),
@@ -68,4 +80,12 @@ class TileWorker:
             "model_s": model_s,
             "steps": getattr(self.method, "steps", None),
             "precision": getattr(self.method, "precision", None),
+            "draws": self.draws,
         }
+
+
+def core_in_window(layout: TileLayout, key: TileKey) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of `key`'s core inside its window, 10 m pixels (clipped at the AOI's edge)."""
+    y0, y1, x0, x1 = layout.core_bounds(key)
+    wy, wx = layout.window_origin(key)
+    return y0 - wy, y1 - wy, x0 - wx, x1 - wx

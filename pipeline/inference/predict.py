@@ -8,6 +8,7 @@ NaN. A group with no valid pixel at all gives NaN bands.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from scipy import ndimage
 
 from pipeline.bands import BAND_GROUPS, S2_BANDS
 from pipeline.inference.methods import SuperResolver
+from pipeline.inference.quality import tile_quality
 
 
 def fill_nodata(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -43,6 +45,32 @@ def output_mask(valids: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray
     return np.stack([per_band[b] for b in S2_BANDS])
 
 
+def draw_seed(seed: int, draw: int) -> int:
+    """The seed of draw `draw` of a tile whose seed is `seed` (`tile_seed`): draw 0 is the tile's own seed
+    (so the first draw is what a run without --uncertainty gives), draw k > 0 a 32-bit seed derived from
+    (seed, k) by NumPy's SeedSequence, which does not collide with a neighbour tile's seed + k."""
+    if draw == 0:
+        return seed
+    return int(np.random.SeedSequence(seed, spawn_key=(draw,)).generate_state(1, np.uint32)[0])
+
+
+@dataclass
+class TilePredictions:
+    """What `predict_tiles_full` returns for N tiles.
+
+    Attributes:
+        product: (N,12,4H,4W) float32, S2 order, NaN = nodata: the prediction, or the mean of the draws.
+        spread: (N,12,4H,4W) float32 per-pixel std over the draws (population std), NaN = nodata; None with
+            one draw.
+        quality: (N, len(QUALITY_COLUMNS)) float32 per-tile figures (`inference.quality`); None unless
+            `cores` was given.
+    """
+
+    product: np.ndarray
+    spread: np.ndarray | None = None
+    quality: np.ndarray | None = None
+
+
 def predict_tiles(
     method: SuperResolver,
     b10: np.ndarray,
@@ -67,14 +95,81 @@ def predict_tiles(
     Returns:
         (N,12,4H,4W) float32 in S2 order, NaN = nodata.
     """
-    if len(seeds) != b10.shape[0]:
-        raise ValueError(f"predict_tiles: {len(seeds)} seeds for {b10.shape[0]} tiles")
-    filled = [[fill_nodata(x[n]) for x in (b10, b20, b60)] for n in range(len(seeds))]
-    # np.stack copies: the tensors never alias the caller's arrays
-    tensors = [torch.from_numpy(np.stack([tile[g][0] for tile in filled])) for g in range(3)]
-    generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+    return predict_tiles_full(method, b10, b20, b60, seeds=seeds).product
+
+
+def predict_tiles_full(
+    method: SuperResolver,
+    b10: np.ndarray,
+    b20: np.ndarray,
+    b60: np.ndarray,
+    *,
+    seeds: Sequence[int],
+    draws: int = 1,
+    max_batch: int | None = None,
+    cores: Sequence[tuple[int, int, int, int]] | None = None,
+) -> TilePredictions:
+    """`predict_tiles` with `draws` samples per tile, their spread, and the per-tile quality figures.
+
+    The N x `draws` samples go through the networks together, `max_batch` at a time (None: all in one
+    forward pass of each network); sample k of tile n draws its noise from `draw_seed(seeds[n], k)`. The
+    networks are batch-invariant, so every sample, and hence the mean and the spread, is the same whatever
+    `max_batch`, the number of tiles N or their order. The mean and std over the draws are float64 sums in
+    draw order, cast to float32.
+
+    Args:
+        draws: K >= 1 samples per tile; the product is their mean, `spread` their std (K >= 2).
+        max_batch: most samples per forward pass (memory); None = N x K.
+        cores: per tile, (y0, y1, x0, x1) of its core in the window (10 m px): compute `quality` there.
+    """
+    n_tiles = b10.shape[0]
+    if len(seeds) != n_tiles:
+        raise ValueError(f"predict_tiles: {len(seeds)} seeds for {n_tiles} tiles")
+    if draws < 1:
+        raise ValueError(f"predict_tiles: draws must be >= 1, got {draws}")
+    filled = [[fill_nodata(x[n]) for x in (b10, b20, b60)] for n in range(n_tiles)]
+    samples = [(n, k) for n in range(n_tiles) for k in range(draws)]  # tile-major
+    step = len(samples) if max_batch is None else max(1, max_batch)
+    raw: np.ndarray | None = None
     with torch.inference_mode():
-        preds = method(*tensors, generators=generators).float().cpu().numpy()
-    for pred, tile in zip(preds, filled):
-        pred[~output_mask(tuple(valid for _, valid in tile))] = np.nan  # type: ignore[arg-type]
-    return preds
+        for start in range(0, len(samples), step):
+            chunk = samples[start : start + step]
+            # np.stack copies: the tensors never alias the caller's arrays
+            tensors = [torch.from_numpy(np.stack([filled[n][g][0] for n, _ in chunk])) for g in range(3)]
+            generators = [torch.Generator(device="cpu").manual_seed(draw_seed(seeds[n], k)) for n, k in chunk]
+            out = method(*tensors, generators=generators).float().cpu().numpy()
+            if raw is None:
+                raw = np.empty((n_tiles, draws, *out.shape[1:]), np.float32)
+            for (n, k), sample in zip(chunk, out):
+                raw[n, k] = sample
+    assert raw is not None
+    if draws == 1:
+        product, spread = raw[:, 0], None
+    else:
+        product = np.empty(raw.shape[:1] + raw.shape[2:], np.float32)
+        spread = np.empty_like(product)
+        for n in range(n_tiles):  # per tile: the same float64 reduction whatever N
+            d = raw[n].astype(np.float64)
+            mean = d.sum(axis=0) / draws
+            product[n] = mean
+            spread[n] = np.sqrt(((d - mean) ** 2).sum(axis=0) / draws)
+    del raw
+    quality = None
+    for n, tile in enumerate(filled):
+        nodata = ~output_mask(tuple(valid for _, valid in tile))  # type: ignore[arg-type]
+        product[n][nodata] = np.nan
+        if spread is not None:
+            spread[n][nodata] = np.nan
+    if cores is not None:
+        quality = np.stack(
+            [
+                tile_quality(
+                    product[n],
+                    (b10[n], b20[n], b60[n]),
+                    cores[n],
+                    spread=None if spread is None else spread[n],
+                )
+                for n in range(n_tiles)
+            ]
+        )
+    return TilePredictions(product=product, spread=spread, quality=quality)

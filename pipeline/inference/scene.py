@@ -14,7 +14,7 @@ import numpy as np
 from pipeline.bands import BAND_GROUPS
 from pipeline.errors import DataError
 from pipeline.inference.methods import MethodOptions, SuperResolver, get_method
-from pipeline.inference.predict import predict_tiles
+from pipeline.inference.predict import predict_tiles_full
 from pipeline.tiling.blend import blend_core
 from pipeline.tiling.grid import (
     DEFAULT_CORE,
@@ -71,7 +71,35 @@ def super_resolve_scene(
     options: MethodOptions | None = None,
     on_tile: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Super-resolve one scene's 12 bands to 4x the 10 m grid.
+    """Super-resolve one scene's 12 bands to 4x the 10 m grid (`super_resolve_scene_full`'s product)."""
+    return super_resolve_scene_full(
+        b10,
+        b20,
+        b60,
+        method,
+        seed=seed,
+        core=core,
+        halo=halo,
+        batch_size=batch_size,
+        options=options,
+        on_tile=on_tile,
+    )[0]
+
+
+def super_resolve_scene_full(
+    b10: np.ndarray,
+    b20: np.ndarray,
+    b60: np.ndarray,
+    method: str | SuperResolver,
+    *,
+    seed: int = 0,
+    core: int = DEFAULT_CORE,
+    halo: int = DEFAULT_HALO,
+    batch_size: int = 4,
+    options: MethodOptions | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Super-resolve one scene's 12 bands to 4x the 10 m grid, with `options.uncertainty` draws per tile.
 
     Args:
         b10: (4,H,W) float32 reflectance B02 B03 B04 B08, NaN = nodata; H, W multiples of 6.
@@ -87,9 +115,11 @@ def super_resolve_scene(
         on_tile: progress callback (done, total).
 
     Returns:
-        (12,4H,4W) float32 in S2 order, NaN = nodata.
+        (product, spread): (12,4H,4W) float32 in S2 order, NaN = nodata; the product is the mean of the
+        draws, spread their per-pixel std blended like the product (None with one draw).
     """
     check_groups(b10, b20, b60)
+    draws = max(1, options.uncertainty) if options is not None else 1
     h, w = b10.shape[-2:]
     core = min(core, round_up(max(h, w)))
     halo = min(halo, (core // 2) // 6 * 6)
@@ -97,22 +127,29 @@ def super_resolve_scene(
     solver = get_method(method, options) if isinstance(method, str) else method
     keys = layout.tile_keys()
     predictions: dict[TileKey, np.ndarray | None] = {}
+    spreads: dict[TileKey, np.ndarray | None] = {}
     for start in range(0, len(keys), batch_size):
         chunk = keys[start : start + batch_size]
         windows = [tile_windows(layout, (b10, b20, b60), k) for k in chunk]
         live = [i for i, win in enumerate(windows) if any(np.isfinite(g).any() for g in win)]
         predictions.update(dict.fromkeys(chunk))
+        spreads.update(dict.fromkeys(chunk))
         if live:
             stacked = [np.stack([windows[i][g] for i in live]) for g in range(3)]
-            preds = predict_tiles(solver, *stacked, seeds=[tile_seed(seed, chunk[i], layout) for i in live])
+            seeds = [tile_seed(seed, chunk[i], layout) for i in live]
+            preds = predict_tiles_full(solver, *stacked, seeds=seeds, draws=draws)
             for j, i in enumerate(live):
-                predictions[chunk[i]] = preds[j]
+                predictions[chunk[i]] = preds.product[j]
+                if preds.spread is not None:
+                    spreads[chunk[i]] = preds.spread[j]
         if on_tile:
             on_tile(min(start + batch_size, len(keys)), len(keys))
     out = np.full((12, h * SR_FACTOR, w * SR_FACTOR), np.nan, np.float32)
+    spread = np.full_like(out, np.nan) if draws > 1 else None
     for key in keys:
         y0, y1, x0, x1 = layout.core_bounds(key)
-        out[:, y0 * SR_FACTOR : y1 * SR_FACTOR, x0 * SR_FACTOR : x1 * SR_FACTOR] = blend_core(
-            layout, key, predictions.get, channels=12
-        )
-    return out
+        region = (slice(None), slice(y0 * SR_FACTOR, y1 * SR_FACTOR), slice(x0 * SR_FACTOR, x1 * SR_FACTOR))
+        out[region] = blend_core(layout, key, predictions.get, channels=12)
+        if spread is not None:
+            spread[region] = blend_core(layout, key, spreads.get, channels=12)
+    return out, spread

@@ -5,7 +5,9 @@ chunks are exactly the cores, so region writes never share a chunk.
 
 Layout: variable `reflectance` (band, y, x) float32, NaN = nodata, CF `grid_mapping` = `spatial_ref`
 (CRS WKT + GDAL GeoTransform, which rioxarray/odc-geo/QGIS read); `band` is an integer index with the band
-ids in the `band_names` attribute (Zarr v3 has no string coordinate spec).
+ids in the `band_names` attribute (Zarr v3 has no string coordinate spec). With `--uncertainty K` a second
+variable `uncertainty` (same dims, chunks and nodata) holds the per-pixel spread: the std of the K draws'
+fused reflectance, blended across tile overlaps like the product.
 """
 
 from __future__ import annotations
@@ -23,10 +25,15 @@ from pipeline.io.grid import SceneGrid
 from pipeline.tiling.grid import SR_FACTOR, TileKey, TileLayout
 
 VARIABLE = "reflectance"
+#: The per-pixel spread of `--uncertainty` draws (reflectance units), beside VARIABLE.
+UNCERTAINTY = "uncertainty"
 
 
-def mosaic_template(grid: SceneGrid, layout: TileLayout, attrs: dict) -> xr.Dataset:
-    """A lazy Dataset with the mosaic's final coordinates, chunked one chunk per tile core."""
+def mosaic_template(
+    grid: SceneGrid, layout: TileLayout, attrs: dict, *, uncertainty: bool = False
+) -> xr.Dataset:
+    """A lazy Dataset with the mosaic's final coordinates, chunked one chunk per tile core (and the
+    `uncertainty` variable when asked)."""
     h, w = grid.output_shape()
     chunk = layout.core * SR_FACTOR
     gsd = TARGET_GSD_M
@@ -43,21 +50,24 @@ def mosaic_template(grid: SceneGrid, layout: TileLayout, attrs: dict) -> xr.Data
             "GeoTransform": " ".join(str(v) for v in (grid.left, gsd, 0.0, grid.top, 0.0, -gsd)),
         },
     )
+
+    def variable(long_name: str) -> tuple:
+        meta = {
+            "grid_mapping": "spatial_ref",
+            "units": "1",
+            "long_name": long_name,
+            "band_names": list(S2_BANDS),
+            "_FillValue": np.float32(np.nan),
+        }
+        return ("band", "y", "x"), data, meta
+
+    variables = {VARIABLE: variable("surface reflectance")}
+    if uncertainty:
+        variables[UNCERTAINTY] = variable(
+            "spread of the surface reflectance over the sampler's draws (std), not an error bar"
+        )
     ds = xr.Dataset(
-        {
-            VARIABLE: (
-                ("band", "y", "x"),
-                data,
-                {
-                    "grid_mapping": "spatial_ref",
-                    "units": "1",
-                    "long_name": "surface reflectance",
-                    "band_names": list(S2_BANDS),
-                    "_FillValue": np.float32(np.nan),
-                },
-            ),
-            "spatial_ref": spatial_ref,
-        },
+        {**variables, "spatial_ref": spatial_ref},
         coords={
             "band": np.arange(len(S2_BANDS), dtype=np.int16),
             "y": ("y", y, {"units": "m"}),
@@ -65,37 +75,43 @@ def mosaic_template(grid: SceneGrid, layout: TileLayout, attrs: dict) -> xr.Data
         },
         attrs=attrs,
     )
-    ds[VARIABLE].encoding = {
-        "chunks": (len(S2_BANDS), chunk, chunk),
-        "compressors": (zarr.codecs.ZstdCodec(level=3),),
-    }
+    for name in variables:
+        ds[name].encoding = {
+            "chunks": (len(S2_BANDS), chunk, chunk),
+            "compressors": (zarr.codecs.ZstdCodec(level=3),),
+        }
     return ds
 
 
-def create_mosaic_store(url: str, grid: SceneGrid, layout: TileLayout, attrs: dict) -> None:
-    """Write the template (metadata + coordinates) unless a store with this grid already exists."""
+def create_mosaic_store(
+    url: str, grid: SceneGrid, layout: TileLayout, attrs: dict, *, uncertainty: bool = False
+) -> None:
+    """Write the template (metadata + coordinates) unless a store with this grid (and variables) exists."""
     try:
         existing = xr.open_zarr(url, zarr_format=3)
         if (
             existing.sizes.get("y") == grid.height * SR_FACTOR
             and existing.sizes.get("x") == grid.width * SR_FACTOR
+            and (UNCERTAINTY in existing.data_vars) == uncertainty
         ):
             return
     except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
         pass
-    mosaic_template(grid, layout, attrs).to_zarr(
+    mosaic_template(grid, layout, attrs, uncertainty=uncertainty).to_zarr(
         url, mode="w", compute=False, zarr_format=3, consolidated=False
     )
 
 
 @functools.lru_cache(maxsize=8)
-def _mosaic_array(url: str) -> zarr.Array:
-    """The mosaic variable opened once per worker process (its metadata is fixed once the template exists)."""
-    return zarr.open_array(url, path=VARIABLE, mode="r+", zarr_format=3)
+def _mosaic_array(url: str, variable: str = VARIABLE) -> zarr.Array:
+    """A mosaic variable opened once per worker process (its metadata is fixed once the template exists)."""
+    return zarr.open_array(url, path=variable, mode="r+", zarr_format=3)
 
 
-def write_core(url: str, layout: TileLayout, key: TileKey, block: np.ndarray) -> None:
-    """Write one tile core's (12, h, w) block into its own region."""
+def write_core(
+    url: str, layout: TileLayout, key: TileKey, block: np.ndarray, *, variable: str = VARIABLE
+) -> None:
+    """Write one tile core's (12, h, w) block into its own region of `variable`."""
     y0, y1, x0, x1 = layout.core_bounds(key)
-    arr = _mosaic_array(url)
+    arr = _mosaic_array(url, variable)
     arr[:, y0 * SR_FACTOR : y1 * SR_FACTOR, x0 * SR_FACTOR : x1 * SR_FACTOR] = block

@@ -5,6 +5,8 @@ Layout (one Zarr chunk per tile, so every write is a whole, disjoint chunk and t
     tiles/b20  (rows, cols, 6, W/2, W/2)
     tiles/b60  (rows, cols, 2, W/6, W/6)
     pred       (rows, cols, 12, 4W, 4W)     float32 prediction of the whole window, S2 band order
+    spread     (rows, cols, 12, 4W, 4W)     float32 per-pixel std over the --uncertainty draws (only with it)
+    quality    (rows, cols, Q)              float32 per-tile quality figures (`QUALITY_COLUMNS`), NaN = none
     done/<stage> (rows, cols) uint8         0 = to do, 1 = done, 2 = done and empty (no valid pixel)
     overview   (3, qh, qw)                  float32 true-colour (B04 B03 B02) of the mosaic, every `step`-th
                                             output pixel, one chunk per tile core: the quicklook's source
@@ -22,12 +24,27 @@ from typing import Any
 import numpy as np
 import zarr
 
+from pipeline.bands import BAND_GROUPS
 from pipeline.errors import OutputError
 from pipeline.tiling.grid import SR_FACTOR, TileKey, TileLayout
 
 STAGES = ("ingest", "infer", "mosaic")
 TODO, DONE, EMPTY = 0, 1, 2
 _GROUP_SHAPES = {"b10": (4, 1), "b20": (6, 2), "b60": (2, 6)}
+_GROUP_NAMES = tuple(g.name for g in BAND_GROUPS)
+#: The per-tile quality figures (`pipeline.inference.quality` computes them), in the `quality` array's order.
+QUALITY_COLUMNS: tuple[str, ...] = (
+    *(f"l1_{g}" for g in _GROUP_NAMES),
+    *(f"sam_{g}" for g in _GROUP_NAMES),
+    "nodata_share",
+    *(f"spread_{g}" for g in _GROUP_NAMES),
+    "spread_mean",
+)
+#: Unit of each figure.
+QUALITY_UNITS: dict[str, str] = {
+    c: "degree" if c.startswith("sam_") else "1" if c == "nodata_share" else "reflectance"
+    for c in QUALITY_COLUMNS
+}
 #: Longest side of the quicklook, output pixels.
 QUICKLOOK_MAX_SIDE = 1024
 
@@ -83,8 +100,11 @@ class WorkStore:
     def __getstate__(self) -> dict:  # only the URL travels to Ray workers
         return {"url": self.url}
 
-    def create(self, layout: TileLayout, fingerprint: str) -> None:
-        """Create the arrays unless they exist for the same job; refuse a store of another job."""
+    def create(self, layout: TileLayout, fingerprint: str, *, spread: bool = False) -> None:
+        """Create the arrays unless they exist for the same job; refuse a store of another job.
+
+        `spread`: also the per-pixel spread array of `--uncertainty` (part of the job, so of its fingerprint).
+        """
         try:
             root = self._open("a")
         except Exception as exc:  # noqa: BLE001 -- any fsspec/zarr error means "cannot create"
@@ -93,6 +113,8 @@ class WorkStore:
             ) from None
         old = root.attrs.get("fingerprint")
         if old == fingerprint:
+            if "quality" not in root:  # a store begun before the quality figures existed: add the array
+                self._create_quality(root, layout)
             return
         if old is not None:
             raise OutputError(
@@ -111,15 +133,17 @@ class WorkStore:
                 overwrite=True,
             )
         f = SR_FACTOR * w
-        root.create_array(
-            "pred",
-            shape=(rows, cols, 12, f, f),
-            chunks=(1, 1, 12, f, f),
-            dtype="float32",
-            fill_value=np.nan,
-            compressors=_compressor(),
-            overwrite=True,
-        )
+        for name in ("pred", "spread") if spread else ("pred",):
+            root.create_array(
+                name,
+                shape=(rows, cols, 12, f, f),
+                chunks=(1, 1, 12, f, f),
+                dtype="float32",
+                fill_value=np.nan,
+                compressors=_compressor(),
+                overwrite=True,
+            )
+        self._create_quality(root, layout)
         step = overview_step(layout)
         root.create_array(
             "overview",
@@ -142,6 +166,18 @@ class WorkStore:
             )
         root.attrs["fingerprint"] = fingerprint  # last: a half-created store has no fingerprint and is redone
 
+    @staticmethod
+    def _create_quality(root: zarr.Group, layout: TileLayout) -> None:
+        root.create_array(
+            "quality",
+            shape=(layout.rows, layout.cols, len(QUALITY_COLUMNS)),
+            chunks=(1, 1, len(QUALITY_COLUMNS)),
+            dtype="float32",
+            fill_value=np.nan,
+            overwrite=True,
+        )
+        root.attrs["quality_columns"] = list(QUALITY_COLUMNS)
+
     def status(self, stage: str) -> np.ndarray:
         """(rows, cols) uint8 done markers of a stage (the whole AOI: for the driver's resume, once)."""
         return zarr.open_group(self.url, mode="r", zarr_format=3)[f"done/{stage}"][...]
@@ -157,9 +193,17 @@ class WorkStore:
             arr[key.row, key.col] = np.full(arr.shape[2:], np.nan, np.float32)
 
     def free_prediction(self, key: TileKey) -> None:
-        """Delete a tile's prediction chunk (after every core that blends it is written)."""
-        arr = self._array("pred")
-        arr[key.row, key.col] = np.full(arr.shape[2:], np.nan, np.float32)
+        """Delete a tile's prediction chunk, and its spread's (after every core that blends it is written)."""
+        for name in ("pred", "spread") if self.has_spread() else ("pred",):
+            arr = self._array(name)
+            arr[key.row, key.col] = np.full(arr.shape[2:], np.nan, np.float32)
+
+    def has_spread(self) -> bool:
+        """Whether the job has the `--uncertainty` spread array (looked up once per process)."""
+        cache = self.__dict__.setdefault("_has_spread", [])
+        if not cache:
+            cache.append("spread" in self._open("r"))
+        return cache[0]
 
     def write_overview(self, key: TileKey, layout: TileLayout, rgb_core: np.ndarray) -> None:
         """Store every `step`-th pixel of a core's (3, h, w) true colour in the overview."""
@@ -192,3 +236,17 @@ class WorkStore:
 
     def read_prediction(self, key: TileKey) -> np.ndarray:
         return self._array("pred", "r")[key.row, key.col]
+
+    def write_spread(self, key: TileKey, spread: np.ndarray) -> None:
+        self._array("spread")[key.row, key.col] = spread
+
+    def read_spread(self, key: TileKey) -> np.ndarray:
+        return self._array("spread", "r")[key.row, key.col]
+
+    def write_quality(self, key: TileKey, figures: np.ndarray) -> None:
+        """Store one tile's `QUALITY_COLUMNS` figures (written before the tile's infer marker)."""
+        self._array("quality")[key.row, key.col] = figures
+
+    def read_quality(self) -> np.ndarray:
+        """(rows, cols, Q) figures of every tile (NaN: empty, or not computed); read once, at the export."""
+        return zarr.open_group(self.url, mode="r", zarr_format=3)["quality"][...]

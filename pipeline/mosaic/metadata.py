@@ -76,8 +76,17 @@ def output_item(
     method: str,
     dtype: str,
     inputs: list[dict[str, Any]],
+    uncertainty: bool = False,
+    quality: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A STAC 1.0 item for the mosaic (COG, Zarr and quicklook assets; derived_from links to the inputs)."""
+    """A STAC 1.0 item for the mosaic (COG, Zarr and quicklook assets; derived_from links to the inputs).
+
+    Args:
+        uncertainty: the job wrote `uncertainty.tif` (an asset, float32 spread).
+        quality: `difffusr:` quality properties (`mosaic.quality.item_properties`); adds the QA PNG asset.
+        provenance: `difffusr:` provenance properties (inputs and baselines, weights' hashes, sampler, code).
+    """
     geometry = footprint_lonlat(grid)
     ring = geometry["coordinates"][0]
     bbox = [
@@ -104,6 +113,33 @@ def output_item(
         for _ in S2_BANDS
     ]
     links = [{"rel": "derived_from", "href": _self_href(i), "title": i["id"]} for i in inputs]
+    extra_assets: dict[str, Any] = {}
+    if uncertainty:
+        extra_assets["uncertainty"] = {
+            "href": "./uncertainty.tif",
+            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            "title": "per-pixel spread (std over the sampler's draws) of the 12 bands; not an error bar",
+            "roles": ["data", "quality"],
+            "eo:bands": eo_bands,
+            "raster:bands": [
+                {
+                    "data_type": "float32",
+                    "nodata": "nan",
+                    "scale": 1.0,
+                    "offset": 0.0,
+                    "spatial_resolution": TARGET_GSD_M,
+                    "unit": "reflectance",
+                }
+                for _ in S2_BANDS
+            ],
+        }
+    if quality is not None:
+        extra_assets["quality"] = {
+            "href": "./quality.png",
+            "type": "image/png",
+            "title": "per-tile degrade-back consistency (L1 per band group) over the AOI",
+            "roles": ["overview", "quality"],
+        }
     return {
         "type": "Feature",
         "stac_version": "1.0.0",
@@ -128,6 +164,8 @@ def output_item(
             "difffusr:method": method,
             "difffusr:composite": "per-pixel median of cloud-free observations",
             "processing:software": {"difffusr": __version__},
+            **(provenance or {}),
+            **(quality or {}),
         },
         "links": links,
         "assets": {
@@ -151,6 +189,7 @@ def output_item(
                 "title": "true colour quicklook",
                 "roles": ["overview"],
             },
+            **extra_assets,
         },
     }
 
