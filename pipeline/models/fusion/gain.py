@@ -52,26 +52,34 @@ def pad_to_multiple(
     return pad(b10, 1, 1), pad(b20, 1, 2), pad(b60, 1, 6), pad(guide, 4, 1)
 
 
-def least_squares_gain(truth: torch.Tensor, fused: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
+def least_squares_gain(
+    truth: torch.Tensor, fused: torch.Tensor, smooth: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per sample and band, the gain in [0, 1] for which smooth + gain x (fused - smooth) best fits truth.
 
     Args:
         truth, fused, smooth: (B, C, h, w) on the same grid (the band's measured grid).
+        weight: optional (B, 1, h, w) 0/1 mask of the pixels that count (see `measured_mask`).
 
     Returns:
         (B, C) float32 gains; 1 where the correction is (numerically) zero.
     """
+    w = 1.0 if weight is None else weight.double()
     d = (fused - smooth).double()
     e = (truth - smooth).double()
-    num = (e * d).sum((2, 3))
-    den = (d * d).sum((2, 3))
+    num = (e * d * w).sum((2, 3))
+    den = (d * d * w).sum((2, 3))
     npx = d.shape[-2] * d.shape[-1]
     gain = torch.where(den > MIN_CORRECTION_ENERGY * npx, num / den.clamp_min(1e-300), torch.ones_like(den))
     return gain.clamp(0.0, 1.0).float()
 
 
 def least_squares_gains2(
-    truth: torch.Tensor, fused: torch.Tensor, other: torch.Tensor, smooth: torch.Tensor
+    truth: torch.Tensor,
+    fused: torch.Tensor,
+    other: torch.Tensor,
+    smooth: torch.Tensor,
+    weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per sample and band, gains (a, b) in [0, 1]^2 minimising ||truth - smooth - a d1 - b d2||^2.
 
@@ -83,12 +91,13 @@ def least_squares_gains2(
         (a, b), each (B, C) float32; a correction with (numerically) no energy gets gain 0 unless both have
         none (then a = 1, b = 0: the network's output as it is).
     """
+    w = 1.0 if weight is None else weight.double()
     d1 = (fused - smooth).double()
     d2 = (other - smooth).double()
     e = (truth - smooth).double()
     npx = d1.shape[-2] * d1.shape[-1]
-    s11, s22, s12 = (d1 * d1).sum((2, 3)), (d2 * d2).sum((2, 3)), (d1 * d2).sum((2, 3))
-    e1, e2 = (e * d1).sum((2, 3)), (e * d2).sum((2, 3))
+    s11, s22, s12 = (d1 * d1 * w).sum((2, 3)), (d2 * d2 * w).sum((2, 3)), (d1 * d2 * w).sum((2, 3))
+    e1, e2 = (e * d1 * w).sum((2, 3)), (e * d2 * w).sum((2, 3))
     tiny = MIN_CORRECTION_ENERGY * npx
 
     def opt1(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -123,12 +132,46 @@ def _cost_all(a, b, e1, e2, s11, s22, s12):
     return -2 * a * e1 - 2 * b * e2 + a * a * s11 + 2 * a * b * s12 + b * b * s22
 
 
+#: Fewest measured (not filled) pixels, per image and band grid, for the mask to be used; else all count.
+MIN_MASKED_PIXELS = 4
+
+
+def measured_mask(b10: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) float 0/1: 10 m pixels that are not a copy of a 4-neighbour in all four 10 m bands.
+
+    The pipeline fills nodata (and a tile's window outside the scene) with the nearest valid pixel before
+    fusion; such copies have no detail of their own and, scored as truth, drag the gains towards the smooth
+    answer. Four independent reflectances equal to a neighbour's to the last bit do not occur in measured
+    imagery except in saturated or constant areas, which carry no detail to weigh either.
+    """
+    x = b10
+    same = torch.zeros_like(x[:, :1], dtype=torch.bool)
+    eq_v = (x[..., 1:, :] == x[..., :-1, :]).all(1, keepdim=True)
+    eq_h = (x[..., :, 1:] == x[..., :, :-1]).all(1, keepdim=True)
+    same[..., 1:, :] |= eq_v
+    same[..., :-1, :] |= eq_v
+    same[..., :, 1:] |= eq_h
+    same[..., :, :-1] |= eq_h
+    return (~same).to(x.dtype)
+
+
+def mask_on_grid(mask10: torch.Tensor, k: int, shape: tuple[int, int]) -> torch.Tensor | None:
+    """The 10 m mask on a grid k times coarser (a pixel counts when all its 10 m pixels do), cropped to
+    `shape`; None when fewer than MIN_MASKED_PIXELS pixels of some image count (then all pixels count)."""
+    m = F.avg_pool2d(mask10, k) if k > 1 else mask10
+    m = (m[..., : shape[0], : shape[1]] > 1 - 1e-6).to(mask10.dtype)
+    if (m.sum((1, 2, 3)) < MIN_MASKED_PIXELS).any():
+        return None
+    return m
+
+
 def coarse_gain(
     fused_c: torch.Tensor,
     smooth_c: torch.Tensor,
     truth: torch.Tensor,
     down: int,
     other_c: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Gains from the coarse run: its outputs degraded by `down` onto the measured grid, cropped to `truth`.
 
@@ -137,6 +180,7 @@ def coarse_gain(
         truth: (B, C, h, w) the measured bands (h <= H' / down).
         down: sensor-model factor from the coarse output grid to the measured grid.
         other_c: optional second detail estimate of the coarse run (Gram-Schmidt), fitted jointly.
+        weight: optional (B, 1, h, w) 0/1 mask of the measured pixels of `truth`'s grid.
 
     Returns:
         (B, C) gains of the network's correction, or (B, C, 2) gains (network, other) with `other_c`.
@@ -145,6 +189,6 @@ def coarse_gain(
     o = wald_degrade(fused_c, down)[..., :h, :w]
     s = wald_degrade(smooth_c, down)[..., :h, :w]
     if other_c is None:
-        return least_squares_gain(truth, o, s)
+        return least_squares_gain(truth, o, s, weight)
     g = wald_degrade(other_c, down)[..., :h, :w]
-    return torch.stack(least_squares_gains2(truth, o, g, s), -1)
+    return torch.stack(least_squares_gains2(truth, o, g, s, weight), -1)

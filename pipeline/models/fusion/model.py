@@ -23,7 +23,13 @@ from pipeline.models.checkpoint import (
 )
 from pipeline.models import baselines
 from pipeline.models.fusion.config import FusionNetConfig
-from pipeline.models.fusion.gain import coarse_gain, pad_to_multiple, smooth_estimate
+from pipeline.models.fusion.gain import (
+    coarse_gain,
+    mask_on_grid,
+    measured_mask,
+    pad_to_multiple,
+    smooth_estimate,
+)
 from pipeline.models.fusion.mtf import MTFDetailNet
 from pipeline.models.fusion.net import FusionGroupNet
 from pipeline.models.fusion.normalise import denormalise, normalise
@@ -208,6 +214,7 @@ class FusionModel(torch.nn.Module):
             if r:
                 by_r.setdefault(r, []).append(g.name)
         gains: dict[str, torch.Tensor] = {}
+        mask10 = measured_mask(b10.to(self.device, torch.float32))  # filled nodata does not count
         for r, names in by_r.items():
             dev = self.device
             p10, p20, p60, pg = pad_to_multiple(
@@ -224,7 +231,9 @@ class FusionModel(torch.nn.Module):
                 smooth_c = smooth_estimate(own_c, cfg.factor, cfg.backproject or 5)
                 truth = self._own_measured(name, b10, b20, b60)
                 other = gs_c[name] if cfg.gain_gs else None
-                gains[name] = coarse_gain(fused_c[name], smooth_c, truth, cfg.factor // r, other)
+                k = next(g.factor_to_10m for g in BAND_GROUPS if g.name == name)
+                weight = mask_on_grid(mask10, k, tuple(truth.shape[-2:]))
+                gains[name] = coarse_gain(fused_c[name], smooth_c, truth, cfg.factor // r, other, weight)
         return gains
 
     def _gs_groups(self, b10, b20, b60, guide_rgb) -> dict[str, torch.Tensor]:
