@@ -40,14 +40,14 @@ def learned():
 
 
 def test_draws_are_batch_invariant_and_seeded_by_tile_and_draw(learned):
-    b10, b20, b60 = windows(36, n=2)
-    seeds = [100, 101]
-    whole = predict_tiles_full(learned, b10, b20, b60, seeds=seeds, draws=2, cores=[CORE] * 2)
+    b10, b20, b60 = windows(36, n=4)  # batch 4 (8 samples) vs batch 1 (2 samples) vs chunks of 3
+    seeds = [100, 101, 102, 103]
+    whole = predict_tiles_full(learned, b10, b20, b60, seeds=seeds, draws=2, cores=[CORE] * 4)
     assert whole.spread is not None and whole.quality is not None
     assert np.isfinite(whole.spread).all() and (whole.spread > 0).mean() > 0.5
     one = [
         predict_tiles_full(learned, *(g[i : i + 1] for g in (b10, b20, b60)), seeds=seeds[i : i + 1], draws=2)
-        for i in range(2)
+        for i in range(4)
     ]
     split = predict_tiles_full(learned, b10, b20, b60, seeds=seeds, draws=2, max_batch=3)
     for other in (np.concatenate([o.product for o in one]), split.product):
