@@ -14,6 +14,7 @@ import torch
 
 from pipeline.bands import BAND_GROUPS, GROUP_10M, GROUP_20M, GROUP_60M, RGB_BANDS, S2_BANDS
 from pipeline.errors import CheckpointError, DataError
+from pipeline.models import baselines
 from pipeline.models.checkpoint import (
     FUSION_BUNDLE_KIND,
     FUSION_KIND,
@@ -21,7 +22,6 @@ from pipeline.models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from pipeline.models import baselines
 from pipeline.models.fusion.config import FusionNetConfig
 from pipeline.models.fusion.gain import (
     coarse_gain,
@@ -142,7 +142,6 @@ class FusionModel(torch.nn.Module):
         }
         out = torch.stack([by_band[b] for b in S2_BANDS], 1)
         return torch.nan_to_num(out, nan=0.0).clamp_min(0.0)
-
 
     def _fuse_groups(
         self,
