@@ -31,11 +31,13 @@ LIGHT_METHODS: tuple[str, ...] = ("gs", "bicubic")
 #: GeoTIFF/COG value types: "uint16" reflectance x 10000 (nodata 0), or "float32" reflectance (nodata NaN).
 DTYPES: tuple[str, ...] = ("uint16", "float32")
 #: Compute precisions of the learned method (pipeline.models.precision): autocast dtype of the networks.
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
-#: bf16 (autocast + channels_last) by the rule: bf16 on CPU and CUDA when its held-out 12-band ERGAS is within
-#: 1 % and 10 m PSNR within 0.05 dB of fp32, else fp32. Shipped weights, 3 steps: 2.768 vs 2.767, 41.482 vs
-#: 41.482 dB (benchmarks/RESULTS.md "Precision"); 2.2x fp32 on this CPU's oneDNN avx512_bf16 kernels.
-DEFAULT_PRECISION = "bf16"
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+#: "auto": bf16 (autocast + channels_last) where the device runs bfloat16 natively (CUDA with bf16, a CPU with
+#: avx512_bf16/AMX), else fp32 (`pipeline.models.precision.resolve_precision`). bf16 passes the rule (held-out
+#: 12-band ERGAS within 1 % and 10 m PSNR within 0.05 dB of fp32; shipped weights, 3 steps: 2.768 vs 2.767,
+#: 41.482 vs 41.482 dB, benchmarks/RESULTS.md "Precision") and runs 2.2x fp32 on avx512_bf16; emulated on an
+#: AVX2-only CPU it ran the fusion nets 10x slower than fp32, hence not bf16 everywhere.
+DEFAULT_PRECISION = "auto"
 #: Steps of the diffusion schedule (T); DDIM may take at most this many.
 SCHEDULE_STEPS = 1000
 #: Largest seed (32 bits): tile seeds are seed + tile index, and must stay valid generator seeds.
@@ -52,8 +54,8 @@ class MethodOptions:
         sr_weights: diffusion SR checkpoint folder (None: the shipped small model).
         fusion_weights: fusion checkpoint folder (None: the shipped small model).
         steps: DDIM sampling steps of the diffusion SR (None: the SR weights' `default_steps`).
-        precision: compute precision of the networks: fp32, bf16 (autocast + channels_last; oneDNN bf16 on
-            CPU) or fp16 (CUDA only).
+        precision: compute precision of the networks: auto (bf16 where the device has native bfloat16,
+            else fp32), fp32, bf16 (autocast + channels_last; oneDNN bf16 on CPU) or fp16 (CUDA only).
         device: torch device string ("cpu", "cuda").
         uncertainty: K seeded draws of the diffusion SR per tile (K >= 2): the product is the mean of the K
             fused outputs and the per-pixel std over K is written as an uncertainty layer; 0 or 1 = off.

@@ -163,7 +163,12 @@ def start_actors(cfg: JobConfig, *, at_most: int | None = None) -> ActorPool:
     )
     threads = None if gpus else 1 if light else max(1, cpus // max(n_workers, 1))
     env = forwarded_env()
-    actors = [actor_cls.remote(cfg.method, options, None, cfg.seed, threads, env) for _ in range(n_workers)]
+    actors = [
+        actor_cls.remote(
+            cfg.method, options, None, cfg.seed, threads, env, max_samples=cfg.compute.batch_tiles
+        )
+        for _ in range(n_workers)
+    ]
     return ActorPool(actors=actors, device=device)
 
 

@@ -178,8 +178,9 @@ def add_learned_model_args(p: argparse.ArgumentParser) -> None:
         "--precision",
         default=default_of(MethodOptions, "precision"),
         choices=PRECISIONS,
-        help="compute precision of the networks: bf16 = bfloat16 autocast + channels_last (oneDNN bf16 on "
-        "CPU), fp16 = CUDA only (default %(default)s)",
+        help="compute precision of the networks: auto = bf16 where the device has native bfloat16 (CUDA, "
+        "CPUs with avx512_bf16/AMX), else fp32; bf16 = bfloat16 autocast + channels_last; fp16 = CUDA only "
+        "(default %(default)s)",
     )
     p.add_argument(
         "--sr-weights", default=None, help="diffusion SR checkpoint folder (default: shipped small model)"

@@ -226,7 +226,7 @@ def _print_run_summary(s) -> None:
         spread_text = f", spread {spread:.2g}" if spread is not None else ""
         print(f"  quality     degrade-back L1 {l1} (10/20/60 m), SAM {sam} deg{spread_text} (tile means)")
     for name, url in s.outputs.items():
-        print(f"  {name:<14}{url}")
+        print(f"  {name:<16}{url}")  # the longest name, uncertainty.tif, + a space
 
 
 def superres_parser() -> Parser:

@@ -27,7 +27,11 @@ class TileWorker:
         seed: int,
         threads: int | None = None,
         env: dict[str, str] | None = None,
+        max_samples: int | None = None,
     ) -> None:
+        """`max_samples`: the most samples (tiles x `--uncertainty` draws) per forward pass, the run's
+        `--batch-tiles` (None: a whole call's). 4 tiles x 4 draws in one pass of the shipped fusion nets was
+        killed by Ray's memory monitor on a 24 GiB machine; the samples are the same whatever the split."""
         import torch
 
         os.environ.update(env or {})  # the driver's storage credentials/endpoints (see run._call_with_env)
@@ -40,6 +44,7 @@ class TileWorker:
         self.draws = max(1, options.uncertainty)  # config refuses draws for the deterministic baselines
         self.store = store
         self.seed = seed
+        self.max_samples = max_samples
         self.pid = os.getpid()
 
     def run(self, keys: list[TileKey], layout: TileLayout, store: WorkStore | None = None) -> dict[str, Any]:
@@ -50,10 +55,10 @@ class TileWorker:
         tiles were batched or which worker ran it, so a rerun after a crash reproduces it exactly, and
         `difffusr superres` on the same grid gives the same pixels.
 
-        With `--uncertainty K` each tile is drawn K times (all K x B samples in one forward pass), the product
-        is their mean and their per-pixel spread is written beside it. The tile's quality figures
-        (`inference.quality`) are computed here, while its inputs and prediction are in memory, and stored
-        in the work store before the done marker.
+        With `--uncertainty K` each tile is drawn K times (the K x B samples go `max_samples` per forward
+        pass), the product is their mean and their per-pixel spread is written beside it. The tile's quality
+        figures (`inference.quality`) are computed here, while its inputs and prediction are in memory, and
+        stored in the work store before the done marker.
 
         Returns:
             {"tiles", "pid", "model_s": seconds in `predict_tiles_full` (the forward passes, for the actor's
@@ -65,7 +70,9 @@ class TileWorker:
         seeds = [tile_seed(self.seed, k, layout) for k in keys]
         cores = [core_in_window(layout, k) for k in keys]
         t0 = time.perf_counter()
-        preds = predict_tiles_full(self.method, b10, b20, b60, seeds=seeds, draws=self.draws, cores=cores)
+        preds = predict_tiles_full(
+            self.method, b10, b20, b60, seeds=seeds, draws=self.draws, max_batch=self.max_samples, cores=cores
+        )
         model_s = time.perf_counter() - t0
         for i, key in enumerate(keys):
             store.write_prediction(key, preds.product[i])

@@ -65,7 +65,7 @@ class DiffFuSR:
     """Diffusion SR of the RGB, then the three fusion networks guided by the SR RGB.
 
     What a run's manifest should show, resolved at load: `steps` (the option, or the SR weights'
-    `default_steps`) and `precision`.
+    `default_steps`) and `precision` (the concrete one: "auto" resolved for this device).
     """
 
     options: MethodOptions
@@ -78,11 +78,10 @@ class DiffFuSR:
     def __post_init__(self) -> None:
         from pipeline.models.diffusion import load_sr_model
         from pipeline.models.fusion import load_fusion_model
-        from pipeline.models.precision import check_precision, memory_format
+        from pipeline.models.precision import memory_format, resolve_precision
 
         device = self.options.device
-        self.precision = self.options.precision
-        check_precision(self.precision, torch.device(device).type)
+        self.precision = resolve_precision(self.options.precision, torch.device(device).type)
         fmt = memory_format(self.precision)
         self._sr = load_sr_model(weights=self.options.sr_weights, device=device).to(memory_format=fmt)
         self._fusion = load_fusion_model(weights=self.options.fusion_weights, device=device).to(

@@ -110,7 +110,8 @@ def super_resolve_scene_full(
             position on the tile grid, as in `difffusr run`: a tile's pixels depend only on (inputs,
             weights, seed, tile position), never on `batch_size` or order.
         core, halo: tile core and halo, 10 m pixels (multiples of 6); shrunk for small scenes.
-        batch_size: tiles cut and handed to `predict_tiles` at once (memory and progress granularity only).
+        batch_size: tiles cut and handed to `predict_tiles` at once, and the most samples (tiles x draws) per
+            forward pass (memory and progress granularity only).
         options: options of the learned method.
         on_tile: progress callback (done, total).
 
@@ -137,7 +138,7 @@ def super_resolve_scene_full(
         if live:
             stacked = [np.stack([windows[i][g] for i in live]) for g in range(3)]
             seeds = [tile_seed(seed, chunk[i], layout) for i in live]
-            preds = predict_tiles_full(solver, *stacked, seeds=seeds, draws=draws)
+            preds = predict_tiles_full(solver, *stacked, seeds=seeds, draws=draws, max_batch=batch_size)
             for j, i in enumerate(live):
                 predictions[chunk[i]] = preds.product[j]
                 if preds.spread is not None:

@@ -52,10 +52,17 @@ def gram_schmidt(
         guide_rgb: (B,3,4H,4W) guide at 2.5 m; default: bicubic upsampled RGB of b10.
 
     Returns:
-        (B,12,4H,4W) in S2 order.
+        (B,12,4H,4W) in S2 order; each sample computed alone (see below), so batch-invariant.
     """
     if guide_rgb is None:
         guide_rgb = upsample(rgb_of(b10), 4)
+    if b10.shape[0] > 1:
+        # ATen splits a reduction with one output across threads and one with several outputs by output, so
+        # the per-image statistics round differently at batch 1 and batch 4 (4.8e-7 in the learned method's
+        # 20/60 m output through its Gram-Schmidt gain, on an AVX2 CPU): one sample at a time
+        return torch.cat(
+            [gram_schmidt(*(t[i : i + 1] for t in (b10, b20, b60, guide_rgb))) for i in range(b10.shape[0])]
+        )
     pan = guide_rgb.mean(dim=1, keepdim=True)
     outs = []
     for x, group in zip((b10, b20, b60), BAND_GROUPS):

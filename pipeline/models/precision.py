@@ -4,25 +4,64 @@
 CPUs that have them) and keeps reductions, normalisations and the samplers' updates in float32; "fp32" is
 plain float32 (autocast disabled, whatever the caller set). Models are put in channels_last for bf16/fp16,
 the layout oneDNN's and cuDNN's reduced-precision convolutions run fastest in.
+
+"auto" (the default) is bf16 where the device runs it natively and fp32 elsewhere: on a CPU without
+avx512_bf16/AMX oneDNN emulates bfloat16, and the shipped fusion nets then took 39.1 s for one demo
+tile (120 px window) against 3.8 s in fp32 (a 2-core AVX2 EPYC, benchmarks/RESULTS.md "Precision"), where
+a CPU with avx512_bf16 runs bf16 at 2.2x fp32.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 
 import torch
 
 from pipeline.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 #: Autocast dtype of each precision name (None: plain float32); the names are pipeline.config.PRECISIONS
 #: (not imported: the models sit below the config's catalog imports; tests/models/test_precision.py).
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: The precision chosen per device: bf16 where it is native, else fp32 (`resolve_precision`).
+AUTO = "auto"
+
+
+@functools.cache
+def native_bf16(device_type: str) -> bool:
+    """Whether `device_type` runs bfloat16 convolutions in hardware (CPU: oneDNN's avx512_bf16/AMX check)."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_precision(precision: str, device_type: str) -> str:
+    """The concrete precision ("fp32" | "bf16" | "fp16") that `precision` means on `device_type`.
+
+    "auto" is bf16 where `native_bf16`, else fp32. An explicit bf16 on a device without native bf16 is kept
+    (the user asked for it) but logged: it is emulated and several times slower than fp32.
+    """
+    if precision == AUTO:
+        return "bf16" if native_bf16(device_type) else "fp32"
+    check_precision(precision, device_type)
+    if precision == "bf16" and not native_bf16(device_type):
+        log.warning(
+            "--precision bf16 on a %s without native bfloat16 (no avx512_bf16/AMX): emulated, ~10x slower "
+            "than fp32 here; --precision auto picks fp32 on this device",
+            device_type,
+        )
+    return precision
 
 
 def check_precision(precision: str, device_type: str) -> None:
     """ConfigError unless `precision` is one of PRECISIONS and runs on `device_type` (fp16: CUDA only)."""
-    if precision not in AUTOCAST_DTYPES:
-        raise ConfigError(f"--precision {precision!r} must be one of {', '.join(AUTOCAST_DTYPES)}")
+    if precision != AUTO and precision not in AUTOCAST_DTYPES:
+        raise ConfigError(f"--precision {precision!r} must be one of {AUTO}, {', '.join(AUTOCAST_DTYPES)}")
     if precision == "fp16" and device_type != "cuda":
         raise ConfigError(
             f"--precision fp16 needs a CUDA device (this runs on {device_type}, which has no fast fp16 "
@@ -31,8 +70,10 @@ def check_precision(precision: str, device_type: str) -> None:
 
 
 def autocast(device_type: str, precision: str) -> contextlib.AbstractContextManager:
-    """Autocast context of `precision` ("fp32" | "bf16" | "fp16") on `device_type`; fp32 disables it."""
+    """Autocast context of `precision` (auto, fp32, bf16, fp16) on `device_type`; fp32 disables it."""
     check_precision(precision, device_type)
+    if precision == AUTO:
+        precision = "bf16" if native_bf16(device_type) else "fp32"
     dtype = AUTOCAST_DTYPES[precision]
     if dtype is None:
         return torch.autocast(device_type, enabled=False)
@@ -40,5 +81,5 @@ def autocast(device_type: str, precision: str) -> contextlib.AbstractContextMana
 
 
 def memory_format(precision: str) -> torch.memory_format:
-    """channels_last for the reduced precisions, the default contiguous layout for fp32."""
-    return torch.contiguous_format if precision == "fp32" else torch.channels_last
+    """channels_last for the reduced precisions, the default contiguous layout for fp32 (a resolved name)."""
+    return torch.channels_last if precision in ("bf16", "fp16") else torch.contiguous_format

@@ -38,6 +38,7 @@ from pipeline.errors import ConfigError, TrainingDataError
 from pipeline.models.checkpoint import FUSION_BUNDLE_KIND
 from pipeline.models.fusion.config import PRESETS, FusionNetConfig, preset_configs
 from pipeline.models.fusion.model import FusionModel, load_fusion_model, save_fusion_model
+from pipeline.models.precision import native_bf16
 from pipeline.train.scenes import drop_nodata_border, read_training_scene
 from pipeline.train.srguide import SRGuide, load_sr_guides, make_sr_guide, save_sr_guides
 from pipeline.train.wald import WaldCrops, WaldPair, make_wald_pair, min_scene_size_10m, sample_crops
@@ -59,7 +60,8 @@ class FusionTrainConfig:
         regen_every: rebuild the Wald pairs with fresh random blur every this many steps.
         log_every / ckpt_every: steps between metric lines / checkpoints.
         resume: continue from out/checkpoints/LATEST.
-        bf16: bfloat16 autocast for the forward pass (about 2x faster on this CPU).
+        bf16: bfloat16 autocast for the forward pass where the device runs bfloat16 natively (about 2x faster
+            on an avx512_bf16 CPU); ignored on a device that would emulate it (an AVX2-only CPU: ~10x slower).
         workers: DDP ranks (Ray Train workers).
         ema: EMA decay of the exported weights (0 = off).
         init: optional fusion weights folder to start from (a previous run, or converted published weights);
@@ -423,7 +425,8 @@ class FusionTask:
             k: (v.ms_up.to(self.device), v.guide.to(self.device), v.lr.to(self.device))
             for k, v in batch.items()
         }
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+        bf16 = self.cfg.bf16 and native_bf16(self.device.type)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             preds = model(inputs)
         losses = {k: (preds[k].float() - batch[k].target.to(self.device)).abs().mean() for k in preds}
         return sum(losses.values()), {f"l1_{k}": float(v.detach()) for k, v in losses.items()}

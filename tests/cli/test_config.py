@@ -49,7 +49,7 @@ def test_importing_the_config_pulls_in_no_heavy_library():
         (lambda: TilingConfig(core=24, halo=18), "--halo 18 is more than half of --tile-size 24"),
         (lambda: MethodOptions(steps=0), "--steps 0 must be between 1 and 1000"),
         (lambda: MethodOptions(steps=1001), "--steps 1001 must be between 1 and 1000"),
-        (lambda: MethodOptions(precision="fp8"), "--precision 'fp8' must be one of fp32, bf16, fp16"),
+        (lambda: MethodOptions(precision="fp8"), "--precision 'fp8' must be one of auto, fp32, bf16, fp16"),
         (lambda: ComputeConfig(workers=0), "--workers 0 must be at least 1"),
         (lambda: ComputeConfig(batch_tiles=0), "--batch-tiles 0 must be at least 1"),
         (lambda: OutputConfig(out="x", dtype="int8"), "--dtype 'int8' must be one of uint16, float32"),
@@ -84,7 +84,8 @@ def test_the_defaults_are_the_documented_ones():
     assert (TilingConfig().core, TilingConfig().halo) == (96, 12)
     assert (
         MethodOptions().steps is None  # the SR weights' default_steps
-        and MethodOptions().precision == "bf16"  # held-out fidelity within the rule's bounds of fp32
+        # bf16 where the device has it natively (within the rule's bounds of fp32), else fp32
+        and MethodOptions().precision == "auto"
         and ComputeConfig().batch_tiles == 4
         and OutputConfig(out="x").dtype == "uint16"
     )

@@ -7,11 +7,28 @@ import torch
 
 from pipeline.config import PRECISIONS
 from pipeline.errors import ConfigError
-from pipeline.models.precision import AUTOCAST_DTYPES, autocast
+from pipeline.models.precision import AUTO, AUTOCAST_DTYPES, autocast, native_bf16, resolve_precision
 
 
 def test_the_config_and_the_models_name_the_same_precisions():
-    assert tuple(AUTOCAST_DTYPES) == PRECISIONS
+    assert (AUTO, *AUTOCAST_DTYPES) == PRECISIONS
+
+
+def test_auto_is_bf16_only_where_the_cpu_runs_bfloat16_natively():
+    # this CI's CPU may or may not have avx512_bf16: the rule is checked against oneDNN's own answer
+    expected = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    assert native_bf16("cpu") == (expected == "bf16")
+    assert resolve_precision("auto", "cpu") == expected
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with torch.no_grad(), autocast("cpu", "auto"):
+        assert conv(torch.rand(1, 3, 8, 8)).dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)
+
+
+def test_an_explicit_precision_is_kept_even_where_it_is_emulated():
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(ConfigError, match="--precision fp16 needs a CUDA device"):
+        resolve_precision("fp16", "cpu")
 
 
 def test_bf16_autocast_runs_convolutions_in_bfloat16_and_fp32_disables_autocast():
