@@ -1,23 +1,57 @@
 """`difffusr run --plan FILE --out ROOT`: run every pending work unit of a `difffusr plan` file.
 
-Each unit is an ordinary `run` into `ROOT/<tile_id>/<start>_<end>` with the unit's bbox, dates and UTM CRS.
-Units whose `manifest.json` exists are skipped (a unit with no granule gets a manifest with status "empty",
-so it is not searched again); an interrupted unit resumes from its own tile markers. A failing unit is
-reported and the plan goes on with the next one.
+Each unit is an ordinary `run` into `ROOT/<tile_id>/<start>_<end>` with the unit's bbox, dates and UTM CRS,
+all units sharing one actor pool (the model loads once). Every state change goes to the run ledger under
+`ROOT/_ledger/` (`cluster.ledger`; `difffusr plan status ROOT` reads it): a unit runs, is done or empty (no
+granule in its window), or fails; a failed attempt is retried after a backoff (doubling from `backoff_s`) up
+to `max_attempts` attempts in all, counted across reruns, then the unit is marked dead with its error and
+skipped until a rerun with `retry_dead`. An interrupted unit resumes from its own tile markers.
+
+A unit marked running by another driver is left alone while that driver's heartbeats (every `heartbeat_s`)
+are fresh; one whose driver is gone (its process no longer exists on this host, or silent for
+`stale_after_s`) is taken over, so a rerun after a kill picks up where the killed run stopped.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pipeline.catalog.query import parse_datetime_range
-from pipeline.cluster.plan import load_plan, pending_units, unit_output
+from pipeline.cluster.ledger import DEFAULT_STALE_AFTER_S, HEARTBEAT, Ledger, UnitRecord
+from pipeline.cluster.plan import WorkUnit, load_plan, pending_units, unit_output
 from pipeline.cluster.runtime import start_ray
 from pipeline.config import PlanRunConfig
-from pipeline.errors import DiffFuSRError, EmptySearchError
+from pipeline.errors import EmptySearchError
 from pipeline.io.outputs import OutputDir
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Attributes:
+    max_attempts: attempts of a unit, across reruns, before it is marked dead.
+    backoff_s: wait before the first retry; doubled for each further one.
+    retry_dead: give dead units a fresh budget of attempts.
+    heartbeat_s: seconds between a running unit's heartbeats in the ledger.
+    stale_after_s: a running unit silent this long has lost its driver and may be taken over.
+    """
+
+    max_attempts: int = 3
+    backoff_s: float = 5.0
+    retry_dead: bool = False
+    heartbeat_s: float = 30.0
+    stale_after_s: float = DEFAULT_STALE_AFTER_S
+
+    def __post_init__(self) -> None:
+        from pipeline.errors import ConfigError
+
+        if self.max_attempts < 1:
+            raise ConfigError(f"--max-attempts {self.max_attempts} must be at least 1")
 
 
 @dataclass
@@ -27,44 +61,113 @@ class PlanSummary:
     completed: list[str] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    dead: dict[str, str] = field(default_factory=dict)
+    skipped_dead: list[str] = field(default_factory=list)
+    running_elsewhere: list[str] = field(default_factory=list)
 
 
-def run_plan(plan_file: str, base: PlanRunConfig, *, progress: bool = True) -> PlanSummary:
+def _driver() -> dict[str, object]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _driver_gone(rec: UnitRecord, last: dict[str, object] | None, now: float, stale_after_s: float) -> bool:
+    """Whether a running unit's driver has stopped: its process is gone from this host, or it went silent."""
+    if rec.stale(now, stale_after_s):
+        return True
+    if last and last.get("host") == socket.gethostname():
+        try:
+            os.kill(int(last["pid"]), 0)  # type: ignore[arg-type]
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return False
+
+
+class _Heartbeat:
+    """Records a heartbeat for `key` every `every_s` seconds until stopped."""
+
+    def __init__(self, ledger: Ledger, key: str, every_s: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(ledger, key, every_s), daemon=True)
+
+    def _beat(self, ledger: Ledger, key: str, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                ledger.record(key, HEARTBEAT, **_driver())
+            except Exception as exc:  # noqa: BLE001 -- a missed heartbeat is not worth failing the unit for
+                print(f"plan: heartbeat of {key} not recorded: {exc}", file=sys.stderr)
+
+    def __enter__(self) -> _Heartbeat:  # noqa: PYI034 -- private, never subclassed
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _bytes_under(url: str) -> int:
+    out = OutputDir(url)
+    try:
+        return int(out.fs.du(out.root))
+    except (OSError, FileNotFoundError):
+        return 0
+
+
+def run_plan(
+    plan_file: str, base: PlanRunConfig, *, progress: bool = True, policy: RetryPolicy | None = None
+) -> PlanSummary:
     """Run the pending units of a plan into `base.output.out`; `base` gives the catalog, method, options."""
     from pipeline.run import run_job, start_actors, stop_actors
 
+    policy = policy or RetryPolicy()
     units = load_plan(plan_file)
     root = base.output.out
-    todo = pending_units(units, root)
-    summary = PlanSummary(units=len(units), skipped_done=len(units) - len(todo))
+    OutputDir(root).check_writable()
+    ledger = Ledger(root)
+    records = ledger.records(u.key for u in units)
+    summary = PlanSummary(units=len(units))
+    not_done = {u.key for u in pending_units(units, root)}
+    summary.skipped_done = len(units) - len(not_done)
+    todo: list[WorkUnit] = []
+    now = time.time()
+    last_driver = _last_running_drivers(ledger, records)
+    for unit in units:
+        rec = records[unit.key]
+        if unit.key not in not_done:
+            continue
+        if rec.state == "running" and not _driver_gone(
+            rec, last_driver.get(unit.key), now, policy.stale_after_s
+        ):
+            summary.running_elsewhere.append(unit.key)
+            continue
+        if rec.state == "dead" or (
+            rec.attempts >= policy.max_attempts and rec.state in ("failed", "running")
+        ):
+            if not policy.retry_dead:
+                if rec.state != "dead":  # its last attempt's driver died before it could say so
+                    ledger.record(unit.key, "dead", error=rec.error or "attempts exhausted")
+                summary.skipped_dead.append(unit.key)
+                continue
+            ledger.record(unit.key, "pending", reason="--retry-dead")
+            rec.attempts = 0
+        todo.append(unit)
     if summary.skipped_done:
         print(f"plan: skipping {summary.skipped_done} of {len(units)} units already done", file=sys.stderr)
+    if summary.skipped_dead:
+        print(
+            f"plan: skipping {len(summary.skipped_dead)} dead units (rerun with --retry-dead to try again)",
+            file=sys.stderr,
+        )
     started_ray = start_ray(base.compute.ray_address, object_store_bytes=256 * 2**20) if todo else False
     pool = start_actors(base) if todo else None  # one actor pool, its model loaded once, for every unit
     try:
         for n, unit in enumerate(todo, start=1):
             print(f"plan: unit {n}/{len(todo)} {unit.key}", file=sys.stderr)
-            start, end = parse_datetime_range(unit.datetime)
-            cfg = base.unit(
-                bbox=unit.bbox, start=start, end=end, out=unit_output(root, unit), crs=f"EPSG:{unit.epsg}"
+            _run_unit(
+                unit, base, root, ledger, records[unit.key].attempts, policy, summary, run_job, pool, progress
             )
-            try:
-                run_job(cfg, progress=progress, pool=pool)
-                summary.completed.append(unit.key)
-            except EmptySearchError as exc:
-                OutputDir(cfg.output.out).write_json(
-                    "manifest.json",
-                    {
-                        "status": "empty",
-                        "unit": unit.key,
-                        "reason": str(exc),
-                        "finished": datetime.now(UTC).isoformat(),
-                    },
-                )
-                summary.empty.append(unit.key)
-            except DiffFuSRError as exc:
-                summary.failed[unit.key] = str(exc)
-                print(f"plan: unit {unit.key} failed: {exc}", file=sys.stderr)
     finally:
         if pool is not None:
             stop_actors(pool)
@@ -73,3 +176,67 @@ def run_plan(plan_file: str, base: PlanRunConfig, *, progress: bool = True) -> P
 
             ray.shutdown()
     return summary
+
+
+def _last_running_drivers(ledger: Ledger, records: dict[str, UnitRecord]) -> dict[str, dict[str, object]]:
+    """The driver (host, pid) of the latest running or heartbeat event of each running unit."""
+    out = {}
+    for key, rec in records.items():
+        if rec.state == "running":
+            last = ledger.latest(key, ("running", HEARTBEAT))
+            if last is not None:
+                out[key] = last
+    return out
+
+
+def _run_unit(unit, base, root, ledger, attempts, policy, summary, run_job, pool, progress) -> None:
+    """Attempts of one unit until it is done, empty or dead."""
+    start, end = parse_datetime_range(unit.datetime)
+    cfg = base.unit(
+        bbox=unit.bbox, start=start, end=end, out=unit_output(root, unit), crs=f"EPSG:{unit.epsg}"
+    )
+    while True:
+        attempts += 1
+        ledger.record(unit.key, "running", attempt=attempts, **_driver())
+        t0 = time.time()
+        try:
+            with _Heartbeat(ledger, unit.key, policy.heartbeat_s):
+                result = run_job(cfg, progress=progress, pool=pool)
+        except EmptySearchError as exc:
+            OutputDir(cfg.output.out).write_json(
+                "manifest.json",
+                {
+                    "status": "empty",
+                    "unit": unit.key,
+                    "reason": str(exc),
+                    "finished": datetime.now(UTC).isoformat(),
+                },
+            )
+            ledger.record(
+                unit.key, "empty", attempt=attempts, seconds=round(time.time() - t0, 3), reason=str(exc)
+            )
+            summary.empty.append(unit.key)
+            return
+        except Exception as exc:  # noqa: BLE001 -- any failure of a unit is recorded, the plan goes on
+            error = f"{type(exc).__name__}: {exc}"
+            final = attempts >= policy.max_attempts
+            ledger.record(unit.key, "dead" if final else "failed", attempt=attempts, error=error)
+            print(f"plan: unit {unit.key} attempt {attempts} failed: {error}", file=sys.stderr)
+            if final:
+                summary.dead[unit.key] = error
+                summary.failed[unit.key] = error
+                return
+            time.sleep(policy.backoff_s * 2 ** (attempts - 1))
+            continue
+        inference = result.stream.get("stages", {}).get("inference", {})
+        ledger.record(
+            unit.key,
+            "done",
+            attempt=attempts,
+            seconds=round(time.time() - t0, 3),
+            tiles=result.tiles,
+            bytes=_bytes_under(cfg.output.out),
+            accelerator_s=float(inference.get("busy_s") or 0.0),
+        )
+        summary.completed.append(unit.key)
+        return

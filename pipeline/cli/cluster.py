@@ -143,7 +143,8 @@ def plan_parser() -> Parser:
     p = Parser(
         prog="difffusr plan",
         description="Split a region and date range into work units (MGRS 100 km squares x date windows), "
-        "estimate GPU-hours and output size, and write the job list `difffusr run --plan` executes.",
+        "estimate GPU-hours and output size, and write the job list `difffusr run --plan` executes. "
+        "`difffusr plan status ROOT [--json]` shows where a run of a plan stands (its ledger).",
     )
     p.add_argument("--aoi", required=True, help="GeoJSON file with the region's polygon(s), lon/lat")
     p.add_argument(
@@ -160,8 +161,50 @@ def plan_parser() -> Parser:
     return p
 
 
+def plan_status_parser() -> Parser:
+    p = Parser(
+        prog="difffusr plan status",
+        description="Where a `difffusr run --plan` stands: units per state (pending, running, done, empty, "
+        "failed, dead), throughput, time and accelerator-seconds so far, an estimate to finish, and the dead "
+        "units' errors, from the run ledger under ROOT/_ledger.",
+    )
+    p.add_argument("root", help="the plan's output root (--out of `difffusr run --plan`), local or s3://")
+    p.add_argument("--plan", help="the plan file: count its units without an event yet as pending")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    return p
+
+
+def cmd_plan_status(argv: list[str]) -> int:
+    """`difffusr plan status ROOT`: read the run ledger and print where the plan stands."""
+    import json
+
+    from pipeline.cluster.ledger import Ledger, status
+    from pipeline.cluster.plan import load_plan
+
+    args = plan_status_parser().parse_args(argv)
+    keys = [u.key for u in load_plan(args.plan)] if args.plan else None
+    st = status(Ledger(args.root).records(keys))
+    if args.json:
+        print(json.dumps(st.to_dict(), indent=2))
+        return 0
+    counts = ", ".join(f"{n} {state}" for state, n in st.counts.items())
+    print(f"{st.units} units: {counts}")
+    rate = f"{st.units_per_hour:.1f} units/h" if st.units_per_hour else "no unit finished yet"
+    eta = f", about {st.eta_s / 3600:.2f} h to finish" if st.eta_s is not None else ""
+    print(f"throughput {rate} over {st.elapsed_s / 3600:.2f} h{eta}")
+    print(f"written {st.tiles} tiles, {st.bytes / 1e9:.3f} GB; inference busy {st.accelerator_s:.0f} s")
+    for key in st.stale_running:
+        print(f"  running but silent (its driver is gone; the next run takes it over): {key}")
+    for key, error in st.dead.items():
+        print(f"  dead {key}: {error}")
+    return 0
+
+
 def cmd_plan(argv: list[str]) -> int:
-    """`difffusr plan`: print the units' counts and estimates; with --out write the plan file."""
+    """`difffusr plan`: print the units' counts and estimates; with --out write the plan file.
+    `difffusr plan status ROOT`: where a run of a plan stands."""
+    if argv[:1] == ["status"]:
+        return cmd_plan_status(argv[1:])
     from pipeline.bands import TARGET_GSD_M
     from pipeline.catalog.query import parse_datetime_range
     from pipeline.cluster.plan import (

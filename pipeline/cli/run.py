@@ -112,6 +112,13 @@ def run_parser() -> Parser:
     p.add_argument("--overwrite", action="store_true", help="replace outputs of a different job in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=3,
+        help="with --plan: attempts of a unit (across reruns) before it is marked dead (default %(default)s)",
+    )
+    p.add_argument("--retry-dead", action="store_true", help="with --plan: try the units marked dead again")
+    p.add_argument(
         "--plan",
         default=None,
         help="run every pending unit of a `difffusr plan` file into --out/<tile>/<dates> (resumable); "
@@ -162,7 +169,10 @@ def cmd_run(argv: list[str]) -> int:
                 f"--plan {args.plan!r} brings each unit's area, dates and CRS; drop {', '.join(given)}"
             )
         plan_cfg = PlanRunConfig(catalog=catalog_from_args(args), **_job_fields(args))
-        return _run_plan(args.plan, plan_cfg, progress=not args.quiet)
+        from pipeline.run_plan import RetryPolicy
+
+        policy = RetryPolicy(max_attempts=args.max_attempts, retry_dead=args.retry_dead)
+        return _run_plan(args.plan, plan_cfg, progress=not args.quiet, policy=policy)
     cfg = RunConfig(query=query_from_args(args), crs=args.crs, **_job_fields(args))
 
     from pipeline.run import run_job
@@ -171,17 +181,23 @@ def cmd_run(argv: list[str]) -> int:
     return 0
 
 
-def _run_plan(plan_file: str, cfg, *, progress: bool) -> int:
+def _run_plan(plan_file: str, cfg, *, progress: bool, policy) -> int:
     from pipeline.run_plan import run_plan
 
-    plan = run_plan(plan_file, cfg, progress=progress)
+    plan = run_plan(plan_file, cfg, progress=progress, policy=policy)
     print(
         f"plan: {plan.units} units: {plan.skipped_done} already done, {len(plan.completed)} completed, "
         f"{len(plan.empty)} without granules, {len(plan.failed)} failed"
+        + (f", {len(plan.skipped_dead)} dead skipped" if plan.skipped_dead else "")
+        + (f", {len(plan.running_elsewhere)} running elsewhere" if plan.running_elsewhere else "")
     )
-    for key, why in plan.failed.items():
-        print(f"  failed {key}: {why}")
-    return 1 if plan.failed else 0
+    for key, why in plan.dead.items():
+        print(f"  dead {key} after {policy.max_attempts} attempts: {why}")
+    if plan.failed or plan.skipped_dead:
+        print(
+            f"  see `difffusr plan status {cfg.output.out}`; rerun with --retry-dead to try dead units again"
+        )
+    return 1 if plan.failed or plan.skipped_dead else 0
 
 
 def _print_run_summary(s) -> None:

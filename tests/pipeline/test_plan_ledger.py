@@ -1,0 +1,111 @@
+"""`difffusr run --plan` with a ledger: a unit whose asset is permanently broken ends dead after
+--max-attempts while the others finish; `plan status` reports it; a rerun skips it; --retry-dead tries it
+again. Real loopback STAC API over a copy of the bundled catalog with one truncated GeoTIFF."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.local.stac_server import StacServer, StacServerConfig
+from pipeline.cli import main
+from pipeline.cluster.ledger import Ledger
+from pipeline.cluster.plan import WorkUnit, write_plan
+from tests.conftest import CATALOG
+
+GOOD = "S2A_MSIL2A_20170613T101031_87_48"  # Austria, 33UUP
+BROKEN = "S2A_MSIL2A_20170617T113321_36_85"  # Ireland, 29UPU: B05 cut to a third
+
+
+@pytest.fixture(scope="module")
+def catalog_with_a_broken_granule(tmp_path_factory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("catalog")
+    shutil.copy(CATALOG / "collection.json", root / "collection.json")
+    for name in (GOOD, BROKEN):
+        shutil.copytree(CATALOG / name, root / name)
+    data = (root / BROKEN / "B05.tif").read_bytes()
+    (root / BROKEN / "B05.tif").write_bytes(data[: len(data) // 3])
+    server = StacServer(StacServerConfig(catalog=root))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def _unit(item: str, tile: str, epsg: int, dates: str) -> WorkUnit:
+    w, s, e, n = json.loads((CATALOG / item / f"{item}.json").read_text())["bbox"]
+    return WorkUnit(
+        tile_id=tile,
+        epsg=epsg,
+        bbox=(w + 0.001, s + 0.001, e - 0.001, n - 0.001),
+        datetime=dates,
+        area_km2=1.0,
+    )
+
+
+def test_a_broken_unit_ends_dead_and_the_others_finish(
+    catalog_with_a_broken_granule, ray_local, tmp_path, capsys
+):
+    units = [
+        _unit(GOOD, "33UUP", 32633, "2017-06-01/2017-06-30"),
+        _unit(BROKEN, "29UPU", 32629, "2017-06-01/2017-06-30"),
+        _unit(GOOD, "33UUP", 32633, "2017-07-01/2017-07-31"),  # no granule in July: empty
+    ]
+    plan = tmp_path / "plan.json"
+    write_plan(plan, units, {})
+    root = tmp_path / "prod"
+    argv = [
+        "run",
+        "--plan",
+        str(plan),
+        "--stac-url",
+        catalog_with_a_broken_granule,
+        "--method",
+        "bicubic",
+        "--out",
+        str(root),
+        "--quiet",
+        "--tile-size",
+        "48",
+        "--halo",
+        "6",
+        "--max-attempts",
+        "2",
+    ]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "3 units: 0 already done, 1 completed, 1 without granules, 1 failed" in out
+    assert "dead 29UPU/2017-06-01_2017-06-30 after 2 attempts" in out and "B05" in out
+    recs = Ledger(str(root)).records()
+    broken = recs["29UPU/2017-06-01_2017-06-30"]
+    assert (broken.state, broken.attempts, broken.history) == (
+        "dead",
+        2,
+        ["running", "failed", "running", "dead"],
+    )
+    done = recs["33UUP/2017-06-01_2017-06-30"]
+    assert done.state == "done" and done.tiles > 0 and done.bytes > 0 and done.seconds > 0
+    assert recs["33UUP/2017-07-01_2017-07-31"].state == "empty"
+
+    assert main(["plan", "status", str(root), "--plan", str(plan), "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["counts"] == {"pending": 0, "running": 0, "done": 1, "empty": 1, "failed": 0, "dead": 1}
+    assert "B05" in st["dead"]["29UPU/2017-06-01_2017-06-30"] and st["units_per_hour"] > 0
+    assert main(["plan", "status", str(root)]) == 0
+    assert "dead 29UPU/2017-06-01_2017-06-30" in capsys.readouterr().out
+
+    assert main(argv) == 1  # a rerun: the finished units are skipped, the dead one is left alone
+    out = capsys.readouterr().out
+    assert "2 already done, 0 completed, 0 without granules, 0 failed, 1 dead skipped" in out
+    assert Ledger(str(root)).records()["29UPU/2017-06-01_2017-06-30"].attempts == 2
+
+    retry = [a if a != "2" else "1" for a in argv] + ["--retry-dead"]  # one more attempt, then dead again
+    assert main(retry) == 1
+    broken = Ledger(str(root)).records()["29UPU/2017-06-01_2017-06-30"]
+    assert broken.history[-3:] == ["pending", "running", "dead"] and broken.attempts == 1
+    assert Path(root / "33UUP" / "2017-06-01_2017-06-30" / "mosaic.tif").exists()
