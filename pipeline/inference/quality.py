@@ -2,7 +2,9 @@
 
 A super-resolved product cannot be compared with a 2.5 m truth, but it can be compared with what the sensor
 measured: degraded back by the sensor model (`pipeline.models.sensor.wald_degrade`, the one the fusion's
-back-projection and the Wald evaluation use), each band group should reproduce its measured bands. Per group
+back-projection and the Wald evaluation use; computed strided here, `wald_degrade_strided`, equal up to float
+rounding: 0.175 -> 0.033 s per production tile on one core), each band group should reproduce its measured
+bands. Per group
 of a tile's core (not its halo, so the tiles' figures partition the AOI):
 
 - `l1_<group>`: mean |D(prediction) - measured| over the valid measured values (reflectance units);
@@ -23,7 +25,7 @@ import torch
 
 from pipeline.bands import BAND_GROUPS, S2_BANDS
 from pipeline.io.work_store import QUALITY_COLUMNS
-from pipeline.models.sensor import wald_degrade
+from pipeline.models.sensor import wald_degrade_strided
 
 __all__ = ["QUALITY_COLUMNS", "tile_quality"]
 
@@ -58,7 +60,9 @@ def tile_quality(
         # the sensor model needs a NaN-free image: nodata outputs sit where the measurement is nodata, so
         # fill them with 0 and leave those measured pixels (and their blurred neighbours' weight) out
         finite = np.isfinite(band)
-        deg = wald_degrade(torch.from_numpy(np.where(finite, band, 0.0))[None], group.factor_to_target)[0]
+        deg = wald_degrade_strided(
+            torch.from_numpy(np.where(finite, band, 0.0))[None], group.factor_to_target
+        )[0]
         k = group.factor_to_10m
         sl = (slice(None), slice(y0 // k, y1 // k), slice(x0 // k, x1 // k))
         d = deg.numpy()[sl].astype(np.float64)
@@ -68,7 +72,9 @@ def tile_quality(
         if (
             not finite.all()
         ):  # (skipped in the common all-valid case: the blur is most of this function's cost)
-            covered = wald_degrade(torch.from_numpy(finite.astype(np.float32))[None], group.factor_to_target)
+            covered = wald_degrade_strided(
+                torch.from_numpy(finite.astype(np.float32))[None], group.factor_to_target
+            )
             valid &= covered[0].numpy()[sl] > 0.999
         out[f"l1_{group.name}"] = _mean(np.abs(d - m)[valid])
         every = valid.all(axis=0)

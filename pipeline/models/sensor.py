@@ -111,6 +111,32 @@ def wald_degrade(x: torch.Tensor, factor: int, *, sigma: float | None = None) ->
     return F.avg_pool2d(y, kernel_size=factor, stride=factor)
 
 
+def wald_degrade_strided(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """`wald_degrade` with the default sigma, computed only at the samples the boxcar keeps.
+
+    Blur and boxcar are one linear filter (the Gaussian taps convolved with the box), evaluated with stride
+    `factor` along each axis, so the fine-grid blur is never materialised: ~1/factor of the multiply-adds of
+    each pass. Equal to `wald_degrade(x, factor)` up to float rounding (another summation order:
+    tests/models/test_sensor.py); used where only figures are needed (`inference.quality`), while training,
+    evaluation and the back-projection keep `wald_degrade`, whose results the recorded numbers came from.
+    """
+    factor = int(factor)
+    if factor <= 1:
+        return x
+    b, c, h, w = x.shape
+    k = gaussian_kernel1d(default_sigma(factor), dtype=torch.float64)
+    r = (k.numel() - 1) // 2
+    taps = F.conv1d(
+        F.pad(k, (factor - 1, factor - 1)).view(1, 1, -1), torch.ones(1, 1, factor, dtype=k.dtype)
+    )
+    taps = (taps.view(-1) / factor).to(x.dtype).to(x.device)  # length 2r + factor
+    y = F.pad(x.reshape(b * c, 1, h, w), (r, r, 0, 0), mode="replicate")
+    y = F.conv2d(y, taps.view(1, 1, 1, -1), stride=(1, factor))
+    y = F.pad(y, (0, 0, r, r), mode="replicate")
+    y = F.conv2d(y, taps.view(1, 1, -1, 1), stride=(factor, 1))
+    return y.reshape(b, c, h // factor, w // factor)
+
+
 def backproject(
     x: torch.Tensor, lr: torch.Tensor, factor: int, *, iterations: int, sigma: float | None = None
 ) -> torch.Tensor:

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from pipeline.bands import BAND_GROUPS
-from pipeline.models.sensor import backproject, default_sigma, gaussian_blur, upsample, wald_degrade
+from pipeline.models.sensor import (
+    backproject,
+    default_sigma,
+    gaussian_blur,
+    upsample,
+    wald_degrade,
+    wald_degrade_strided,
+)
 
 
 @pytest.mark.parametrize("factor", [1, 2, 4, 8, 24])
@@ -118,3 +125,11 @@ def test_sr_low_frequency_consistency_is_the_sensor_back_projection() -> None:
     assert torch.equal(out, backproject(raw, rgb, 4, iterations=LOWFREQ_ITERATIONS))
     err_raw, err_out = (float((wald_degrade(x, 4) - rgb).abs().mean()) for x in (raw, out))
     assert err_out < 0.3 * err_raw
+
+
+@pytest.mark.parametrize(("factor", "size"), [(4, (480, 480)), (8, (103, 97)), (24, (480, 456)), (2, (5, 7))])
+def test_the_strided_degrade_is_the_same_operator(factor, size):
+    x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(factor))
+    a, b = wald_degrade(x, factor), wald_degrade_strided(x, factor)
+    assert a.shape == b.shape
+    assert (a - b).abs().max() < 2e-6  # another summation order, nothing else
