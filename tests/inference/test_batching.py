@@ -89,5 +89,5 @@ def test_the_baselines_are_bit_identical_whatever_the_batch_size(name):
     b10, b20, b60 = windows(84, 4)
     method = get_method(name)
     whole = predict_tiles(method, b10, b20, b60, seeds=[0, 1, 2, 3])
-    alone = [predict_tiles(method, b10[i : i + 1], b20[i : i + 1], b60[i : i + 1], seeds=[i]) for i in range(4)]
+    alone = [predict_tiles(method, *(g[i : i + 1] for g in (b10, b20, b60)), seeds=[i]) for i in range(4)]
     assert np.array_equal(np.concatenate(alone), whole)
