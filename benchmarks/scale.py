@@ -172,7 +172,14 @@ def run_at(url: str, center, tiles: int, out: Path, args: argparse.Namespace) ->
     # What the wall would be if the stages did not overlap: every tile's ingest + mosaic + export cost, over
     # the CPUs that run them (the issue's "stages overlap" bound is wall <= 1.5 x this).
     serial_bound = sum(per_tile.get(k, 0.0) for k in ("ingest", "mosaic", "export")) * n / args.cpus
+    grid = m["grid"]
     return {
+        # for `--rates`: output area (10 m cells of 100 m^2), the actors' seconds in calls, COG bytes
+        "area_km2": grid["height"] * grid["width"] * 1e-4,
+        "accelerator_s": (stages.get("inference") or {}).get("busy_s"),
+        "cog_bytes": (out / "mosaic.tif").stat().st_size,
+        "steps": stream.get("steps"),
+        "precision": stream.get("precision"),
         "requested_tiles": tiles,
         "tiles": n,
         "tiles_empty": m.get("tiles_empty", 0),
@@ -231,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs of the local Ray cluster")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument(
+        "--rates",
+        type=Path,
+        default=None,
+        help="write the largest run's per-km2 rates here, for `difffusr plan --rates` on this hardware",
+    )
     p.add_argument("extra", nargs="*", help="more `difffusr run` flags after --, e.g. -- --workers 2")
     args = p.parse_args(argv)
     counts = sorted(int(t) for t in args.tiles.split(","))
@@ -256,7 +269,29 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result["ratios_largest_vs_smallest"]))
     if args.json:
         write_json(args.json, result)
+    if args.rates:
+        write_json(args.rates, rates_of(rows[-1], result["machine"], args))
     return 0
+
+
+def rates_of(row: dict, info: dict, args: argparse.Namespace) -> dict:
+    """The rates file of one run (`pipeline.cluster.plan.rates_document`)."""
+    from pipeline.cluster.plan import rates_document
+
+    device = (
+        f"cuda: {info['cuda']}" if info.get("cuda") else f"cpu: {info.get('cpu_model')}, {args.cpus} cores"
+    )
+    return rates_document(
+        accelerator_s=row["accelerator_s"],
+        cog_bytes=row["cog_bytes"],
+        area_km2=row["area_km2"],
+        device=device,
+        method=args.method,
+        precision=row["precision"],
+        steps=row["steps"],
+        tiles=row["tiles"],
+        input=str(args.scene or args.stac_url),
+    )
 
 
 @contextmanager

@@ -1,15 +1,20 @@
 """`difffusr run --plan FILE --out ROOT`: run every pending work unit of a `difffusr plan` file.
 
 Each unit is an ordinary `run` into `ROOT/<tile_id>/<start>_<end>` with the unit's bbox, dates and UTM CRS,
-all units sharing one actor pool (the model loads once). Every state change goes to the run ledger under
-`ROOT/_ledger/` (`cluster.ledger`; `difffusr plan status ROOT` reads it): a unit runs, is done or empty (no
-granule in its window), or fails; a failed attempt is retried after a backoff (doubling from `backoff_s`) up
-to `max_attempts` attempts in all, counted across reruns, then the unit is marked dead with its error and
-skipped until a rerun with `retry_dead`. An interrupted unit resumes from its own tile markers.
+all units sharing one actor pool (the model loads once), `concurrent_units` of them in flight at once (driver
+threads; Ray's API is thread-safe and each unit's stream bounds its own tiles in flight). Every state change
+goes to the run ledger under `ROOT/_ledger/` (`cluster.ledger`; `difffusr plan status ROOT` reads it): a unit
+runs, is done or empty (no granule in its window), or fails; a failed attempt is retried after a backoff
+(doubling from `backoff_s`) up to `max_attempts` attempts in all, counted across reruns, then the unit is
+marked dead with its error and skipped until a rerun with `retry_dead`. An interrupted unit resumes from its
+own tile markers.
 
-A unit marked running by another driver is left alone while that driver's heartbeats (every `heartbeat_s`)
-are fresh; one whose driver is gone (its process no longer exists on this host, or silent for
-`stale_after_s`) is taken over, so a rerun after a kill picks up where the killed run stopped.
+A unit marked running by another driver is left alone while that driver's heartbeats (every `heartbeat_s`) are
+fresh; one whose driver is gone (its process no longer exists on this host, or silent for `stale_after_s`) is
+taken over, so a rerun after a kill picks up where the killed run stopped.
+
+The product is `ROOT/collection.json`, a STAC Collection over the finished units' items
+(`cluster.collection`), rewritten after every run.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import socket
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pipeline.catalog.query import parse_datetime_range
+from pipeline.cluster.collection import write_plan_collection
 from pipeline.cluster.ledger import DEFAULT_STALE_AFTER_S, HEARTBEAT, Ledger, UnitRecord
 from pipeline.cluster.plan import WorkUnit, load_plan, pending_units, unit_output
 from pipeline.cluster.runtime import start_ray
@@ -39,6 +46,8 @@ class RetryPolicy:
     retry_dead: give dead units a fresh budget of attempts.
     heartbeat_s: seconds between a running unit's heartbeats in the ledger.
     stale_after_s: a running unit silent this long has lost its driver and may be taken over.
+    concurrent_units: units in flight at once, all feeding the one actor pool (None: one per inference
+        actor), so that one unit's ingest and mosaic overlap another's inference.
     """
 
     max_attempts: int = 3
@@ -46,12 +55,15 @@ class RetryPolicy:
     retry_dead: bool = False
     heartbeat_s: float = 30.0
     stale_after_s: float = DEFAULT_STALE_AFTER_S
+    concurrent_units: int | None = None
 
     def __post_init__(self) -> None:
         from pipeline.errors import ConfigError
 
         if self.max_attempts < 1:
             raise ConfigError(f"--max-attempts {self.max_attempts} must be at least 1")
+        if self.concurrent_units is not None and self.concurrent_units < 1:
+            raise ConfigError(f"--concurrent-units {self.concurrent_units} must be at least 1")
 
 
 @dataclass
@@ -64,6 +76,7 @@ class PlanSummary:
     dead: dict[str, str] = field(default_factory=dict)
     skipped_dead: list[str] = field(default_factory=list)
     running_elsewhere: list[str] = field(default_factory=list)
+    collection: str | None = None
 
 
 def _driver() -> dict[str, object]:
@@ -163,11 +176,18 @@ def run_plan(
     started_ray = start_ray(base.compute.ray_address, object_store_bytes=256 * 2**20) if todo else False
     pool = start_actors(base) if todo else None  # one actor pool, its model loaded once, for every unit
     try:
-        for n, unit in enumerate(todo, start=1):
+        in_flight = max(1, min(len(todo), policy.concurrent_units or (len(pool.actors) if pool else 1)))
+        progress = progress and in_flight == 1  # one set of bars at a time; with more, a line per unit
+
+        def one(n: int, unit: WorkUnit) -> None:
             print(f"plan: unit {n}/{len(todo)} {unit.key}", file=sys.stderr)
-            _run_unit(
-                unit, base, root, ledger, records[unit.key].attempts, policy, summary, run_job, pool, progress
-            )
+            attempts = records[unit.key].attempts
+            _run_unit(unit, base, root, ledger, attempts, policy, summary, run_job, pool, progress)
+
+        with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="unit") as units_pool:
+            for future in [units_pool.submit(one, n, u) for n, u in enumerate(todo, start=1)]:
+                future.result()  # a unit's own failures are recorded inside; this re-raises anything else
+        summary.collection = write_plan_collection(root, units)
     finally:
         if pool is not None:
             stop_actors(pool)

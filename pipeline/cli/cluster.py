@@ -7,6 +7,7 @@ import argparse
 import os
 import tempfile
 from dataclasses import asdict
+from pathlib import Path
 
 from pipeline.cli.args import Parser
 from pipeline.errors import ConfigError
@@ -156,7 +157,13 @@ def plan_parser() -> Parser:
         "--gpu-seconds-per-km2",
         type=float,
         default=GPU_SECONDS_PER_KM2,
-        help="inference rate for the estimate (default %(default)s, benchmarks/RESULTS.md)",
+        help="inference rate for the estimate when no --rates is given (default %(default)s, an assumed "
+        "GPU speed-up of a CPU measurement)",
+    )
+    p.add_argument(
+        "--rates",
+        help="rates file measured on the target hardware (`python -m benchmarks.scale --rates FILE`): "
+        "accelerator-seconds and COG bytes per km2; replaces --gpu-seconds-per-km2",
     )
     return p
 
@@ -182,10 +189,19 @@ def cmd_plan_status(argv: list[str]) -> int:
     from pipeline.cluster.plan import load_plan
 
     args = plan_status_parser().parse_args(argv)
-    keys = [u.key for u in load_plan(args.plan)] if args.plan else None
-    st = status(Ledger(args.root).records(keys))
+    units = load_plan(args.plan) if args.plan else []
+    records = Ledger(args.root).records([u.key for u in units])
+    st = status(records)
+    doc = st.to_dict()
+    if units:  # the plan's estimate for the units finished so far, against what they cost
+        rates = json.loads(Path(args.plan).read_text()).get("rates", {})
+        rate = rates.get("accelerator_seconds_per_km2") or rates.get("gpu_seconds_per_km2")
+        finished = [u for u in units if records[u.key].state == "done"]
+        if rate and finished:
+            doc["finished_estimate_s"] = round(sum(u.area_km2 for u in finished) * rate, 3)
+            doc["finished_actual_s"] = round(sum(records[u.key].accelerator_s for u in finished), 3)
     if args.json:
-        print(json.dumps(st.to_dict(), indent=2))
+        print(json.dumps(doc, indent=2))
         return 0
     counts = ", ".join(f"{n} {state}" for state, n in st.counts.items())
     print(f"{st.units} units: {counts}")
@@ -193,6 +209,11 @@ def cmd_plan_status(argv: list[str]) -> int:
     eta = f", about {st.eta_s / 3600:.2f} h to finish" if st.eta_s is not None else ""
     print(f"throughput {rate} over {st.elapsed_s / 3600:.2f} h{eta}")
     print(f"written {st.tiles} tiles, {st.bytes / 1e9:.3f} GB; inference busy {st.accelerator_s:.0f} s")
+    if "finished_estimate_s" in doc:
+        print(
+            f"done units: inference {doc['finished_actual_s']:.0f} s against the plan's estimate "
+            f"{doc['finished_estimate_s']:.0f} s"
+        )
     for key in st.stale_running:
         print(f"  running but silent (its driver is gone; the next run takes it over): {key}")
     for key, error in st.dead.items():
@@ -212,6 +233,7 @@ def cmd_plan(argv: list[str]) -> int:
         date_windows,
         estimate,
         human_bytes,
+        load_rates,
         make_units,
         read_aoi,
         write_plan,
@@ -223,20 +245,38 @@ def cmd_plan(argv: list[str]) -> int:
     start, end = parse_datetime_range(args.datetime)
     windows = date_windows(start.date(), end.date(), args.window)
     units = make_units(read_aoi(args.aoi), windows)
-    est = estimate(units, args.gpu_seconds_per_km2)
+    rates = load_rates(args.rates) if args.rates else None
+    est = estimate(units, args.gpu_seconds_per_km2, rates)
     print(
         f"{est.units} work units = {est.tiles} MGRS tiles x {est.windows} date windows "
-        f"({est.area_km2:,.0f} km2 per window)\n"
-        f"estimated GPU-hours: {est.gpu_hours:,.1f} (at {args.gpu_seconds_per_km2} GPU-s/km2)\n"
-        f"estimated output: {human_bytes(est.output_bytes)} "
-        f"(12 bands x uint16 at {TARGET_GSD_M} m, before compression)"
+        f"({est.area_km2:,.0f} km2 per window)"
     )
+    if rates:
+        rate = rates.accelerator_seconds_per_km2
+        job = f"{rates.method} {rates.precision or ''} steps {rates.steps}"
+        print(
+            f"estimated accelerator-hours: {est.gpu_hours:,.1f} (measured {rate:.3g} s/km2 "
+            f"on {rates.device}, {job}; {rates.source})\n"
+            f"estimated output: {human_bytes(est.output_bytes)} (measured COG bytes per km2)"
+        )
+    else:
+        print(
+            f"estimated GPU-hours: {est.gpu_hours:,.1f} (at {args.gpu_seconds_per_km2} GPU-s/km2, "
+            "not measured on this hardware: pass --rates)\n"
+            f"estimated output: {human_bytes(est.output_bytes)} "
+            f"(12 bands x uint16 at {TARGET_GSD_M} m, before compression)"
+        )
     if args.out:
+        rate_meta: dict = (
+            {**asdict(rates), "source": rates.source}
+            if rates
+            else {"gpu_seconds_per_km2": args.gpu_seconds_per_km2, "bytes_per_pixel": BYTES_PER_PIXEL}
+        )
         meta = {
             "aoi": str(args.aoi),
             "datetime": args.datetime,
             "window": args.window,
-            "rates": {"gpu_seconds_per_km2": args.gpu_seconds_per_km2, "bytes_per_pixel": BYTES_PER_PIXEL},
+            "rates": rate_meta,
             "totals": asdict(est),
         }
         try:

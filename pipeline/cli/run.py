@@ -119,6 +119,12 @@ def run_parser() -> Parser:
     )
     p.add_argument("--retry-dead", action="store_true", help="with --plan: try the units marked dead again")
     p.add_argument(
+        "--concurrent-units",
+        type=int,
+        default=None,
+        help="with --plan: units in flight at once, sharing the inference actors (default: one per actor)",
+    )
+    p.add_argument(
         "--plan",
         default=None,
         help="run every pending unit of a `difffusr plan` file into --out/<tile>/<dates> (resumable); "
@@ -171,7 +177,11 @@ def cmd_run(argv: list[str]) -> int:
         plan_cfg = PlanRunConfig(catalog=catalog_from_args(args), **_job_fields(args))
         from pipeline.run_plan import RetryPolicy
 
-        policy = RetryPolicy(max_attempts=args.max_attempts, retry_dead=args.retry_dead)
+        policy = RetryPolicy(
+            max_attempts=args.max_attempts,
+            retry_dead=args.retry_dead,
+            concurrent_units=args.concurrent_units,
+        )
         return _run_plan(args.plan, plan_cfg, progress=not args.quiet, policy=policy)
     cfg = RunConfig(query=query_from_args(args), crs=args.crs, **_job_fields(args))
 
@@ -191,6 +201,8 @@ def _run_plan(plan_file: str, cfg, *, progress: bool, policy) -> int:
         + (f", {len(plan.skipped_dead)} dead skipped" if plan.skipped_dead else "")
         + (f", {len(plan.running_elsewhere)} running elsewhere" if plan.running_elsewhere else "")
     )
+    if plan.collection:
+        print(f"  collection  {plan.collection}")
     for key, why in plan.dead.items():
         print(f"  dead {key} after {policy.max_attempts} attempts: {why}")
     if plan.failed or plan.skipped_dead:

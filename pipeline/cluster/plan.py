@@ -162,6 +162,73 @@ def make_units(region: BaseGeometry, windows: Sequence[str]) -> list[WorkUnit]:
     ]
 
 
+RATES_FORMAT = "difffusr-rates"
+RATES_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rates:
+    """Per-km^2 rates measured by `python -m benchmarks.scale --rates FILE` on the target hardware.
+
+    Attributes:
+        accelerator_seconds_per_km2: seconds the inference actors spent in calls per km^2 of output (summed
+            over actors: GPU-seconds on a GPU cluster, actor-seconds on CPU workers).
+        output_bytes_per_km2: bytes of the COG per km^2 (compressed, as written).
+        device: what measured them (e.g. "cpu: AMD EPYC, 2 cores" or "cuda: NVIDIA H100").
+        method, precision, steps: the job the rates are for.
+        source: the file they were read from.
+    """
+
+    accelerator_seconds_per_km2: float
+    output_bytes_per_km2: float
+    device: str = "unknown"
+    method: str = "difffusr"
+    precision: str | None = None
+    steps: int | None = None
+    source: str = ""
+
+
+def load_rates(path: str | Path) -> Rates:
+    """Read a rates file written by the scale benchmark; ConfigError if it is not one."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot read rates {str(path)!r}: {exc}; "
+            "write one with `python -m benchmarks.scale --rates FILE`"
+        ) from exc
+    if not isinstance(doc, dict) or doc.get("format") != RATES_FORMAT or doc.get("version") != RATES_VERSION:
+        raise ConfigError(
+            f"{str(path)!r} is not a difffusr rates file (version {RATES_VERSION}); write one with "
+            "`python -m benchmarks.scale --rates FILE`"
+        )
+    rate, size = doc.get("accelerator_seconds_per_km2"), doc.get("output_bytes_per_km2")
+    if not isinstance(rate, int | float) or rate <= 0 or not isinstance(size, int | float) or size <= 0:
+        raise ConfigError(f"rates {str(path)!r}: the per-km2 rates must be positive numbers")
+    return Rates(
+        accelerator_seconds_per_km2=float(rate),
+        output_bytes_per_km2=float(size),
+        device=str(doc.get("device", "unknown")),
+        method=str(doc.get("method", "difffusr")),
+        precision=doc.get("precision"),
+        steps=doc.get("steps"),
+        source=str(path),
+    )
+
+
+def rates_document(*, accelerator_s: float, cog_bytes: int, area_km2: float, **about: object) -> dict:
+    """The rates file's content from one measured run (`benchmarks.scale`): its inference busy seconds,
+    COG bytes and output area, plus what measured it (`about`: device, method, precision, steps, command)."""
+    return {
+        "format": RATES_FORMAT,
+        "version": RATES_VERSION,
+        "accelerator_seconds_per_km2": accelerator_s / area_km2,
+        "output_bytes_per_km2": cog_bytes / area_km2,
+        "area_km2": area_km2,
+        **about,
+    }
+
+
 @dataclass(frozen=True, kw_only=True)
 class Estimate:
     """What a plan costs.
@@ -171,8 +238,10 @@ class Estimate:
         tiles: number of distinct MGRS squares.
         windows: number of date windows.
         area_km2: AOI area covered per window, km^2.
-        gpu_hours: estimated GPU-hours for all units.
-        output_bytes: uncompressed 12-band uint16 2.5 m output of all units, bytes.
+        gpu_hours: estimated accelerator-hours for all units (GPU-hours, or actor-hours of CPU workers when
+            the rates were measured on CPUs).
+        output_bytes: output of all units, bytes: the measured COG bytes per km^2 with rates, else the
+            uncompressed 12-band uint16 2.5 m size.
     """
 
     units: int
@@ -183,17 +252,22 @@ class Estimate:
     output_bytes: int
 
 
-def estimate(units: Sequence[WorkUnit], gpu_seconds_per_km2: float = GPU_SECONDS_PER_KM2) -> Estimate:
-    """Count units and estimate GPU-hours and output bytes from the benchmark rates."""
+def estimate(
+    units: Sequence[WorkUnit], gpu_seconds_per_km2: float = GPU_SECONDS_PER_KM2, rates: Rates | None = None
+) -> Estimate:
+    """Count units and estimate accelerator-hours and output bytes: from measured `rates` when given, else
+    from `gpu_seconds_per_km2` and the uncompressed size."""
     total_km2 = sum(u.area_km2 for u in units)
     windows = {u.datetime for u in units}
+    seconds_per_km2 = rates.accelerator_seconds_per_km2 if rates else gpu_seconds_per_km2
+    bytes_per_km2 = rates.output_bytes_per_km2 if rates else PIXELS_PER_KM2 * BYTES_PER_PIXEL
     return Estimate(
         units=len(units),
         tiles=len({u.tile_id for u in units}),
         windows=len(windows),
         area_km2=total_km2 / max(len(windows), 1),
-        gpu_hours=total_km2 * gpu_seconds_per_km2 / 3600.0,
-        output_bytes=round(total_km2 * PIXELS_PER_KM2 * BYTES_PER_PIXEL),
+        gpu_hours=total_km2 * seconds_per_km2 / 3600.0,
+        output_bytes=round(total_km2 * bytes_per_km2),
     )
 
 

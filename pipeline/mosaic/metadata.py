@@ -142,7 +142,7 @@ def output_item(
         }
     return {
         "type": "Feature",
-        "stac_version": "1.0.0",
+        "stac_version": "1.1.0",
         "stac_extensions": [
             "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
             "https://stac-extensions.github.io/eo/v1.1.0/schema.json",

@@ -241,3 +241,30 @@ def test_resume_contract_holds_on_s3(s3_env, tmp_path):
     fs.pipe(marker, b"{}")
     fs.invalidate_cache()
     assert pending_units(units, root) == units[1:]
+
+
+def test_plan_estimates_from_a_rates_file_the_scale_benchmark_writes(tmp_path, capsys):
+    from benchmarks.scale import rates_of
+
+    # one measured run as `benchmarks.scale` records it (the 420-tile bicubic row of benchmarks/RESULTS.md)
+    row = {"accelerator_s": 120.0, "cog_bytes": 600_000_000, "area_km2": 400.0, "tiles": 420}
+    row |= {"precision": "auto", "steps": None}
+    args = type("Args", (), {"cpus": 2, "method": "bicubic", "scene": Path("scene"), "stac_url": None})()
+    rates_file = tmp_path / "rates.json"
+    rates_file.write_text(json.dumps(rates_of(row, {"cpu_model": "AMD EPYC"}, args)))
+    out = tmp_path / "jobs.json"
+    argv = ["plan", "--aoi", str(AOI), "--datetime", "2024-06-01/2024-06-30", "--rates", str(rates_file)]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "measured 0.3 s/km2 on cpu: AMD EPYC, 2 cores" in printed
+    units = load_plan(out)
+    totals = json.loads(out.read_text())["totals"]
+    km2 = sum(u.area_km2 for u in units)
+    assert totals["gpu_hours"] == pytest.approx(km2 * 0.3 / 3600)
+    assert totals["output_bytes"] == pytest.approx(km2 * 1.5e6, rel=1e-9)  # measured COG bytes, not raw
+    rates_file.write_text('{"format": "difffusr-rates", "version": 1, "accelerator_seconds_per_km2": -1}')
+    assert main(argv) == 2
+    assert "the per-km2 rates must be positive" in capsys.readouterr().err
+    rates_file.write_text("{}")
+    assert main(argv) == 2
+    assert "is not a difffusr rates file" in capsys.readouterr().err

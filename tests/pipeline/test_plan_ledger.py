@@ -57,7 +57,7 @@ def test_a_broken_unit_ends_dead_and_the_others_finish(
         _unit(GOOD, "33UUP", 32633, "2017-07-01/2017-07-31"),  # no granule in July: empty
     ]
     plan = tmp_path / "plan.json"
-    write_plan(plan, units, {})
+    write_plan(plan, units, {"rates": {"gpu_seconds_per_km2": 1.0}})
     root = tmp_path / "prod"
     argv = [
         "run",
@@ -76,6 +76,8 @@ def test_a_broken_unit_ends_dead_and_the_others_finish(
         "6",
         "--max-attempts",
         "2",
+        "--concurrent-units",
+        "3",
     ]
     assert main(argv) == 1
     out = capsys.readouterr().out
@@ -96,6 +98,8 @@ def test_a_broken_unit_ends_dead_and_the_others_finish(
     st = json.loads(capsys.readouterr().out)
     assert st["counts"] == {"pending": 0, "running": 0, "done": 1, "empty": 1, "failed": 0, "dead": 1}
     assert "B05" in st["dead"]["29UPU/2017-06-01_2017-06-30"] and st["units_per_hour"] > 0
+    # a plan written without measured rates holds the default GPU rate: 1 s/km2 x the done unit's 1 km2
+    assert st["finished_estimate_s"] == 1.0 and st["finished_actual_s"] > 0
     assert main(["plan", "status", str(root)]) == 0
     assert "dead 29UPU/2017-06-01_2017-06-30" in capsys.readouterr().out
 
@@ -109,3 +113,33 @@ def test_a_broken_unit_ends_dead_and_the_others_finish(
     broken = Ledger(str(root)).records()["29UPU/2017-06-01_2017-06-30"]
     assert broken.history[-3:] == ["pending", "running", "dead"] and broken.attempts == 1
     assert Path(root / "33UUP" / "2017-06-01_2017-06-30" / "mosaic.tif").exists()
+
+    # the product: a STAC Collection over the done unit, valid against the STAC 1.1 core schemas (the copies
+    # pystac ships: offline), its item linked both ways
+    collection = json.loads((root / "collection.json").read_text())
+    stac_validator(collection).validate(collection)
+    assert [lk["href"] for lk in collection["links"] if lk["rel"] == "item"] == [
+        "./33UUP/2017-06-01_2017-06-30/item.json"
+    ]
+    item = json.loads((root / "33UUP" / "2017-06-01_2017-06-30" / "item.json").read_text())
+    stac_validator(item).validate(item)
+    assert item["collection"] == collection["id"] == "difffusr-prod"
+    assert {lk["rel"]: lk["href"] for lk in item["links"]}["collection"] == "../../collection.json"
+    w, s, e, n = collection["extent"]["spatial"]["bbox"][0]
+    assert (w, s, e, n) == tuple(item["bbox"])
+    assert collection["extent"]["temporal"]["interval"][0][0] == item["properties"]["start_datetime"]
+
+
+def stac_validator(doc: dict):
+    """A jsonschema validator of `doc`'s STAC core schema (Item or Collection), from pystac's local copies."""
+    from jsonschema import Draft7Validator
+    from pystac.validation.local_validator import get_local_schema_cache
+    from referencing import Registry, Resource
+
+    cache = get_local_schema_cache()
+    registry = Registry().with_resources(
+        (uri, Resource.from_contents(schema)) for uri, schema in cache.items()
+    )
+    kind = {"Feature": "item", "Collection": "collection"}[doc["type"]]
+    uri = f"https://schemas.stacspec.org/v{doc['stac_version']}/{kind}-spec/json-schema/{kind}.json"
+    return Draft7Validator(cache[uri], registry=registry)
