@@ -248,7 +248,6 @@ def _run_unit(unit, base, root, ledger, attempts, policy, summary, run_job, pool
                 return
             time.sleep(policy.backoff_s * 2 ** (attempts - 1))
             continue
-        inference = result.stream.get("stages", {}).get("inference", {})
         ledger.record(
             unit.key,
             "done",
@@ -256,7 +255,9 @@ def _run_unit(unit, base, root, ledger, attempts, policy, summary, run_job, pool
             seconds=round(time.time() - t0, 3),
             tiles=result.tiles,
             bytes=_bytes_under(cfg.output.out),
-            accelerator_s=float(inference.get("busy_s") or 0.0),
+            # forward-pass seconds measured in the actors: the call spans the unit's stream sees would count
+            # other units' calls too when several share the actors
+            accelerator_s=float(result.stream.get("model_s") or 0.0),
         )
         summary.completed.append(unit.key)
         return

@@ -89,6 +89,9 @@ class StreamResult:
     wall_s: float = 0.0
     actor_busy_fraction: float | None = None
     model_busy_fraction: float | None = None
+    #: seconds the actors spent in this job's forward passes (measured in the actor: exact even when the
+    #: actors are shared with other jobs' streams, unlike the call spans seen from this driver)
+    model_s: float = 0.0
     model: dict[str, Any] = field(default_factory=dict)
 
 
@@ -367,6 +370,7 @@ class TileStream:
         if self.tasks.strip is not None:
             res.stages["export_strips"] = self.stats["export"].to_dict()
         res.wall_s = time.perf_counter() - t0
+        res.model_s = round(model_busy, 3)
         # busy / (model loaded -> the stream's last write), per actor, summed: the issue's utilisation measure
         end = t0 + res.wall_s
         spans = [end - actor_ready[i] for i in actor_ready]

@@ -45,11 +45,12 @@ DONE_MARKER = "manifest.json"
 
 # Rates for the estimates. Source: benchmarks/RESULTS.md "Paper preset on CPU" (`python -m
 # benchmarks.model_speed --compare --presets paper --window 120`, 2-core CPU, allocator env of the workers):
-# the `paper` preset at its default steps (20, converted checkpoints) and the default precision (bf16) takes
+# the `paper` preset at its default steps (20, converted checkpoints) in bf16 (avx512_bf16 CPU) takes
 # 38.5 s per production tile (120 px window at 10 m -> 480 x 480 output, 43.8 s scaled to 512 x 512), whose
 # 96 px core is 0.92 km^2 at 2.5 m: 41.8 CPU-s/km^2 with the tile overlap. Until RESULTS.md holds a GPU
 # measurement, that CPU rate is divided by an assumed 40x for one data-centre GPU: an estimate of the
-# order of magnitude only. `difffusr plan --gpu-seconds-per-km2` overrides it.
+# order of magnitude only. `difffusr plan --rates FILE` (measured by `benchmarks.scale --rates`) or
+# `--gpu-seconds-per-km2` replaces it.
 #: GPU seconds to super-resolve one km^2 of output (all 12 bands, 2.5 m), one date window.
 GPU_SECONDS_PER_KM2 = 1.0
 #: Bytes per output pixel: 12 bands x uint16 (the COG's storage type), before compression.

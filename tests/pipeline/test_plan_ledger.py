@@ -143,3 +143,64 @@ def stac_validator(doc: dict):
     kind = {"Feature": "item", "Collection": "collection"}[doc["type"]]
     uri = f"https://schemas.stacspec.org/v{doc['stac_version']}/{kind}-spec/json-schema/{kind}.json"
     return Draft7Validator(cache[uri], registry=registry)
+
+
+def test_a_killed_plan_run_resumes_and_matches_an_uninterrupted_one(stac_api, ray_local, tmp_path):
+    """SIGKILL the whole run (driver and its Ray cluster) once a unit is done; the rerun takes over the unit
+    the dead driver left running, skips the finished one, and every unit's COG equals an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+    import rasterio
+
+    from tests.conftest import REPO
+
+    units = [
+        _unit(GOOD, "33UUP", 32633, "2017-06-01/2017-06-30"),
+        _unit("S2A_MSIL2A_20170617T113321_4_55", "29UPU", 32629, "2017-06-01/2017-06-30"),
+        _unit("S2B_MSIL2A_20170924T93020_69_24", "35VPK", 32635, "2017-09-01/2017-09-30"),
+    ]
+    plan = tmp_path / "plan.json"
+    write_plan(plan, units, {})
+
+    def argv(root: Path) -> list[str]:
+        return ["run", "--plan", str(plan), "--stac-url", stac_api, "--method", "gs", "--out", str(root),
+                "--quiet", "--tile-size", "24", "--halo", "6", "--batch-tiles", "1",
+                "--workers", "1"]  # fmt: skip
+
+    clean = tmp_path / "clean"
+    assert main(argv(clean)) == 0
+    root = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "pipeline.cli", *argv(root)]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    deadline = time.time() + 600
+    while proc.poll() is None and time.time() < deadline:
+        states = [r.state for r in Ledger(str(root)).records().values()]
+        if "done" in states and "running" in states:  # one unit finished, the next one under way
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the plan finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = Ledger(str(root)).records()
+    running = [k for k, r in before.items() if r.state == "running"]
+    assert len(running) == 1, before  # the unit the dead driver was on
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "3 units: 1 already done" in rerun.stdout
+    after = Ledger(str(root)).records()
+    assert after[running[0]].history == ["running", "running", "done"]  # taken over, not run twice at once
+    assert all(r.state == "done" for r in after.values())
+    for unit in units:
+        with (
+            rasterio.open(root / unit.key / "mosaic.tif") as a,
+            rasterio.open(clean / unit.key / "mosaic.tif") as b,
+        ):
+            np.testing.assert_array_equal(a.read(), b.read())
