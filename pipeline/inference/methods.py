@@ -76,6 +76,7 @@ class DiffFuSR:
     _fusion: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        from pipeline.models.batching import pin_pointwise_convs
         from pipeline.models.diffusion import load_sr_model
         from pipeline.models.fusion import load_fusion_model
         from pipeline.models.precision import memory_format, resolve_precision
@@ -87,6 +88,8 @@ class DiffFuSR:
         self._fusion = load_fusion_model(weights=self.options.fusion_weights, device=device).to(
             memory_format=fmt
         )
+        for model in (self._sr, self._fusion):
+            pin_pointwise_convs(model)  # the same kernels at every batch size, whatever the thread count
         self.steps = self.options.steps if self.options.steps is not None else self._sr.config.default_steps
 
     def __call__(self, b10, b20, b60, *, generators):

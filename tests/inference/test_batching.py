@@ -91,3 +91,24 @@ def test_the_baselines_are_bit_identical_whatever_the_batch_size(name):
     whole = predict_tiles(method, b10, b20, b60, seeds=[0, 1, 2, 3])
     alone = [predict_tiles(method, *(g[i : i + 1] for g in (b10, b20, b60)), seeds=[i]) for i in range(4)]
     assert np.array_equal(np.concatenate(alone), whole)
+
+
+def test_fp32_tiles_are_bit_identical_at_batch_4_and_16_on_one_thread():
+    # ATen sends 1x1 float32 convolutions to its own GEMM on one thread below batch 16 and to oneDNN from 16
+    # on (the full suite runs on one thread): `batching.pin_pointwise_convs` keeps them on oneDNN
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        method = get_method("difffusr", MethodOptions(steps=1, precision="fp32"))
+        b10, b20, b60 = windows(36, 16)
+        seeds = [1000 + i for i in range(16)]
+        whole = predict_tiles(method, b10, b20, b60, seeds=seeds)
+        parts = [
+            predict_tiles(method, *(g[i : i + 4] for g in (b10, b20, b60)), seeds=seeds[i : i + 4])
+            for i in range(0, 16, 4)
+        ]
+        assert np.array_equal(np.concatenate(parts), whole)
+    finally:
+        torch.set_num_threads(before)
