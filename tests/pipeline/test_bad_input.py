@@ -18,9 +18,9 @@ import pytest
 import rasterio
 
 from infra.local._common import free_port
-from infra.local.stac_server import StacServer, StacServerConfig
 from pipeline.cli import main
 from tests.conftest import CATALOG, DEMO_BBOX, DEMO_DATETIME
+from tests.plugins.services import serving_catalog
 
 REPO = Path(__file__).resolve().parents[2]
 SR_WEIGHTS = REPO / "pipeline" / "weights" / "sr_small"
@@ -288,12 +288,8 @@ def broken_catalog_api(tmp_path_factory) -> Iterator[str]:
             profile = src.profile
         with rasterio.open(tif, "w", **{**profile, "driver": "GTiff", "nodata": 0}) as dst:
             dst.write(np.zeros((profile["count"], profile["height"], profile["width"]), profile["dtype"]))
-    server = StacServer(StacServerConfig(catalog=root))
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    with serving_catalog(root) as url:
+        yield url
 
 
 def _bbox_of(item_id: str) -> str:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from infra.local.stac_server import StacServer, StacServerConfig
 from pipeline.cli import main
 from pipeline.cluster.ledger import Ledger
 from pipeline.cluster.plan import WorkUnit, write_plan
 from tests.conftest import CATALOG
+from tests.plugins.services import serving_catalog
 
 GOOD = "S2A_MSIL2A_20170613T101031_87_48"  # Austria, 33UUP
 BROKEN = "S2A_MSIL2A_20170617T113321_36_85"  # Ireland, 29UPU: B05 cut to a third
@@ -29,12 +29,8 @@ def catalog_with_a_broken_granule(tmp_path_factory) -> Iterator[str]:
         shutil.copytree(CATALOG / name, root / name)
     data = (root / BROKEN / "B05.tif").read_bytes()
     (root / BROKEN / "B05.tif").write_bytes(data[: len(data) // 3])
-    server = StacServer(StacServerConfig(catalog=root))
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    with serving_catalog(root) as url:
+        yield url
 
 
 def _unit(item: str, tile: str, epsg: int, dates: str) -> WorkUnit:

@@ -100,6 +100,18 @@ def stac_api_s3(s3_server: S3Server) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def serving_catalog(folder: Path) -> Iterator[str]:
+    """A loopback STAC API over a catalog folder (collection.json + <item>/<item>.json); yields its URL."""
+    server = StacServer(StacServerConfig(catalog=folder))
+    server.start()
+    try:
+        assert server.url is not None
+        yield server.url
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
 def first_port_pick_taken(monkeypatch: pytest.MonkeyPatch, module: ModuleType) -> Iterator[int]:
     """Make ``module.free_port`` first return a port that something already listens on; yields that port.
 
