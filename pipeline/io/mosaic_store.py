@@ -88,7 +88,7 @@ def create_mosaic_store(
 ) -> None:
     """Write the template (metadata + coordinates) unless a store with this grid (and variables) exists."""
     try:
-        existing = xr.open_zarr(url, zarr_format=3)
+        existing = xr.open_zarr(url, zarr_format=3, consolidated=False)  # written without (below)
         if (
             existing.sizes.get("y") == grid.height * SR_FACTOR
             and existing.sizes.get("x") == grid.width * SR_FACTOR
