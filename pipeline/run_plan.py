@@ -34,7 +34,7 @@ from pipeline.cluster.ledger import DEFAULT_STALE_AFTER_S, HEARTBEAT, Ledger, Un
 from pipeline.cluster.plan import WorkUnit, load_plan, pending_units, unit_output
 from pipeline.cluster.runtime import start_ray
 from pipeline.config import PlanRunConfig
-from pipeline.errors import EmptySearchError
+from pipeline.errors import ConfigError, EmptySearchError
 from pipeline.io.outputs import OutputDir
 
 
@@ -58,8 +58,6 @@ class RetryPolicy:
     concurrent_units: int | None = None
 
     def __post_init__(self) -> None:
-        from pipeline.errors import ConfigError
-
         if self.max_attempts < 1:
             raise ConfigError(f"--max-attempts {self.max_attempts} must be at least 1")
         if self.concurrent_units is not None and self.concurrent_units < 1:
@@ -72,8 +70,8 @@ class PlanSummary:
     skipped_done: int = 0
     completed: list[str] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)
+    #: units that ended dead in this run (their last attempt's error)
     failed: dict[str, str] = field(default_factory=dict)
-    dead: dict[str, str] = field(default_factory=dict)
     skipped_dead: list[str] = field(default_factory=list)
     running_elsewhere: list[str] = field(default_factory=list)
     collection: str | None = None
@@ -83,10 +81,11 @@ def _driver() -> dict[str, object]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
-def _driver_gone(rec: UnitRecord, last: dict[str, object] | None, now: float, stale_after_s: float) -> bool:
+def _driver_gone(rec: UnitRecord, now: float, stale_after_s: float) -> bool:
     """Whether a running unit's driver has stopped: its process is gone from this host, or it went silent."""
     if rec.stale(now, stale_after_s):
         return True
+    last = rec.driver
     if last and last.get("host") == socket.gethostname():
         try:
             os.kill(int(last["pid"]), 0)  # type: ignore[arg-type]
@@ -145,14 +144,11 @@ def run_plan(
     summary.skipped_done = len(units) - len(not_done)
     todo: list[WorkUnit] = []
     now = time.time()
-    last_driver = _last_running_drivers(ledger, records)
     for unit in units:
         rec = records[unit.key]
         if unit.key not in not_done:
             continue
-        if rec.state == "running" and not _driver_gone(
-            rec, last_driver.get(unit.key), now, policy.stale_after_s
-        ):
+        if rec.state == "running" and not _driver_gone(rec, now, policy.stale_after_s):
             summary.running_elsewhere.append(unit.key)
             continue
         if rec.state == "dead" or (
@@ -198,17 +194,6 @@ def run_plan(
     return summary
 
 
-def _last_running_drivers(ledger: Ledger, records: dict[str, UnitRecord]) -> dict[str, dict[str, object]]:
-    """The driver (host, pid) of the latest running or heartbeat event of each running unit."""
-    out = {}
-    for key, rec in records.items():
-        if rec.state == "running":
-            last = ledger.latest(key, ("running", HEARTBEAT))
-            if last is not None:
-                out[key] = last
-    return out
-
-
 def _run_unit(unit, base, root, ledger, attempts, policy, summary, run_job, pool, progress) -> None:
     """Attempts of one unit until it is done, empty or dead."""
     start, end = parse_datetime_range(unit.datetime)
@@ -243,7 +228,6 @@ def _run_unit(unit, base, root, ledger, attempts, policy, summary, run_job, pool
             ledger.record(unit.key, "dead" if final else "failed", attempt=attempts, error=error)
             print(f"plan: unit {unit.key} attempt {attempts} failed: {error}", file=sys.stderr)
             if final:
-                summary.dead[unit.key] = error
                 summary.failed[unit.key] = error
                 return
             time.sleep(policy.backoff_s * 2 ** (attempts - 1))

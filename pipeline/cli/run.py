@@ -203,7 +203,7 @@ def _run_plan(plan_file: str, cfg, *, progress: bool, policy) -> int:
     )
     if plan.collection:
         print(f"  collection  {plan.collection}")
-    for key, why in plan.dead.items():
+    for key, why in plan.failed.items():
         print(f"  dead {key} after {policy.max_attempts} attempts: {why}")
     if plan.failed or plan.skipped_dead:
         print(

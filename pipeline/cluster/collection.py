@@ -108,9 +108,10 @@ def write_plan_collection(root: str, units: Sequence[WorkUnit]) -> str:
         links = [lk for lk in item.get("links", []) if lk.get("rel") not in ("collection", "parent", "root")]
         for rel in ("collection", "parent", "root"):
             links.append({"rel": rel, "href": f"{depth}{COLLECTION_FILE}", "type": "application/json"})
-        if item.get("collection") != cid or item.get("links") != links:
-            out.write_json(f"{key}/item.json", {**item, "collection": cid, "links": links})
-            items[key] = {**item, "collection": cid, "links": links}
+        linked = {**item, "collection": cid, "links": links}
+        if linked != item:
+            out.write_json(f"{key}/item.json", linked)
+            items[key] = linked
     description = (
         f"{len(items)} work units (MGRS 100 km square x date window) of a `difffusr run --plan`: per unit a "
         "12-band 2.5 m COG, a Zarr store, a quicklook and per-tile quality figures."

@@ -43,6 +43,7 @@ class UnitRecord:
         seconds: wall seconds of the successful attempt; tiles, bytes: what it wrote.
         accelerator_s: seconds the inference actors spent in forward passes for it.
         error: the last failed attempt's error.
+        driver: {"host", "pid"} of the driver of the latest running or heartbeat event (who holds the unit).
     """
 
     key: str
@@ -57,6 +58,7 @@ class UnitRecord:
     accelerator_s: float = 0.0
     error: str | None = None
     history: list[str] = field(default_factory=list)
+    driver: dict[str, Any] | None = None
 
     def stale(self, now: float, stale_after_s: float) -> bool:
         """A running unit whose driver stopped sending heartbeats."""
@@ -78,20 +80,10 @@ class Ledger:
         """Append one event for unit `key` (state in STATES or "heartbeat"), with free-form fields."""
         if state not in (*STATES, HEARTBEAT):
             raise ValueError(f"ledger: unknown state {state!r}")
-        now = time.time()
-        name = f"{time.time_ns():020d}-{secrets.token_hex(4)}-{state}.json"
-        self.out.write_json(f"{_event_dir(key)}/{name}", {"unit": key, "state": state, "time": now, **fields})
-
-    def latest(self, key: str, states: tuple[str, ...]) -> dict[str, Any] | None:
-        """The latest readable event of unit `key` whose state is one of `states`."""
-        fs, base = self.out.fs, f"{self.out.root}/{_event_dir(key)}"
-        names = sorted(p for p in fs.find(base) if p.endswith(tuple(f"-{s}.json" for s in states)))
-        for path in reversed(names):
-            try:
-                return json.loads(fs.cat_file(path))
-            except (OSError, ValueError):
-                continue
-        return None
+        ns = time.time_ns()
+        name = f"{ns:020d}-{secrets.token_hex(4)}-{state}.json"
+        doc = {"unit": key, "state": state, "time": ns / 1e9, **fields}
+        self.out.write_json(f"{_event_dir(key)}/{name}", doc)
 
     def records(self, keys: Iterable[str] | None = None) -> dict[str, UnitRecord]:
         """Every unit's record (one listing of the ledger, then the events it names); `keys` adds units
@@ -119,6 +111,8 @@ def fold(key: str, events: list[dict[str, Any]]) -> UnitRecord:
     rec = UnitRecord(key=key)
     for ev in events:
         state, t = ev["state"], ev["time"]
+        if state in ("running", HEARTBEAT) and "host" in ev:
+            rec.driver = {"host": ev["host"], "pid": ev.get("pid")}
         if state == HEARTBEAT:
             rec.last_heartbeat = t
             continue

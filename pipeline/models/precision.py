@@ -40,6 +40,11 @@ def native_bf16(device_type: str) -> bool:
     return False
 
 
+def _auto(device_type: str) -> str:
+    """What "auto" is on `device_type`: bf16 where `native_bf16`, else fp32."""
+    return "bf16" if native_bf16(device_type) else "fp32"
+
+
 def resolve_precision(precision: str, device_type: str) -> str:
     """The concrete precision ("fp32" | "bf16" | "fp16") that `precision` means on `device_type`.
 
@@ -47,7 +52,7 @@ def resolve_precision(precision: str, device_type: str) -> str:
     (the user asked for it) but logged: it is emulated and several times slower than fp32.
     """
     if precision == AUTO:
-        return "bf16" if native_bf16(device_type) else "fp32"
+        return _auto(device_type)
     check_precision(precision, device_type)
     if precision == "bf16" and not native_bf16(device_type):
         log.warning(
@@ -72,8 +77,8 @@ def check_precision(precision: str, device_type: str) -> None:
 def autocast(device_type: str, precision: str) -> contextlib.AbstractContextManager:
     """Autocast context of `precision` (auto, fp32, bf16, fp16) on `device_type`; fp32 disables it."""
     check_precision(precision, device_type)
-    if precision == AUTO:
-        precision = "bf16" if native_bf16(device_type) else "fp32"
+    if precision == AUTO:  # not `resolve_precision`: its warning would repeat on every network call
+        precision = _auto(device_type)
     dtype = AUTOCAST_DTYPES[precision]
     if dtype is None:
         return torch.autocast(device_type, enabled=False)

@@ -89,13 +89,16 @@ def test_a_running_unit_is_taken_over_only_when_its_driver_is_gone():
     from pipeline.run_plan import _driver_gone
 
     now = time.time()
-    rec = fold("u/w", [{"state": "running", "time": now - 10}])
     host = socket.gethostname()
     finished = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
     )
     dead_pid = int(finished.stdout)
-    assert not _driver_gone(rec, {"host": host, "pid": os.getpid()}, now, stale_after_s=300)  # alive, fresh
-    assert _driver_gone(rec, {"host": host, "pid": dead_pid}, now, stale_after_s=300)  # killed run, this host
-    assert not _driver_gone(rec, {"host": "other-node", "pid": dead_pid}, now, stale_after_s=300)
-    assert _driver_gone(rec, {"host": "other-node", "pid": 1}, now + 600, stale_after_s=300)  # silent
+
+    def held_by(host: str, pid: int):  # the driver comes from the unit's latest running/heartbeat event
+        return fold("u/w", [{"state": "running", "time": now - 10, "host": host, "pid": pid}])
+
+    assert not _driver_gone(held_by(host, os.getpid()), now, stale_after_s=300)  # alive, fresh
+    assert _driver_gone(held_by(host, dead_pid), now, stale_after_s=300)  # killed run, this host
+    assert not _driver_gone(held_by("other-node", dead_pid), now, stale_after_s=300)
+    assert _driver_gone(held_by("other-node", 1), now + 600, stale_after_s=300)  # silent
