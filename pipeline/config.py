@@ -19,7 +19,7 @@ from datetime import datetime
 
 from pipeline.catalog.query import CatalogOptions, SearchQuery
 from pipeline.errors import ConfigError
-from pipeline.tiling.grid import DEFAULT_CORE, DEFAULT_HALO, GRID_MULTIPLE
+from pipeline.tiling.grid import DEFAULT_CORE, DEFAULT_HALO, GRID_ANCHORS, GRID_MULTIPLE
 
 #: The super-resolution methods: the learned DiffFuSR and two baselines (pipeline.inference.methods).
 METHODS: tuple[str, ...] = ("difffusr", "gs", "bicubic")
@@ -92,10 +92,13 @@ class TilingConfig:
     """Attributes:
     core: tile core side, 10 m pixels (multiple of 6); 96 px = 960 m = 384 output pixels.
     halo: context/blend margin on each side, 10 m pixels (multiple of 6, at most half the core).
+    grid: "aoi" (tiles from the AOI's corner, the job alone) or "zone" (the zone's fixed tile lattice,
+        seamless with every other job in the CRS; what plan units use): `io.grid.job_grid`.
     """
 
     core: int = DEFAULT_CORE  # defaults: tiling.grid, the one source (tiling sits below config)
     halo: int = DEFAULT_HALO
+    grid: str = "aoi"
 
     def __post_init__(self) -> None:
         if self.core < GRID_MULTIPLE or self.core % GRID_MULTIPLE:
@@ -111,6 +114,8 @@ class TilingConfig:
             raise ConfigError(
                 f"--halo {self.halo} is more than half of --tile-size {self.core}; use a smaller halo"
             )
+        if self.grid not in GRID_ANCHORS:
+            raise ConfigError(f"--grid {self.grid!r} is not one of {', '.join(GRID_ANCHORS)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,6 +231,8 @@ class RunConfig(JobConfig):
         doc["model"].pop("device", None)
         if not doc["model"].get("uncertainty"):  # off: the fingerprint of the jobs from before the option
             doc["model"].pop("uncertainty", None)
+        if doc["tiling"].get("grid") == "aoi":  # the default: as the jobs from before the option
+            doc["tiling"].pop("grid")
         doc["items"] = sorted(item_ids)
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 

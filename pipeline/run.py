@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +19,7 @@ from pipeline.cluster.runtime import INFERENCE_WORKER_ENV, forwarded_env, start_
 from pipeline.config import LIGHT_METHODS, JobConfig, MethodOptions, RunConfig
 from pipeline.errors import AssetError, ConfigError, DataError, DiffFuSRError, OutputError
 from pipeline.io.cog import UNCERTAINTY_DTYPE, assemble_cog, export_mosaic_cog
-from pipeline.io.grid import SceneGrid, resolve_grid
+from pipeline.io.grid import JobGrid, SceneGrid, job_grid
 from pipeline.io.mosaic_store import UNCERTAINTY, create_mosaic_store
 from pipeline.io.outputs import OutputDir
 from pipeline.io.work_store import DONE, TODO, WorkStore
@@ -255,15 +255,15 @@ def _stream(
 def _export(
     cfg: RunConfig,
     out: OutputDir,
-    grid: SceneGrid,
+    tiles: JobGrid,
     store: WorkStore,
-    layout: TileLayout,
     fingerprint: str,
     items,
     summary: RunSummary,
 ) -> None:
     import zarr
 
+    grid, layout = tiles.grid, tiles.layout
     mosaic_url = out.join("mosaic.zarr")
     with warnings.catch_warnings():
         # "consolidated metadata is not in the v3 spec": xarray reads it anyway
@@ -307,6 +307,7 @@ def _export(
         output_item(
             fingerprint=fingerprint,
             grid=grid,
+            footprint=tiles.aoi,
             start=cfg.query.start,
             end=cfg.query.end,
             method=cfg.method,
@@ -327,9 +328,13 @@ def _provenance(cfg: RunConfig, items, fingerprint: str, stream: dict[str, Any])
         "fingerprint": fingerprint,
         "inputs": input_provenance(items),
         "seed": cfg.seed,
-        "seed_rule": "tile: seed + row * cols + col; "
-        "draw k > 0: numpy SeedSequence(tile seed, spawn_key=(k,))",
-        "tiling": {"core": cfg.tiling.core, "halo": cfg.tiling.halo},
+        "seed_rule": (
+            "tile: seed + row * cols + col; "
+            if cfg.tiling.grid == "aoi"
+            else "tile: seed + (lattice row + 2**24) * 2**25 + (lattice col + 2**24); "
+        )
+        + "draw k > 0: numpy SeedSequence(tile seed, spawn_key=(k,))",
+        "tiling": {"core": cfg.tiling.core, "halo": cfg.tiling.halo, "grid": cfg.tiling.grid},
         "code": code_version(),
     }
     if learned:
@@ -351,14 +356,18 @@ def run_job(cfg: RunConfig, *, progress: bool = True, pool: ActorPool | None = N
     out = OutputDir(cfg.output.out)
     out.check_writable()
     t0 = time.perf_counter()
-    found = search_items(cfg.query)
+    tiles = job_grid(
+        cfg.query.bbox, cfg.crs, core=cfg.tiling.core, halo=cfg.tiling.halo, anchor=cfg.tiling.grid
+    )
+    grid, layout = tiles.grid, tiles.layout
+    query = cfg.query
+    if cfg.tiling.grid == "zone":  # a granule that reaches only a halo shapes a tile: every job must see it
+        query = replace(query, bbox=tiles.search_bbox())
+    found = search_items(query)
     items, summary.skipped_granules = select_items(found)
     summary.granules = [i["id"] for i in items]
     summary.timings_s["search"] = time.perf_counter() - t0
-
-    grid = resolve_grid(cfg.query.bbox, cfg.crs)
-    layout = TileLayout(height=grid.height, width=grid.width, core=cfg.tiling.core, halo=cfg.tiling.halo)
-    summary.area_km2, summary.tiles = grid.area_km2, len(layout.tile_keys())
+    summary.area_km2, summary.tiles = tiles.aoi.area_km2, len(layout.tile_keys())
     fingerprint = cfg.fingerprint(summary.granules)
     if out.exists("manifest.json"):
         manifest = out.read_json("manifest.json")
@@ -404,7 +413,7 @@ def run_job(cfg: RunConfig, *, progress: bool = True, pool: ActorPool | None = N
                 f"({', '.join(summary.granules[:5])}); widen --datetime or raise --max-cloud"
             )
         t = time.perf_counter()
-        _export(cfg, out, grid, store, layout, fingerprint, items, summary)
+        _export(cfg, out, tiles, store, fingerprint, items, summary)
         summary.timings_s["export"] = time.perf_counter() - t
     except DataError:
         if fresh:  # nothing usable was produced: leave nothing behind
@@ -427,7 +436,16 @@ def run_job(cfg: RunConfig, *, progress: bool = True, pool: ActorPool | None = N
             "finished": datetime.now(UTC).isoformat(),
             "config": cfg.to_dict(),
             "grid": grid.to_dict(),
-            "layout": {"core": layout.core, "halo": layout.halo, "rows": layout.rows, "cols": layout.cols},
+            "aoi_grid": tiles.aoi.to_dict(),
+            "layout": {
+                "core": layout.core,
+                "halo": layout.halo,
+                "rows": layout.rows,
+                "cols": layout.cols,
+                "anchor": cfg.tiling.grid,
+                "lattice_origin": layout.origin,
+                "valid": layout.valid,
+            },
             "inputs": [
                 {
                     "id": i["id"],

@@ -157,10 +157,25 @@ def add_tiling_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def tiling_from_args(args: argparse.Namespace):
+def add_grid_arg(p: argparse.ArgumentParser) -> None:
+    """--grid, for the commands whose jobs lie on a map grid (run, search)."""
+    from pipeline.tiling.grid import GRID_ANCHORS
+
+    p.add_argument(
+        "--grid",
+        choices=GRID_ANCHORS,
+        default=None,
+        help="where tiles lie: 'aoi' (from the AOI's corner; the default of a single job) or 'zone' (the "
+        "zone's fixed tile lattice, the default of --plan: bit-identical with every other job in the CRS "
+        "where they overlap, at the cost of the lattice tiles around the AOI)",
+    )
+
+
+def tiling_from_args(args: argparse.Namespace, *, default_grid: str = "aoi"):
     from pipeline.config import TilingConfig
 
-    return TilingConfig(core=args.tile_size, halo=args.halo)
+    grid = getattr(args, "grid", None) or default_grid
+    return TilingConfig(core=args.tile_size, halo=args.halo, grid=grid)
 
 
 def add_learned_model_args(p: argparse.ArgumentParser) -> None:

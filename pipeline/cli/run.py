@@ -13,6 +13,7 @@ import sys
 
 from pipeline.cli.args import (
     Parser,
+    add_grid_arg,
     add_model_args,
     add_search_args,
     add_tiling_args,
@@ -31,6 +32,7 @@ def search_parser() -> Parser:
     )
     add_search_args(p)
     add_tiling_args(p)
+    add_grid_arg(p)
     p.add_argument("--json", action="store_true", help="print the items as JSON")
     return p
 
@@ -42,13 +44,12 @@ def cmd_search(argv: list[str]) -> int:
     tiling = tiling_from_args(args)
 
     from pipeline.catalog.search import search_items
-    from pipeline.io.grid import resolve_grid
+    from pipeline.io.grid import job_grid
     from pipeline.run import select_items
-    from pipeline.tiling.grid import TileLayout
 
     items, dropped = select_items(search_items(query))
-    grid = resolve_grid(query.bbox)
-    layout = TileLayout(height=grid.height, width=grid.width, core=tiling.core, halo=tiling.halo)
+    tiles = job_grid(query.bbox, core=tiling.core, halo=tiling.halo, anchor=tiling.grid)
+    grid, layout = tiles.grid, tiles.layout
     if args.json:
         print(
             json.dumps(
@@ -82,6 +83,7 @@ def run_parser() -> Parser:
     p = Parser(prog="difffusr run", description="Region + dates -> 12-band 2.5 m analysis-ready mosaic.")
     add_search_args(p)
     add_model_args(p)
+    add_grid_arg(p)
     p.add_argument("--out", required=True, help="output folder (local path or s3://bucket/prefix)")
     p.add_argument("--crs", default=None, help="output CRS (default: the AOI's UTM zone)")
     p.add_argument(
@@ -134,7 +136,8 @@ def run_parser() -> Parser:
 
 
 def _job_fields(args: argparse.Namespace) -> dict:
-    """The `JobConfig` fields of the run flags (everything but the area, dates and CRS)."""
+    """The `JobConfig` fields of the run flags (everything but the area, dates and CRS); the units of a plan
+    lie on their zone's tile lattice unless --grid says otherwise (adjacent units then meet seamlessly)."""
     from pipeline.config import ComputeConfig, OutputConfig
 
     return {
@@ -144,7 +147,7 @@ def _job_fields(args: argparse.Namespace) -> dict:
         "method": args.method,
         "model": model_options_from_args(args),
         "seed": args.seed,
-        "tiling": tiling_from_args(args),
+        "tiling": tiling_from_args(args, default_grid="zone" if args.plan else "aoi"),
         "compute": ComputeConfig(
             ray_address=args.ray_address,
             workers=args.workers,

@@ -79,6 +79,7 @@ def output_item(
     uncertainty: bool = False,
     quality: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
+    footprint: SceneGrid | None = None,
 ) -> dict[str, Any]:
     """A STAC 1.0 item for the mosaic (COG, Zarr and quicklook assets; derived_from links to the inputs).
 
@@ -86,8 +87,9 @@ def output_item(
         uncertainty: the job wrote `uncertainty.tif` (an asset, float32 spread).
         quality: `difffusr:` quality properties (`mosaic.quality.item_properties`); adds the QA PNG asset.
         provenance: `difffusr:` provenance properties (inputs and baselines, weights' hashes, sampler, code).
+        footprint: where the rasters hold data, when not all of `grid` (a zone-anchored job: its AOI).
     """
-    geometry = footprint_lonlat(grid)
+    geometry = footprint_lonlat(footprint or grid)
     ring = geometry["coordinates"][0]
     bbox = [
         min(p[0] for p in ring),

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipeline.tiling.grid import SR_FACTOR, TileKey, TileLayout
+from pipeline.tiling.grid import SR_FACTOR, TileKey, TileLayout, valid_in_core
 
 
 def ramp_1d(window: int, overlap: int) -> np.ndarray:
@@ -48,7 +48,8 @@ def blend_core(
         factor: output pixels per 10 m pixel.
 
     Returns:
-        (C, core_h*f, core_w*f) float32, NaN where no tile has a valid value.
+        (C, core_h*f, core_w*f) float32, NaN where no tile has a valid value and outside the layout's
+        valid region.
     """
     y0, y1, x0, x1 = layout.core_bounds(key)
     oy0, oy1, ox0, ox1 = y0 * factor, y1 * factor, x0 * factor, x1 * factor
@@ -78,4 +79,10 @@ def blend_core(
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (acc / wsum).astype(np.float32)
     out[wsum == 0] = np.nan  # type: ignore[operator]
+    inside = valid_in_core(layout, key)
+    if inside is not None:  # past the product's edge the neighbours beyond are missing: not the product
+        y0, y1, x0, x1 = (v * factor for v in inside)
+        keep = np.zeros(out.shape[1:], bool)
+        keep[y0:y1, x0:x1] = True
+        out[:, ~keep] = np.nan
     return out
