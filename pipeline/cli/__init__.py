@@ -13,6 +13,7 @@ import sys
 
 from pipeline import __version__
 from pipeline.cli.args import ERROR_PREFIX, EXIT_USER_ERROR, configure_logging
+from pipeline.cluster.runtime import set_io_retry_defaults
 from pipeline.errors import DiffFuSRError
 
 __all__ = ["COMMANDS", "ERROR_PREFIX", "EXIT_USER_ERROR", "main"]
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{ERROR_PREFIX} unknown command {argv[0]!r}; one of {', '.join(COMMANDS)}", file=sys.stderr)
         return EXIT_USER_ERROR
     module, func, _ = COMMANDS[argv[0]]
+    set_io_retry_defaults()  # before any store or GDAL is opened; workers inherit them with the env
     try:
         return int(getattr(importlib.import_module(f"pipeline.cli.{module}"), func)(argv[1:]) or 0)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
 #: Environment variables forwarded to Ray workers and submitted jobs (credentials, endpoints, GDAL/VSI tuning,
 #: Planetary Computer key); never written to outputs or logs.
@@ -23,6 +23,25 @@ INFERENCE_WORKER_ENV: dict[str, str] = {
     "MALLOC_MMAP_MAX_": "0",
     "MALLOC_TRIM_THRESHOLD_": str(2**40),
 }
+
+
+#: Retries of the object store and HTTP reads, set unless the user set them (forwarded to every worker, as all
+#: AWS_/GDAL_ variables): GDAL's /vsis3 and /vsicurl retry 429/5xx answers and broken connections with a
+#: doubling delay; botocore (s3fs, boto3) in "standard" mode retries 5xx, throttling and connection errors.
+#: A store's transient faults then cost seconds, not a unit (tests/pipeline/test_transient_faults.py).
+IO_RETRY_ENV: dict[str, str] = {
+    "GDAL_HTTP_MAX_RETRY": "8",
+    "GDAL_HTTP_RETRY_DELAY": "0.5",
+    "AWS_MAX_ATTEMPTS": "10",
+    "AWS_RETRY_MODE": "standard",
+}
+
+
+def set_io_retry_defaults(environ: MutableMapping[str, str] | None = None) -> None:
+    """Put `IO_RETRY_ENV` into `environ` (default: this process's) where the user has not set them."""
+    environ = os.environ if environ is None else environ
+    for key, value in IO_RETRY_ENV.items():
+        environ.setdefault(key, value)
 
 
 def forwarded_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:

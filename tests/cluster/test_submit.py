@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import sys
 import time
@@ -13,12 +12,7 @@ import pytest
 
 from infra.local._common import free_port
 from pipeline import cli
-from pipeline.cluster.submit import (
-    build_entrypoint,
-    forwarded_env,
-    submit_with_retry,
-    wait_for_job,
-)
+from pipeline.cluster.submit import build_entrypoint, forwarded_env
 from pipeline.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,71 +34,12 @@ print("digests", worker[1], head[1])
 """
 
 
-def _warm_up(url: str, budget_s: float = 120.0) -> None:
-    """Wait until the head's job agent takes jobs (slow on a loaded machine): run `true` once."""
-    from ray.job_submission import JobSubmissionClient
-
-    client = JobSubmissionClient(url)
-    job = submit_with_retry(client, retry_s=budget_s, entrypoint="true")
-    assert wait_for_job(client, job, timeout_s=budget_s, echo=False) == "SUCCEEDED"
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """Head (with the dashboard/Jobs API) + one worker node, both on 127.0.0.1; stopped by PID."""
-    env = {
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-    # The cluster's nodes find `python`/`difffusr` of this virtualenv first, as in the image.
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    from ray.cluster_utils import Cluster
-
-    port = free_port()
-
-    def node_args() -> dict:
-        # Own ports for each node's agent: Ray's fixed default (52365) clashes with any other Ray on
-        # the machine, and an agent that cannot bind leaves the head unable to take jobs.
-        return {
-            "object_store_memory": 96 * 2**20,
-            "num_cpus": 1,
-            "dashboard_agent_listen_port": free_port(),
-            "metrics_export_port": free_port(),
-        }
-
-    c = Cluster(
-        initialize_head=True,
-        head_node_args={
-            **node_args(),
-            "include_dashboard": True,
-            "dashboard_port": port,
-            "resources": {"head": 1},
-        },
-    )
-    try:
-        c.add_node(**node_args(), resources={"worker": 1})
-        c.wait_for_nodes()
-        url = f"http://127.0.0.1:{port}"
-        _warm_up(url)
-        yield c, url
-    finally:
-        c.shutdown()  # kills only the processes this Cluster started
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _job_id(out: str) -> str:
     return next(line.split()[2].rstrip(":") for line in out.splitlines() if line.startswith("submitted job"))
 
 
-def test_submit_runs_a_job_on_both_nodes_with_forwarded_credentials(cluster, capsys, monkeypatch):
-    c, url = cluster
+def test_submit_runs_a_job_on_both_nodes_with_forwarded_credentials(two_node_cluster, capsys, monkeypatch):
+    c, url = two_node_cluster
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "difffusr-test-key-id")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -149,8 +84,10 @@ def test_submit_runs_a_job_on_both_nodes_with_forwarded_credentials(cluster, cap
     assert leaks == []  # not in any Ray log of the cluster either
 
 
-def test_difffusr_submit_plan_runs_in_the_uploaded_working_dir(cluster, capsys, tmp_path, monkeypatch):
-    _, url = cluster
+def test_difffusr_submit_plan_runs_in_the_uploaded_working_dir(
+    two_node_cluster, capsys, tmp_path, monkeypatch
+):
+    _, url = two_node_cluster
     monkeypatch.setenv("RAY_ADDRESS", url)
     work = tmp_path / "src"
     shutil.copytree(REPO / "pipeline", work / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
@@ -167,8 +104,8 @@ def test_difffusr_submit_plan_runs_in_the_uploaded_working_dir(cluster, capsys, 
     assert "2 work units = 2 MGRS tiles x 1 date windows" in out
 
 
-def test_failed_job_reports_failed_and_exit_code_1(cluster, capsys):
-    _, url = cluster
+def test_failed_job_reports_failed_and_exit_code_1(two_node_cluster, capsys):
+    _, url = two_node_cluster
     rc = cli.main(
         ["submit", "--address", url, "--wait", "--raw", "--", sys.executable, "-c", "raise SystemExit(3)"]
     )
@@ -182,8 +119,8 @@ def _one_error_line(capsys) -> str:
     return err[0]
 
 
-def test_user_errors_say_what_to_fix(monkeypatch, cluster, capsys):
-    _, url = cluster
+def test_user_errors_say_what_to_fix(monkeypatch, two_node_cluster, capsys):
+    _, url = two_node_cluster
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert cli.main(["status", "raysubmit_x"]) == 2
     assert "RAY_ADDRESS" in _one_error_line(capsys)

@@ -125,6 +125,20 @@ def test_a_broken_unit_ends_dead_and_the_others_finish(
     assert (w, s, e, n) == tuple(item["bbox"])
     assert collection["extent"]["temporal"]["interval"][0][0] == item["properties"]["start_datetime"]
 
+    # served by the same kind of STAC API the inputs came from (stac-fastapi-pgstac), and found by a search
+    import pystac_client
+    import rasterio
+
+    with serving_catalog(root) as url:
+        found = list(
+            pystac_client.Client.open(url)
+            .search(collections=["difffusr-prod"], bbox=item["bbox"], datetime="2017-06-10/2017-06-20")
+            .items()
+        )
+    assert [i.id for i in found] == [item["id"]]
+    with rasterio.open(found[0].assets["mosaic"].href) as src:  # its COG asset is the unit's COG
+        assert src.count == 12 and src.res == (2.5, 2.5)
+
 
 def stac_validator(doc: dict):
     """A jsonschema validator of `doc`'s STAC core schema (Item or Collection), from pystac's local copies."""

@@ -15,7 +15,8 @@ from tests.conftest import DEMO_BBOX, DEMO_DATETIME
 def _run(stac_api: str, bbox: tuple[float, ...], out) -> None:
     argv = ["run", "--stac-url", stac_api, "--bbox", ",".join(f"{v:.6f}" for v in bbox),
             "--datetime", DEMO_DATETIME, "--method", "difffusr", "--steps", "2", "--grid", "zone",
-            "--tile-size", "24", "--halo", "6", "--dtype", "float32", "--out", str(out), "--quiet"]  # fmt: skip
+            "--tile-size", "24", "--halo", "6", "--dtype", "float32", "--out", str(out),
+            "--quiet"]  # fmt: skip
     assert main(argv) == 0
 
 
@@ -45,4 +46,3 @@ def test_overlapping_zone_jobs_are_bit_identical_where_they_overlap(stac_api, ra
         data = src.read(1)
     assert np.isnan(data).any() and np.isfinite(data).mean() > 0.3
     # (tests/tiling/test_zone_grid.py has the control: AOI-anchored jobs do not agree there)
-
