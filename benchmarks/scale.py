@@ -33,6 +33,7 @@ from pyproj import Transformer
 from benchmarks.common import machine, write_json
 from benchmarks.demo_run import REPO, run_monitored
 from pipeline.io.scene_files import find_band_file
+from pipeline.tiling.grid import DEFAULT_HALO
 
 #: Acquisition time given to a scene folder served as an item (a folder of GeoTIFFs carries none).
 SCENE_DATETIME = "2016-01-01T00:00:00Z"
@@ -290,6 +291,8 @@ def rates_of(row: dict, info: dict, args: argparse.Namespace) -> dict:
         precision=row["precision"],
         steps=row["steps"],
         tiles=row["tiles"],
+        tile_core=args.tile_size,
+        tile_halo=DEFAULT_HALO,  # the run above keeps the default halo
         input=str(args.scene or args.stac_url),
     )
 

@@ -186,7 +186,7 @@ def cmd_plan_status(argv: list[str]) -> int:
     import json
 
     from pipeline.cluster.ledger import Ledger, status
-    from pipeline.cluster.plan import load_plan
+    from pipeline.cluster.plan import load_plan, unit_seconds
 
     args = plan_status_parser().parse_args(argv)
     units = load_plan(args.plan) if args.plan else []
@@ -195,10 +195,10 @@ def cmd_plan_status(argv: list[str]) -> int:
     doc = st.to_dict()
     if units:  # the plan's estimate for the units finished so far, against what they cost
         rates = json.loads(Path(args.plan).read_text()).get("rates", {})
-        rate = rates.get("accelerator_seconds_per_km2") or rates.get("gpu_seconds_per_km2")
         finished = [u for u in units if records[u.key].state == "done"]
-        if rate and finished:
-            doc["finished_estimate_s"] = round(sum(u.area_km2 for u in finished) * rate, 3)
+        estimates = [unit_seconds(u, rates) for u in finished]
+        if finished and None not in estimates:
+            doc["finished_estimate_s"] = round(sum(estimates), 3)  # type: ignore[arg-type]
             doc["finished_actual_s"] = round(sum(records[u.key].accelerator_s for u in finished), 3)
     if args.json:
         print(json.dumps(doc, indent=2))
@@ -252,10 +252,14 @@ def cmd_plan(argv: list[str]) -> int:
         f"({est.area_km2:,.0f} km2 per window)"
     )
     if rates:
-        rate = rates.accelerator_seconds_per_km2
+        rate = (
+            f"{rates.accelerator_seconds_per_tile:.3g} s per {rates.tile_core} px tile"
+            if rates.accelerator_seconds_per_tile
+            else f"{rates.accelerator_seconds_per_km2:.3g} s/km2"
+        )
         job = f"{rates.method} {rates.precision or ''} steps {rates.steps}"
         print(
-            f"estimated accelerator-hours: {est.gpu_hours:,.1f} (measured {rate:.3g} s/km2 "
+            f"estimated accelerator-hours: {est.gpu_hours:,.1f} (measured {rate} "
             f"on {rates.device}, {job}; {rates.source})\n"
             f"estimated output: {human_bytes(est.output_bytes)} (measured COG bytes per km2)"
         )

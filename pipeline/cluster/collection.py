@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.bands import S2_BANDS, TARGET_GSD_M
+from pipeline.cluster.ledger import Ledger
 from pipeline.cluster.plan import WorkUnit
 from pipeline.io.outputs import OutputDir
 
@@ -95,14 +96,16 @@ def plan_collection(cid: str, items: dict[str, dict[str, Any]], description: str
 
 
 def write_plan_collection(root: str, units: Sequence[WorkUnit]) -> str:
-    """Write `ROOT/collection.json` over the units that hold an item (the done ones; an empty unit has none)
-    and link each item to it; returns the collection's URL."""
+    """Write `ROOT/collection.json` over every unit under ROOT that holds an item (the done ones; an empty
+    unit has none): the plan's `units` and every unit of earlier plans run into ROOT (the ledger names them),
+    so scheduled runs of one window after another grow one collection; link each item to it. Returns its
+    URL."""
     out = OutputDir(root)
     cid = collection_id(root)
     items: dict[str, dict[str, Any]] = {}
-    for unit in units:
-        if out.exists(f"{unit.key}/item.json"):
-            items[unit.key] = out.read_json(f"{unit.key}/item.json")
+    for key in sorted({u.key for u in units} | set(Ledger(root).records())):
+        if out.exists(f"{key}/item.json"):
+            items[key] = out.read_json(f"{key}/item.json")
     for key, item in items.items():
         depth = "../" * (key.count("/") + 1)
         links = [lk for lk in item.get("links", []) if lk.get("rel") not in ("collection", "parent", "root")]

@@ -178,10 +178,16 @@ class Rates:
         device: what measured them (e.g. "cpu: AMD EPYC, 2 cores" or "cuda: NVIDIA H100").
         method, precision, steps: the job the rates are for.
         source: the file they were read from.
+        accelerator_seconds_per_tile, tile_core, tile_halo: the same seconds per tile of that tiling (rates
+            files from before them have none): a unit's cost is then its tile count on the zone lattice times
+            this, which counts the tiles' overlap and the cells around a small unit that km^2 miss.
     """
 
     accelerator_seconds_per_km2: float
     output_bytes_per_km2: float
+    accelerator_seconds_per_tile: float | None = None
+    tile_core: int | None = None
+    tile_halo: int | None = None
     device: str = "unknown"
     method: str = "difffusr"
     precision: str | None = None
@@ -206,9 +212,17 @@ def load_rates(path: str | Path) -> Rates:
     rate, size = doc.get("accelerator_seconds_per_km2"), doc.get("output_bytes_per_km2")
     if not isinstance(rate, int | float) or rate <= 0 or not isinstance(size, int | float) or size <= 0:
         raise ConfigError(f"rates {str(path)!r}: the per-km2 rates must be positive numbers")
+    per_tile, core, halo = (doc.get(k) for k in ("accelerator_seconds_per_tile", "tile_core", "tile_halo"))
+    if per_tile is not None and not (
+        isinstance(per_tile, int | float) and per_tile > 0 and core and halo is not None
+    ):
+        raise ConfigError(f"rates {str(path)!r}: accelerator_seconds_per_tile needs tile_core and tile_halo")
     return Rates(
         accelerator_seconds_per_km2=float(rate),
         output_bytes_per_km2=float(size),
+        accelerator_seconds_per_tile=float(per_tile) if per_tile is not None else None,
+        tile_core=int(core) if per_tile is not None else None,
+        tile_halo=int(halo) if per_tile is not None else None,
         device=str(doc.get("device", "unknown")),
         method=str(doc.get("method", "difffusr")),
         precision=doc.get("precision"),
@@ -217,17 +231,49 @@ def load_rates(path: str | Path) -> Rates:
     )
 
 
-def rates_document(*, accelerator_s: float, cog_bytes: int, area_km2: float, **about: object) -> dict:
+def rates_document(
+    *,
+    accelerator_s: float,
+    cog_bytes: int,
+    area_km2: float,
+    tiles: int,
+    tile_core: int,
+    tile_halo: int,
+    **about: object,
+) -> dict:
     """The rates file's content from one measured run (`benchmarks.scale`): its inference busy seconds,
-    COG bytes and output area, plus what measured it (`about`: device, method, precision, steps, command)."""
+    COG bytes, output area and tiles (of `tile_core` + `tile_halo`), plus what measured it (`about`: device,
+    method, precision, steps, command)."""
     return {
         "format": RATES_FORMAT,
         "version": RATES_VERSION,
         "accelerator_seconds_per_km2": accelerator_s / area_km2,
+        "accelerator_seconds_per_tile": accelerator_s / tiles,
         "output_bytes_per_km2": cog_bytes / area_km2,
         "area_km2": area_km2,
+        "tiles": tiles,
+        "tile_core": tile_core,
+        "tile_halo": tile_halo,
         **about,
     }
+
+
+def unit_tiles(unit: WorkUnit, core: int, halo: int) -> int:
+    """Tiles a unit computes: the cells of its zone's lattice whose windows reach its area (`--grid zone`)."""
+    from pipeline.io.grid import job_grid
+
+    layout = job_grid(unit.bbox, f"EPSG:{unit.epsg}", core=core, halo=halo, anchor="zone").layout
+    return layout.rows * layout.cols
+
+
+def unit_seconds(unit: WorkUnit, rates: dict) -> float | None:
+    """A unit's estimated accelerator-seconds from a plan's `rates` (a rates file's fields, or the built-in
+    `gpu_seconds_per_km2`): per tile where the rates have it, else per km^2; None without a rate."""
+    if rates.get("accelerator_seconds_per_tile") and rates.get("tile_core"):
+        tiles = unit_tiles(unit, int(rates["tile_core"]), int(rates.get("tile_halo") or 0))
+        return tiles * float(rates["accelerator_seconds_per_tile"])
+    rate = rates.get("accelerator_seconds_per_km2") or rates.get("gpu_seconds_per_km2")
+    return unit.area_km2 * float(rate) if rate else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -260,14 +306,15 @@ def estimate(
     from `gpu_seconds_per_km2` and the uncompressed size."""
     total_km2 = sum(u.area_km2 for u in units)
     windows = {u.datetime for u in units}
-    seconds_per_km2 = rates.accelerator_seconds_per_km2 if rates else gpu_seconds_per_km2
     bytes_per_km2 = rates.output_bytes_per_km2 if rates else PIXELS_PER_KM2 * BYTES_PER_PIXEL
+    rate_doc = asdict(rates) if rates else {"gpu_seconds_per_km2": gpu_seconds_per_km2}
+    seconds = sum(unit_seconds(u, rate_doc) or 0.0 for u in units)
     return Estimate(
         units=len(units),
         tiles=len({u.tile_id for u in units}),
         windows=len(windows),
         area_km2=total_km2 / max(len(windows), 1),
-        gpu_hours=total_km2 * seconds_per_km2 / 3600.0,
+        gpu_hours=seconds / 3600.0,
         output_bytes=round(total_km2 * bytes_per_km2),
     )
 

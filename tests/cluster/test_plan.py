@@ -21,6 +21,7 @@ from pipeline.cluster.plan import (
     pending_units,
     read_aoi,
     unit_output,
+    unit_tiles,
 )
 from pipeline.errors import ConfigError
 
@@ -249,19 +250,33 @@ def test_plan_estimates_from_a_rates_file_the_scale_benchmark_writes(tmp_path, c
     # one measured run as `benchmarks.scale` records it (the 420-tile bicubic row of benchmarks/RESULTS.md)
     row = {"accelerator_s": 120.0, "cog_bytes": 600_000_000, "area_km2": 400.0, "tiles": 420}
     row |= {"precision": "auto", "steps": None}
-    args = type("Args", (), {"cpus": 2, "method": "bicubic", "scene": Path("scene"), "stac_url": None})()
+    args = type(
+        "Args",
+        (),
+        {"cpus": 2, "method": "bicubic", "scene": Path("scene"), "stac_url": None, "tile_size": 96},
+    )()
     rates_file = tmp_path / "rates.json"
-    rates_file.write_text(json.dumps(rates_of(row, {"cpu_model": "AMD EPYC"}, args)))
+    doc = rates_of(row, {"cpu_model": "AMD EPYC"}, args)
+    rates_file.write_text(json.dumps(doc))
     out = tmp_path / "jobs.json"
     argv = ["plan", "--aoi", str(AOI), "--datetime", "2024-06-01/2024-06-30", "--rates", str(rates_file)]
     assert main([*argv, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "measured 0.3 s/km2 on cpu: AMD EPYC, 2 cores" in printed
+    assert "measured 0.286 s per 96 px tile on cpu: AMD EPYC, 2 cores" in printed
     units = load_plan(out)
     totals = json.loads(out.read_text())["totals"]
     km2 = sum(u.area_km2 for u in units)
-    assert totals["gpu_hours"] == pytest.approx(km2 * 0.3 / 3600)
+    # per tile: each unit's cells on its zone lattice (96 px cores, 12 px halo) x the measured seconds
+    tiles = [unit_tiles(u, 96, 12) for u in units]
+    assert all(t > u.area_km2 / 0.9216 for t, u in zip(tiles, units))  # >= the area in 0.92 km^2 cores
+    assert totals["gpu_hours"] == pytest.approx(sum(tiles) * 120.0 / 420 / 3600)
     assert totals["output_bytes"] == pytest.approx(km2 * 1.5e6, rel=1e-9)  # measured COG bytes, not raw
+    for key in ("accelerator_seconds_per_tile", "tile_core", "tile_halo"):  # an older rates file: per km^2
+        doc.pop(key)
+    rates_file.write_text(json.dumps(doc))
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "measured 0.3 s/km2 on cpu: AMD EPYC, 2 cores" in capsys.readouterr().out
+    assert json.loads(out.read_text())["totals"]["gpu_hours"] == pytest.approx(km2 * 0.3 / 3600)
     rates_file.write_text('{"format": "difffusr-rates", "version": 1, "accelerator_seconds_per_km2": -1}')
     assert main(argv) == 2
     assert "the per-km2 rates must be positive" in capsys.readouterr().err

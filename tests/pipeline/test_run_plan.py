@@ -1,12 +1,13 @@
 """`difffusr plan` then `difffusr run --plan`: every unit runs once, empty windows are recorded, reruns
-skip."""
+skip, and plans of later windows into the same root (the scheduled CronJob) grow one collection."""
 
 from __future__ import annotations
 
 import json
 
 from pipeline.cli import main
-from tests.conftest import DEMO_BBOX
+from pipeline.cluster.plan import WorkUnit, write_plan
+from tests.conftest import CATALOG, DEMO_BBOX
 
 
 def test_run_plan_runs_each_unit_and_a_rerun_skips_them(stac_api, ray_local, tmp_path, capsys):
@@ -55,3 +56,25 @@ def test_run_plan_runs_each_unit_and_a_rerun_skips_them(stac_api, ray_local, tmp
     assert empty["status"] == "empty"
     assert main(argv) == 0
     assert "2 units: 2 already done, 0 completed" in capsys.readouterr().out
+
+    # A scheduled run of a later window into the same root (what the CronJob does each month): a new unit
+    # runs, the collection grows to hold both windows' items, and a rerun of either plan changes nothing.
+    item = "S2B_MSIL2A_20170924T93020_69_24"
+    w, s, e, n = json.loads((CATALOG / item / f"{item}.json").read_text())["bbox"]
+    september = tmp_path / "september.json"
+    unit = WorkUnit(tile_id="35VPK", epsg=32635, bbox=(w + 0.001, s + 0.001, e - 0.001, n - 0.001),
+                    datetime="2017-09-01/2017-09-30", area_km2=1.0)  # fmt: skip
+    write_plan(september, [unit], {})
+    later = [a if a != str(plan) else str(september) for a in argv]
+    assert main(later) == 0
+    assert "1 units: 0 already done, 1 completed" in capsys.readouterr().out
+    links = [
+        lk["href"]
+        for lk in json.loads((root / "collection.json").read_text())["links"]
+        if lk["rel"] == "item"
+    ]
+    assert links == ["./33UVP/2017-06-01_2017-06-30/item.json", "./35VPK/2017-09-01_2017-09-30/item.json"]
+    before = (root / "collection.json").read_text()
+    assert main(argv) == 0 and main(later) == 0
+    assert "1 units: 1 already done, 0 completed" in capsys.readouterr().out
+    assert json.loads((root / "collection.json").read_text())["links"] == json.loads(before)["links"]
