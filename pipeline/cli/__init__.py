@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from pipeline import __version__
-from pipeline.cli.args import ERROR_PREFIX, EXIT_USER_ERROR, configure_logging
+from pipeline.cli.args import ERROR_PREFIX, EXIT_IO_ERROR, EXIT_USER_ERROR, configure_logging
 from pipeline.cluster.runtime import set_io_retry_defaults
 from pipeline.errors import DiffFuSRError
 
@@ -72,3 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("difffusr: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as exc:  # a store or network that keeps failing after the retries (IO_RETRY_ENV)
+        if verbose:
+            raise
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        print(
+            f"{ERROR_PREFIX} storage or network I/O failed after retries ({type(exc).__name__}: {why}); "
+            "check the endpoint and credentials, then rerun the same command: finished work is kept "
+            "(difffusr --verbose ... shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_IO_ERROR

@@ -17,6 +17,8 @@ import typing
 from typing import Any
 
 EXIT_USER_ERROR = 2
+#: Storage or network I/O that kept failing after the retries: not the user's input; a rerun resumes.
+EXIT_IO_ERROR = 3
 #: The one prefix of every user-error line.
 ERROR_PREFIX = "difffusr: error:"
 _NEGATIVE_LIST = re.compile(r"^-\d[\d.,\s-]*$")

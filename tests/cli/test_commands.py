@@ -267,3 +267,30 @@ def test_schedule_bad_input_is_one_line(capsys, tmp_path, monkeypatch):
     assert "not inside a Kubernetes pod" in _error(capsys, [*base, "--today", "2024-07-03"])
     template.write_text("kind: ConfigMap\n")
     assert "is not a RayJob manifest" in _error(capsys, [*base, "--dry-run"])
+
+
+def test_io_that_keeps_failing_after_the_retries_is_one_line_and_exit_3(capsys, monkeypatch):
+    """A store that still fails once its retries are spent (`IO_RETRY_ENV`) is not the user's input: one line
+    naming it, exit 3, the hint that a rerun resumes; `--verbose` keeps the traceback."""
+    import os
+
+    import pytest
+
+    import pipeline.cli.cluster as commands
+    from pipeline.cluster.runtime import IO_RETRY_ENV
+
+    def failing(argv):
+        raise OSError(16, "Service Unavailable")
+
+    monkeypatch.setattr(commands, "cmd_plan_status", failing)
+    for key in IO_RETRY_ENV:
+        monkeypatch.delenv(key, raising=False)
+    assert main(["plan", "status", "s3://bucket/root"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(
+        "difffusr: error: storage or network I/O failed after retries"
+    )
+    assert "Service Unavailable" in err and "rerun the same command" in err
+    assert all(os.environ.get(k) == v for k, v in IO_RETRY_ENV.items())  # set for the stores and workers
+    with pytest.raises(OSError):
+        main(["--verbose", "plan", "status", "s3://bucket/root"])
