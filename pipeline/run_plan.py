@@ -78,21 +78,33 @@ class PlanSummary:
 
 
 def _driver() -> dict[str, object]:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    """Who holds a unit: host, pid, and the process's start time (a pid alone is reused: 32,768 of them on a
+    busy Ray host, threads included, wrap within minutes)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _started(os.getpid())}
+
+
+def _started(pid: int) -> float | None:
+    """Start time (epoch s) of process `pid` on this host, or None when there is none."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
 
 
 def _driver_gone(rec: UnitRecord, now: float, stale_after_s: float) -> bool:
-    """Whether a running unit's driver has stopped: its process is gone from this host, or it went silent."""
+    """Whether a running unit's driver has stopped: its process is gone from this host (or its pid now names
+    another process), or it went silent."""
     if rec.stale(now, stale_after_s):
         return True
     last = rec.driver
     if last and last.get("host") == socket.gethostname():
-        try:
-            os.kill(int(last["pid"]), 0)  # type: ignore[arg-type]
-        except ProcessLookupError:
+        started = _started(int(last["pid"]))  # type: ignore[arg-type]
+        if started is None:
             return True
-        except PermissionError:
-            return False
+        recorded = last.get("started")
+        return recorded is not None and abs(started - float(recorded)) > 0.5
     return False
 
 

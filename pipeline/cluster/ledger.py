@@ -43,7 +43,8 @@ class UnitRecord:
         seconds: wall seconds of the successful attempt; tiles, bytes: what it wrote.
         accelerator_s: seconds the inference actors spent in forward passes for it.
         error: the last failed attempt's error.
-        driver: {"host", "pid"} of the driver of the latest running or heartbeat event (who holds the unit).
+        driver: {"host", "pid", "started"} of the driver of the latest running or heartbeat event (who holds
+            the unit; "started": its process's start time, epoch seconds, None in ledgers from before).
     """
 
     key: str
@@ -112,7 +113,7 @@ def fold(key: str, events: list[dict[str, Any]]) -> UnitRecord:
     for ev in events:
         state, t = ev["state"], ev["time"]
         if state in ("running", HEARTBEAT) and "host" in ev:
-            rec.driver = {"host": ev["host"], "pid": ev.get("pid")}
+            rec.driver = {"host": ev["host"], "pid": ev.get("pid"), "started": ev.get("started")}
         if state == HEARTBEAT:
             rec.last_heartbeat = t
             continue

@@ -63,6 +63,12 @@ def gram_schmidt(
         return torch.cat(
             [gram_schmidt(*(t[i : i + 1] for t in (b10, b20, b60, guide_rgb))) for i in range(b10.shape[0])]
         )
+    # ...and its vectorised reductions round differently with the data's alignment (a sample inside a batch,
+    # or a numpy buffer, need not start on a 64-byte boundary: up to 6e-8 apart, a 1-DN flip in a COG now and
+    # then): the statistics below always read fresh, aligned copies
+    b10, b20, b60, guide_rgb = (
+        t.clone(memory_format=torch.contiguous_format) for t in (b10, b20, b60, guide_rgb)
+    )
     pan = guide_rgb.mean(dim=1, keepdim=True)
     outs = []
     for x, group in zip((b10, b20, b60), BAND_GROUPS):

@@ -86,7 +86,7 @@ def test_a_running_unit_is_taken_over_only_when_its_driver_is_gone():
     import sys
     import time
 
-    from pipeline.run_plan import _driver_gone
+    from pipeline.run_plan import _driver, _driver_gone
 
     now = time.time()
     host = socket.gethostname()
@@ -95,10 +95,15 @@ def test_a_running_unit_is_taken_over_only_when_its_driver_is_gone():
     )
     dead_pid = int(finished.stdout)
 
-    def held_by(host: str, pid: int):  # the driver comes from the unit's latest running/heartbeat event
-        return fold("u/w", [{"state": "running", "time": now - 10, "host": host, "pid": pid}])
+    def held_by(host: str, pid: int, started: float | None = None):  # from the latest running/heartbeat event
+        event = {"state": "running", "time": now - 10, "host": host, "pid": pid, "started": started}
+        return fold("u/w", [event])
 
-    assert not _driver_gone(held_by(host, os.getpid()), now, stale_after_s=300)  # alive, fresh
+    me = _driver()
+    assert not _driver_gone(held_by(host, os.getpid(), me["started"]), now, stale_after_s=300)  # alive, fresh
+    assert not _driver_gone(held_by(host, os.getpid()), now, stale_after_s=300)  # a ledger from before
     assert _driver_gone(held_by(host, dead_pid), now, stale_after_s=300)  # killed run, this host
+    # the killed driver's pid now names another process (pids wrap on a busy host): not the driver
+    assert _driver_gone(held_by(host, os.getpid(), me["started"] - 60), now, stale_after_s=300)
     assert not _driver_gone(held_by("other-node", dead_pid), now, stale_after_s=300)
     assert _driver_gone(held_by("other-node", 1), now + 600, stale_after_s=300)  # silent

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pipeline.cluster.ledger import Ledger
 from pipeline.cluster.plan import WorkUnit, write_plan
 from tests.conftest import CATALOG, REPO
 from tests.pipeline.test_plan_ledger import stac_validator
+from tests.plugins.plan_runs import kill_plan_run_when
 
 #: (catalog item, MGRS square, EPSG, month) of the bundled patches.
 PATCHES = [
@@ -84,28 +84,22 @@ def test_an_8_unit_plan_on_two_nodes_survives_a_kill_and_its_units_meet_seamless
 
     # SIGKILL the run's driver once half of the units are done; the rerun finishes the rest.
     root = tmp_path / "killed"
-    proc = subprocess.Popen(
+    before = kill_plan_run_when(
         _plan_run(plan, root, stac_api, cluster.address),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+        env,
+        root,
+        lambda records: sum(r.state == "done" for r in records.values()) >= 4,
+        timeout_s=2 * clean_s + 120,
     )
-    deadline = time.monotonic() + 2 * clean_s + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        if sum(r.state == "done" for r in Ledger(str(root)).records().values()) >= 4:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the plan finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = Ledger(str(root)).records()
     assert 4 <= sum(r.state == "done" for r in before.values()) < 8
     rerun = subprocess.run(_plan_run(plan, root, stac_api, cluster.address), env=env, capture_output=True,
                            text=True, timeout=900, check=False)  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr
     after = Ledger(str(root)).records()
-    assert all(r.state == "done" for r in after.values()), {k: r.state for k, r in after.items()}
+    assert all(r.state == "done" for r in after.values()), (
+        {k: r.state for k, r in after.items()},
+        rerun.stdout,
+    )
     for unit in units:
         a, _, _ = _read(root / unit.key / "mosaic.tif")
         b, _, _ = _read(clean / unit.key / "mosaic.tif")

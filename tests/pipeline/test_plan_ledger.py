@@ -15,6 +15,7 @@ from pipeline.cli import main
 from pipeline.cluster.ledger import Ledger
 from pipeline.cluster.plan import WorkUnit, write_plan
 from tests.conftest import CATALOG
+from tests.plugins.plan_runs import kill_plan_run_when
 from tests.plugins.services import serving_catalog
 
 GOOD = "S2A_MSIL2A_20170613T101031_87_48"  # Austria, 33UUP
@@ -159,10 +160,8 @@ def test_a_killed_plan_run_resumes_and_matches_an_uninterrupted_one(stac_api, ra
     """SIGKILL the whole run (driver and its Ray cluster) once a unit is done; the rerun takes over the unit
     the dead driver left running, skips the finished one, and every unit's COG equals an uninterrupted run."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     import numpy as np
     import rasterio
@@ -187,19 +186,13 @@ def test_a_killed_plan_run_resumes_and_matches_an_uninterrupted_one(stac_api, ra
     root = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "pipeline.cli", *argv(root)]
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    before = kill_plan_run_when(  # once one unit is done and the next one under way
+        cmd,
+        env,
+        root,
+        lambda records: {"done", "running"} <= {r.state for r in records.values()},
+        timeout_s=600,
     )
-    deadline = time.time() + 600
-    while proc.poll() is None and time.time() < deadline:
-        states = [r.state for r in Ledger(str(root)).records().values()]
-        if "done" in states and "running" in states:  # one unit finished, the next one under way
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the plan finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = Ledger(str(root)).records()
     running = [k for k, r in before.items() if r.state == "running"]
     assert len(running) == 1, before  # the unit the dead driver was on
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
