@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.windows import from_bounds
 
 from pipeline.cluster.ledger import Ledger
 from pipeline.cluster.plan import WorkUnit, write_plan
 from tests.conftest import CATALOG, REPO
 from tests.pipeline.test_plan_ledger import stac_validator
 from tests.plugins.plan_runs import kill_plan_run_when
+from tests.plugins.rasters import read_overlap
 
 #: (catalog item, MGRS square, EPSG, month) of the bundled patches.
 PATCHES = [
@@ -53,11 +53,6 @@ def _plan_run(plan: Path, root: Path, stac_url: str, address: str) -> list[str]:
     return [sys.executable, "-m", "pipeline.cli", "run", "--plan", str(plan), "--stac-url", stac_url,
             "--out", str(root), "--method", "gs", "--quiet", "--tile-size", "24", "--halo", "6",
             "--batch-tiles", "1", "--ray-address", address, "--concurrent-units", "3"]  # fmt: skip
-
-
-def _read(path: Path) -> tuple[np.ndarray, rasterio.Affine, tuple]:
-    with rasterio.open(path) as src:
-        return src.read(), src.transform, tuple(src.bounds)
 
 
 def test_an_8_unit_plan_on_two_nodes_survives_a_kill_and_its_units_meet_seamlessly(
@@ -101,24 +96,15 @@ def test_an_8_unit_plan_on_two_nodes_survives_a_kill_and_its_units_meet_seamless
         rerun.stdout,
     )
     for unit in units:
-        a, _, _ = _read(root / unit.key / "mosaic.tif")
-        b, _, _ = _read(clean / unit.key / "mosaic.tif")
-        np.testing.assert_array_equal(a, b, err_msg=unit.key)
+        with (
+            rasterio.open(root / unit.key / "mosaic.tif") as a,
+            rasterio.open(clean / unit.key / "mosaic.tif") as b,
+        ):
+            np.testing.assert_array_equal(a.read(), b.read(), err_msg=unit.key)
 
     # Adjacent units: the same pixels where they overlap.
     for west, east in pairs:
-        with (
-            rasterio.open(clean / west.key / "mosaic.tif") as a,
-            rasterio.open(clean / east.key / "mosaic.tif") as b,
-        ):
-            left, right = max(a.bounds.left, b.bounds.left), min(a.bounds.right, b.bounds.right)
-            bottom, top = max(a.bounds.bottom, b.bounds.bottom), min(a.bounds.top, b.bounds.top)
-            pa = a.read(
-                window=from_bounds(left, bottom, right, top, a.transform).round_offsets().round_lengths()
-            )
-            pb = b.read(
-                window=from_bounds(left, bottom, right, top, b.transform).round_offsets().round_lengths()
-            )
+        pa, pb = read_overlap(clean / west.key / "mosaic.tif", clean / east.key / "mosaic.tif")
         both = (pa > 0) & (pb > 0)  # uint16: 0 = nodata
         assert both.sum() > 12 * 40 * 100, west.key  # >= ~100 m x 250 m of overlap with data in both
         np.testing.assert_array_equal(pa[both], pb[both], err_msg=f"{west.key} | {east.key}")

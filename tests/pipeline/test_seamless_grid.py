@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import rasterio
-from rasterio.windows import from_bounds
 
 from pipeline.cli import main
 from tests.conftest import DEMO_BBOX, DEMO_DATETIME
+from tests.plugins.rasters import read_overlap
 
 
 def _run(stac_api: str, bbox: tuple[float, ...], out) -> None:
@@ -20,16 +20,6 @@ def _run(stac_api: str, bbox: tuple[float, ...], out) -> None:
     assert main(argv) == 0
 
 
-def _overlap(a_path, b_path) -> tuple[np.ndarray, np.ndarray]:
-    with rasterio.open(a_path) as a, rasterio.open(b_path) as b:
-        assert a.crs == b.crs and a.res == b.res
-        left, bottom = max(a.bounds.left, b.bounds.left), max(a.bounds.bottom, b.bounds.bottom)
-        right, top = min(a.bounds.right, b.bounds.right), min(a.bounds.top, b.bounds.top)
-        wa = from_bounds(left, bottom, right, top, a.transform).round_offsets().round_lengths()
-        wb = from_bounds(left, bottom, right, top, b.transform).round_offsets().round_lengths()
-        return a.read(window=wa), b.read(window=wb)
-
-
 def test_overlapping_zone_jobs_are_bit_identical_where_they_overlap(stac_api, ray_local, tmp_path):
     w, s, e, n = (float(v) for v in DEMO_BBOX.split(","))
     dw, dh = e - w, n - s
@@ -37,7 +27,7 @@ def test_overlapping_zone_jobs_are_bit_identical_where_they_overlap(stac_api, ra
     east = (w + 0.35 * dw, s + 0.35 * dh, e, n)
     _run(stac_api, west, tmp_path / "west")
     _run(stac_api, east, tmp_path / "east")
-    a, b = _overlap(tmp_path / "west" / "mosaic.tif", tmp_path / "east" / "mosaic.tif")
+    a, b = read_overlap(tmp_path / "west" / "mosaic.tif", tmp_path / "east" / "mosaic.tif")
     both = np.isfinite(a) & np.isfinite(b)
     assert both.sum() > 12 * 100 * 100  # the AOIs overlap: ~400 m = 160 output pixels a side
     np.testing.assert_array_equal(a[both], b[both])
