@@ -380,10 +380,20 @@ class FusionTask:
         torch.manual_seed(self.cfg.seed)  # identical initial weights on every rank
         configs = self.cfg.net_configs()
         init = load_fusion_model(self.cfg.init) if self.cfg.init else None
-        if init is not None and self.cfg.trunk_stride is None:
+        if init is not None:
             # Each net keeps the trunk grid of the weights it starts from (the shipped 60 m net's differs
-            # from the preset's); settings without parameters (backproject) come from the preset.
-            configs = {k: replace(c, trunk_stride=init.configs[k].trunk_stride) for k, c in configs.items()}
+            # from the preset's) and their per-band injection gain, an inference-time choice the ship rule
+            # made for those weights (training never runs it): fine-tuning the shipped nets must not
+            # silently turn it off. `backproject` comes from the preset.
+            configs = {
+                k: replace(
+                    c,
+                    trunk_stride=init.configs[k].trunk_stride if self.cfg.trunk_stride is None else c.trunk_stride,
+                    injection_gain=init.configs[k].injection_gain,
+                    gain_gs=init.configs[k].gain_gs,
+                )
+                for k, c in configs.items()
+            }
         model = FusionModel(configs).train()
         if init is not None:  # weights of the same layout (a previous run of this preset)
             try:

@@ -66,8 +66,9 @@ def test_two_worker_ddp_training_and_resume(tmp_path: Path, monkeypatch: pytest.
 
 def test_init_keeps_each_nets_trunk_grid_and_one_step_back_projects(tmp_path: Path) -> None:
     """--init from the shipped weights (60 m trunk on the full grid, the preset's is 2x coarser) loads them
-    exactly, and one training step runs through the back-projection onto the measured bands, with
-    gradients."""
+    exactly and keeps their inference-time injection gains (a fine-tune of the shipped nets once exported
+    them with the gains off), and one training step runs through the back-projection onto the measured
+    bands, with gradients."""
     from pipeline.models.fusion.model import SHIPPED_WEIGHTS
     from pipeline.train.fusion import FusionTask, FusionTrainConfig
 
@@ -85,6 +86,9 @@ def test_init_keeps_each_nets_trunk_grid_and_one_step_back_projects(tmp_path: Pa
     model = task.build_model()
     assert {k: c.trunk_stride for k, c in model.configs.items()} == {"10m": 2, "20m": 2, "60m": 1}
     assert all(c.backproject == 5 for c in model.configs.values())
+    gains = {k: (c.injection_gain, c.gain_gs) for k, c in model.configs.items()}
+    assert gains == {k: (c.injection_gain, c.gain_gs) for k, c in load_fusion_model().configs.items()}
+    assert gains["20m"] == (2, True)  # the shipped setting (docs/fusion.md): the check above is not vacuous
     shipped = load_fusion_model().state_dict()
     assert all(torch.equal(v, shipped[k]) for k, v in model.state_dict().items())
     batch = task.get_batch(0, 0, 1)
