@@ -43,6 +43,11 @@ class EMA:
         for k, v in model.state_dict().items():
             s = self.shadow[k]
             if v.dtype.is_floating_point:
+                if torch.equal(s, v):
+                    # d s + (1 - d) s = s, but not in floating point: without this a frozen network
+                    # (`train fusion --groups 10m 20m` leaves the 60 m net alone) drifted by ~1 ulp per
+                    # update and its exported weights came out different from the ones it started from
+                    continue
                 s.mul_(d).add_(v.detach(), alpha=1.0 - d)
             else:
                 s.copy_(v)

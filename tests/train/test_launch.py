@@ -22,6 +22,7 @@ from ray import cloudpickle
 from pipeline.errors import ConfigError
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.train.launch import LaunchConfig, TrainTask, latest_checkpoint, launch
+from pipeline.train.launch_state import EMA
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -97,3 +98,19 @@ def test_launch_config_rejects_bad_values(tmp_path):
         LaunchConfig(run_dir=tmp_path, workers=0)
     with pytest.raises(ConfigError, match="steps"):
         LaunchConfig(run_dir=tmp_path, steps=0)
+
+
+def test_ema_leaves_a_frozen_part_bit_identical():
+    """A network that is not trained (its parameters never change) keeps its exact weights in the EMA,
+    while a trained one moves: the fusion trainer's --groups relies on it."""
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"frozen": torch.nn.Linear(8, 8), "trained": torch.nn.Linear(8, 8)})
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    ema = EMA(model, 0.99)
+    for _ in range(50):
+        with torch.no_grad():
+            model["trained"].weight.add_(0.01)
+        ema.update(model)
+    shadow = ema.state_dict()
+    assert all(torch.equal(shadow[k], start[k]) for k in start if k.startswith("frozen."))
+    assert not torch.equal(shadow["trained.weight"], start["trained.weight"])
