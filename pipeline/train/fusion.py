@@ -385,10 +385,11 @@ class FusionTask:
             # from the preset's) and their per-band injection gain, an inference-time choice the ship rule
             # made for those weights (training never runs it): fine-tuning the shipped nets must not
             # silently turn it off. `backproject` comes from the preset.
+            keep_stride = self.cfg.trunk_stride is None
             configs = {
                 k: replace(
                     c,
-                    trunk_stride=init.configs[k].trunk_stride if self.cfg.trunk_stride is None else c.trunk_stride,
+                    trunk_stride=init.configs[k].trunk_stride if keep_stride else c.trunk_stride,
                     injection_gain=init.configs[k].injection_gain,
                     gain_gs=init.configs[k].gain_gs,
                 )
