@@ -43,12 +43,12 @@ class EMA:
         for k, v in model.state_dict().items():
             s = self.shadow[k]
             if v.dtype.is_floating_point:
-                if torch.equal(s, v):
-                    # d s + (1 - d) s = s, but not in floating point: without this a frozen network
-                    # (`train fusion --groups 10m 20m` leaves the 60 m net alone) drifted by ~1 ulp per
-                    # update and its exported weights came out different from the ones it started from
-                    continue
-                s.mul_(d).add_(v.detach(), alpha=1.0 - d)
+                avg = s.mul(d).add_(v.detach(), alpha=1.0 - d)
+                # d s + (1 - d) s = s, but not in floating point: a frozen network (`train fusion --groups
+                # 10m 20m` leaves the 60 m net alone) drifted by ~1 ulp per update and was exported different
+                # from its start. Equal elements keep their value; per element and without a host sync
+                # (a whole-tensor torch.equal would block on every tensor of a GPU model at every step).
+                s.copy_(torch.where(s == v, s, avg))
             else:
                 s.copy_(v)
 
