@@ -3,7 +3,9 @@
 The STAC API is the real loopback server of `infra/local` over `data/samples/catalog`; the job starts its
 own local Ray cluster. While it runs, the resident set size (RSS) of the driver process and of every
 descendant (Ray's GCS/raylet and its `ray::` worker processes) is sampled with psutil, and each process's
-peak is kept. RSS counts pages of shared memory (the Ray object store) a process has touched.
+peak is kept. RSS counts pages of shared memory (the Ray object store, mapped libraries) a process has
+touched; the private peak is RSS minus those shared resident pages (`/proc/PID/statm`), the process's own
+heap, which is what Ray's memory monitor counts against a node.
 """
 
 from __future__ import annotations
@@ -43,8 +45,12 @@ class DemoRun:
     driver_peak_mb: float
     worker_peak_mb: float
     ray_system_peak_mb: float
+    driver_private_peak_mb: float
+    worker_private_peak_mb: float
     processes: dict[str, float]
     stderr_tail: str
+    #: (seconds since start, RSS MiB, private MiB) of each `ray::TileWorker` actor, every `trace_s`
+    actor_traces: dict[int, list[tuple[float, float, float]]]
 
 
 def _kind(cmdline: list[str], driver_pid: int, pid: int) -> str:
@@ -57,7 +63,12 @@ def _kind(cmdline: list[str], driver_pid: int, pid: int) -> str:
 
 
 def run_monitored(
-    argv: list[str], *, interval_s: float = 0.1, env: dict | None = None, timeout_s: float = 1800
+    argv: list[str],
+    *,
+    interval_s: float = 0.1,
+    env: dict | None = None,
+    timeout_s: float = 1800,
+    trace_s: float = 2.0,
 ) -> DemoRun:
     """Run `difffusr ARGV...` in a child process, sampling the RSS of it and its descendants."""
     cmd = [
@@ -79,6 +90,9 @@ def run_monitored(
     )
     root = psutil.Process(proc.pid)
     peaks: dict[int, tuple[str, str, float]] = {}
+    private: dict[int, tuple[str, float]] = {}  # peak RSS - shared resident pages, per process
+    traces: dict[int, list[tuple[float, float, float]]] = {}
+    next_trace = 0.0
     while proc.poll() is None:
         if time.perf_counter() - t0 > timeout_s:
             proc.kill()
@@ -89,7 +103,8 @@ def run_monitored(
             break
         for p in procs:
             try:
-                rss = p.memory_info().rss / 2**20
+                mem = p.memory_info()
+                rss = mem.rss / 2**20
                 name = p.name()
                 cmdline = p.cmdline()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -98,6 +113,14 @@ def run_monitored(
             label = (cmdline[0] if cmdline and cmdline[0].startswith("ray::") else name)[:40]
             prev = peaks.get(p.pid, ("", "", 0.0))[2]
             peaks[p.pid] = (kind, label, max(prev, rss))
+            own = (mem.rss - getattr(mem, "shared", 0)) / 2**20
+            private[p.pid] = (kind, max(private.get(p.pid, ("", 0.0))[1], own))
+            if label.startswith("ray::TileWorker") and time.perf_counter() - t0 >= next_trace:
+                traces.setdefault(p.pid, []).append(
+                    (round(time.perf_counter() - t0, 1), round(rss, 1), round(own, 1))
+                )
+        if time.perf_counter() - t0 >= next_trace:
+            next_trace = time.perf_counter() - t0 + trace_s
         time.sleep(interval_s)
     stdout, stderr = proc.communicate()
     wall = time.perf_counter() - t0
@@ -106,6 +129,9 @@ def run_monitored(
 
     def peak(kind: str) -> float:
         return max((v for k, _, v in peaks.values() if k == kind), default=0.0)
+
+    def private_peak(kind: str) -> float:
+        return max((v for k, v in private.values() if k == kind), default=0.0)
 
     by_label: dict[str, float] = {}
     for kind, label, v in peaks.values():
@@ -119,8 +145,11 @@ def run_monitored(
         driver_peak_mb=peak("driver"),
         worker_peak_mb=peak("worker"),
         ray_system_peak_mb=peak("ray_system"),
+        driver_private_peak_mb=private_peak("driver"),
+        worker_private_peak_mb=private_peak("worker"),
         processes=dict(sorted(by_label.items(), key=lambda kv: -kv[1])),
         stderr_tail=(stderr or "")[-2000:] + (stdout or "")[-500:],
+        actor_traces=traces,
     )
 
 

@@ -10,8 +10,9 @@ child process whose resident memory (driver, Ray workers) and output-folder size
         --json benchmarks/results/scale_bicubic.json
     python -m benchmarks.scale --stac-url URL --center LON,LAT --datetime 2023-06-01/2023-06-30 --tiles 25,100
 
-Reported per N: tiles, stage seconds and seconds per tile, driver / worker peak RSS (MiB), peak output-folder
-bytes and bytes per tile, and the ratios of the largest N to the smallest.
+Reported per N: tiles, stage seconds and seconds per tile, driver / worker peak RSS (MiB) and peak private
+memory (RSS minus shared resident pages), the inference actor's RSS every 2 s (growth vs a plateau), peak
+output-folder bytes and bytes per tile, and the ratios of the largest N to the smallest.
 """
 
 from __future__ import annotations
@@ -195,10 +196,15 @@ def run_at(url: str, center, tiles: int, out: Path, args: argparse.Namespace) ->
         "driver_peak_mb": round(run.driver_peak_mb, 1),
         "worker_peak_mb": round(run.worker_peak_mb, 1),
         "ray_system_peak_mb": round(run.ray_system_peak_mb, 1),
+        # RSS minus shared resident pages (object store, libraries): each process's own heap
+        "driver_private_peak_mb": round(run.driver_private_peak_mb, 1),
+        "worker_private_peak_mb": round(run.worker_private_peak_mb, 1),
         # the largest processes by peak RSS (which worker holds the worker peak)
         "top_processes_mb": {k: round(v, 1) for k, v in list(run.processes.items())[:6]},
         "disk_peak_bytes": disk.peak,
         "disk_peak_bytes_per_tile": round(disk.peak / n),
+        # the TileWorker's RSS and private MiB over the run (every 2 s): growth vs a plateau
+        "actor_traces_mb": {str(pid): trace for pid, trace in run.actor_traces.items()},
     }
 
 
@@ -209,6 +215,12 @@ def ratios(rows: list[dict]) -> dict:
         "tiles": f"{hi['tiles']} / {lo['tiles']}",
         "driver_peak": round(hi["driver_peak_mb"] / lo["driver_peak_mb"], 3),
         "worker_peak": round(hi["worker_peak_mb"] / max(lo["worker_peak_mb"], 1e-9), 3),
+        "driver_private_peak": round(
+            hi["driver_private_peak_mb"] / max(lo["driver_private_peak_mb"], 1e-9), 3
+        ),
+        "worker_private_peak": round(
+            hi["worker_private_peak_mb"] / max(lo["worker_private_peak_mb"], 1e-9), 3
+        ),
         "disk_peak_per_tile": round(
             hi["disk_peak_bytes_per_tile"] / max(lo["disk_peak_bytes_per_tile"], 1), 3
         ),

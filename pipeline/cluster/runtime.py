@@ -25,6 +25,31 @@ INFERENCE_WORKER_ENV: dict[str, str] = {
 }
 
 
+#: Environment of a light method's inference actor (bicubic, gs: array arithmetic, no network): a fixed mmap
+#: threshold turns glibc's dynamic one off, so every large array is mapped and unmapped whole and the actor's
+#: memory follows what is live (flat over 420 tiles, where trimming after each call still left the peak
+#: growing with the number of calls; the page faults cost the actor ~0.08 s per tile, off the critical path).
+LIGHT_ACTOR_ENV: dict[str, str] = {"MALLOC_MMAP_THRESHOLD_": str(128 * 2**10)}
+
+
+def release_free_heap() -> bool:
+    """Give the C heap's free pages back to the kernel (glibc `malloc_trim`); call it between the tasks of a
+    long-lived worker. glibc raises its mmap threshold each time a large array is freed, so later large arrays
+    come from the heap, and freed heap pages stay resident: a worker's memory then ratchets up with the mix of
+    array sizes it has met (issue 12: a bicubic actor grew by 40-90 MiB over 420 tiles, the ingest/mosaic
+    task workers by ~130 MiB). Trimming once per task keeps reuse within a task (no page faults per array,
+    which a fixed mmap threshold costs: +31 % wall at 420 tiles) and returns what the task freed.
+    Returns False where the C library has no `malloc_trim` (not glibc). Not for the networks' actors, whose
+    heap is kept on purpose (`INFERENCE_WORKER_ENV`)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
 #: Retries of the object store and HTTP reads, set unless the user set them (forwarded to every worker, as all
 #: AWS_/GDAL_ variables): GDAL's /vsis3 and /vsicurl retry 429/5xx answers and broken connections with a
 #: doubling delay; botocore (s3fs, boto3) in "standard" mode retries 5xx, throttling and connection errors.
