@@ -143,7 +143,8 @@ class ComputeConfig:
 class OutputConfig:
     """Attributes:
     out: output folder, local path or fsspec URL (s3://bucket/prefix).
-    dtype: COG data type, "uint16" (reflectance x 10000) or "float32".
+    dtype: value type of the products (the Zarr mosaic and the COG): "uint16" (reflectance x 10000, 0 =
+        nodata; the Zarr carries CF scale_factor 1e-4, which xarray decodes) or "float32" (NaN nodata).
     keep_work: keep the working store (tiles, predictions) after success.
     overwrite: discard an existing output of a different job in `out`.
     """

@@ -237,7 +237,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--dtype",
         default=default_of(OutputConfig, "dtype"),
         choices=DTYPES,
-        help="GeoTIFF values: uint16 reflectance x 10000 (nodata 0), or float32 reflectance (nodata NaN)",
+        help="stored values of the COG and the Zarr mosaic: uint16 reflectance x 10000 (nodata 0; xarray "
+        "decodes the Zarr to reflectance), or float32 reflectance (nodata NaN)",
     )
     add_tiling_args(p)
 

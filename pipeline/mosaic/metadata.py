@@ -11,8 +11,8 @@ from pyproj import Transformer
 
 from pipeline import __version__
 from pipeline.bands import NATIVE_GSD_M, S2_BANDS, TARGET_GSD_M
-from pipeline.io.cog import SCALE
 from pipeline.io.grid import SceneGrid
+from pipeline.io.reflectance import SCALE
 
 _PACKAGES = (
     "torch",
@@ -184,6 +184,8 @@ def output_item(
                 "type": "application/vnd+zarr",
                 "title": "12-band 2.5 m mosaic (Zarr v3)",
                 "roles": ["data"],
+                "eo:bands": eo_bands,
+                "raster:bands": raster_bands,  # the same stored values as the COG (`--dtype`)
             },
             "quicklook": {
                 "href": "./quicklook.png",

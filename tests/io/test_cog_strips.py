@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import rasterio
+import xarray as xr
 import zarr
 
 from pipeline.bands import S2_BANDS
 from pipeline.io.cog import assemble_cog, encode, halve, overview_levels, write_strip
 from pipeline.io.grid import SceneGrid
-from pipeline.io.mosaic_store import VARIABLE
+from pipeline.io.mosaic_store import VARIABLE, create_mosaic_store, write_core
 from pipeline.io.scene_files import read_scene
 from pipeline.tiling.grid import TileLayout
 from tests.conftest import HELDOUT
@@ -66,3 +67,31 @@ def test_halving_averages_valid_pixels_and_keeps_odd_edges():
     assert out.shape == (1, 2, 2)
     np.testing.assert_allclose(out[0, 0], [2.0, 5.0])
     assert out[0, 1, 0] == 4.0 and np.isnan(out[0, 1, 1])
+
+
+def test_uint16_zarr_mosaic_decodes_to_reflectance_and_gives_the_same_cog(tmp_path):
+    """`--dtype uint16` (the default) stores the Zarr mosaic as digital numbers: xarray decodes them to the
+    reflectance the COG holds (NaN nodata), and the COG built from it equals the one of the float32 values."""
+    mosaic = _real_mosaic()
+    mosaic[0, 100, 100] = -0.01  # a sharpening overshoot: stored as DN 1, as in the COG
+    layout = TileLayout(height=120, width=240, core=48, halo=6)
+    grid = SceneGrid(crs="EPSG:32629", left=500000.0, top=5800000.0, width=240, height=120)
+    url = str(tmp_path / "mosaic.zarr")
+    create_mosaic_store(url, grid, layout, attrs={}, dtype="uint16")
+    for key in layout.tile_keys():
+        y0, y1, x0, x1 = (4 * v for v in layout.core_bounds(key))
+        write_core(url, layout, key, mosaic[:, y0:y1, x0:x1])
+    raw = zarr.open_array(url, path=VARIABLE, mode="r", zarr_format=3)
+    assert raw.dtype == np.uint16 and raw.fill_value == 0
+    np.testing.assert_array_equal(raw[...], encode(mosaic, "uint16"))
+    decoded = xr.open_zarr(url, consolidated=False)[VARIABLE].values
+    np.testing.assert_array_equal(np.isnan(decoded), np.isnan(mosaic))
+    valid = np.isfinite(mosaic)
+    np.testing.assert_allclose(decoded[valid], np.clip(mosaic[valid], 1e-4, None), atol=5.1e-5)
+    strips = tmp_path / "strips"
+    for row in range(layout.rows):
+        write_strip(url, str(strips), layout, row, dtype="uint16")
+    cog = tmp_path / "mosaic.tif"
+    assemble_cog(strips, cog, grid, layout, dtype="uint16")
+    with rasterio.open(cog) as src:
+        np.testing.assert_array_equal(src.read(), encode(mosaic, "uint16"))
