@@ -4,13 +4,17 @@ of the mosaic and the overviews are the block means of its valid pixels."""
 
 from __future__ import annotations
 
+import ctypes
+from pathlib import Path
+
 import numpy as np
+import pytest
 import rasterio
 import xarray as xr
 import zarr
 
 from pipeline.bands import S2_BANDS
-from pipeline.io.cog import assemble_cog, encode, halve, overview_levels, write_strip
+from pipeline.io.cog import assemble_cog, encode, gdal_env, halve, overview_levels, write_strip
 from pipeline.io.grid import SceneGrid
 from pipeline.io.mosaic_store import VARIABLE, create_mosaic_store, write_core
 from pipeline.io.scene_files import read_scene
@@ -95,3 +99,24 @@ def test_uint16_zarr_mosaic_decodes_to_reflectance_and_gives_the_same_cog(tmp_pa
     assemble_cog(strips, cog, grid, layout, dtype="uint16")
     with rasterio.open(cog) as src:
         np.testing.assert_array_equal(src.read(), encode(mosaic, "uint16"))
+
+
+def _gdal_library() -> ctypes.CDLL:
+    """The libgdal rasterio runs on (its wheel bundles one next to the package)."""
+    found = sorted((Path(rasterio.__file__).parent.parent / "rasterio.libs").glob("libgdal*.so*"))
+    if not found:
+        pytest.skip("rasterio is not the wheel build with its own libgdal")
+    lib = ctypes.CDLL(str(found[0]))
+    lib.GDALGetCacheMax64.restype = ctypes.c_int64
+    return lib
+
+
+def test_gdal_env_sets_the_block_cache_in_megabytes():
+    """The strip and stitch tasks bound their memory with a GDAL block cache in MB; rasterio passes an integer
+    GDAL_CACHEMAX on as bytes (a 16-byte cache was what `rasterio.Env(GDAL_CACHEMAX=16)` gave them)."""
+    lib = _gdal_library()
+    outside = lib.GDALGetCacheMax64()
+    with gdal_env(cache_mb=16, GDAL_MAX_DATASET_POOL_SIZE=8):
+        assert lib.GDALGetCacheMax64() == 16 * 2**20
+        assert rasterio.env.getenv()["GDAL_MAX_DATASET_POOL_SIZE"] == 8
+    assert lib.GDALGetCacheMax64() == outside
