@@ -24,9 +24,9 @@ from pipeline.cluster.runtime import (
 )
 from pipeline.config import LIGHT_METHODS, JobConfig, MethodOptions, RunConfig
 from pipeline.errors import AssetError, ConfigError, DataError, DiffFuSRError, OutputError
-from pipeline.io.cog import UNCERTAINTY_DTYPE, assemble_cog, export_mosaic_cog
+from pipeline.io.cog import assemble_cog, assemble_cog_to
 from pipeline.io.grid import JobGrid, SceneGrid, job_grid
-from pipeline.io.mosaic_store import UNCERTAINTY, create_mosaic_store
+from pipeline.io.mosaic_store import create_mosaic_store
 from pipeline.io.outputs import OutputDir
 from pipeline.io.work_store import DONE, TODO, WorkStore
 from pipeline.mosaic.metadata import output_item, versions
@@ -37,7 +37,7 @@ from pipeline.stream import StreamResult, StreamTasks, TileStream, read_markers,
 from pipeline.tiling.grid import TileLayout
 
 TRANSIENT_ERRORS = (OSError, TimeoutError, ConnectionError)
-#: Folder of the COG's strip GeoTIFFs inside a local --out (removed once the COG is published).
+#: Folder of the COG's strip GeoTIFFs inside --out (removed once the COG is published).
 STRIPS = ".cog-strips"
 #: Every file a job publishes into --out (removed by --overwrite).
 PRODUCTS = (
@@ -290,20 +290,24 @@ def _export(
     try:
         cog = os.path.join(staging, "mosaic.tif")
         unc_cog = os.path.join(staging, "uncertainty.tif") if spread else None
-        if out.is_local:  # in a Ray worker: the stitch's GDAL memory never lands in the driver
-            import ray
+        # The stitch runs in a Ray worker: its GDAL memory never lands in the driver. For a remote --out the
+        # task fetches the strips, stitches and uploads the COG itself (the driver's disk is not the task's).
+        import ray
 
-            stitch = ray.remote(_call_with_env).options(num_cpus=1)
+        retry = {"max_retries": 3, "retry_exceptions": list(TRANSIENT_ERRORS)}  # idempotent: staged, renamed
+        stitch = ray.remote(_call_with_env).options(num_cpus=1, **retry)
+        if out.is_local:
             args = (forwarded_env(), assemble_cog, out.join(STRIPS), cog, grid, layout)
-            _, seconds, _ = _get(stitch.remote(*args, dtype=cfg.output.dtype, uncertainty_dest=unc_cog))
-            summary.timings_s["export_stitch"] = seconds
-        else:  # remote --out: one streaming pass over the Zarr mosaic in the driver
-            export_mosaic_cog(mosaic_url, cog, grid, dtype=cfg.output.dtype)
+            call = stitch.remote(*args, dtype=cfg.output.dtype, uncertainty_dest=unc_cog)
+        else:
+            args = (forwarded_env(), assemble_cog_to, out.join(STRIPS), out.url, grid, layout)
+            call = stitch.remote(*args, dtype=cfg.output.dtype, uncertainty=spread)
+        _, seconds, _ = _get(call)
+        summary.timings_s["export_stitch"] = seconds
+        if out.is_local:
             if unc_cog is not None:
-                export_mosaic_cog(mosaic_url, unc_cog, grid, dtype=UNCERTAINTY_DTYPE, variable=UNCERTAINTY)
-        if unc_cog is not None:
-            out.publish(unc_cog, "uncertainty.tif")
-        out.publish(cog, "mosaic.tif")
+                out.publish(unc_cog, "uncertainty.tif")
+            out.publish(cog, "mosaic.tif")
         png = os.path.join(staging, "quicklook.png")
         write_quicklook(store.read_overview(), png)  # written core by core during the mosaic
         out.publish(png, "quicklook.png")
@@ -413,8 +417,8 @@ def run_job(cfg: RunConfig, *, progress: bool = True, pool: ActorPool | None = N
             uncertainty=cfg.model.uncertainty > 1,
             dtype=cfg.output.dtype,
         )
-        # A local --out: the COG's strips are written by tasks during the stream, next to the outputs.
-        strip_dir = out.join(STRIPS) if out.is_local else None
+        # The COG's strips are written by tasks during the stream, next to the outputs (local or remote).
+        strip_dir = out.join(STRIPS)
         result = _stream(cfg, items, grid, layout, store, mosaic_url, strip_dir, progress, pool)
         summary.skipped_granules.update(result.failed_granules)
         summary.tiles_resumed = result.resumed

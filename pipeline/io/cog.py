@@ -5,12 +5,15 @@ uint16 (default): DN = round(reflectance * 10000), clipped to 1..65535 so that 0
 reflectance with NaN nodata. Both ZSTD with predictor 2 (3 for float), 512-px tiles, overviews.
 The file is built locally under a temporary name and then renamed (or uploaded) into place.
 
-Two ways to build it: `export_mosaic_cog` streams the Zarr mosaic through one process (for `--out s3://...`),
-and for a local `--out` the strips path: Ray tasks encode each tile row of the mosaic into a compressed strip
-GeoTIFF (`write_strip`) while the rest of the job still runs, and `assemble_cog` only stitches the strips
-with a VRT into the COG (GDAL's COG driver, compression and overviews on all cores).
+A job's COG is built from strips: Ray tasks encode each tile row of the mosaic into compressed strip GeoTIFFs
+(`write_strip`, full resolution and every overview level) while the rest of the job still runs, and one task
+stitches them with a VRT into the COG (`assemble_cog`: GDAL's COG driver, overviews copied, all cores). The
+strips live next to the outputs, on local disk or in the object store (`--out s3://...`: each strip is
+uploaded whole, and the stitch task fetches them, stitches and uploads the COG itself, `assemble_cog_to`), so
+the export never runs in the driver. `write_geotiff` writes a COG from any row reader in one process
+(`difffusr superres`).
 
-The `--uncertainty` layer (`uncertainty.tif`) goes the same two ways from the mosaic's `uncertainty` variable,
+The `--uncertainty` layer (`uncertainty.tif`) goes the same way from the mosaic's `uncertainty` variable,
 always float32 (spread in reflectance units, NaN nodata): the spread of a well-constrained band is often below
 1e-4, which uint16 with the product's scale would round to 0 or 1 DN.
 """
@@ -18,6 +21,7 @@ always float32 (spread in reflectance units, NaN nodata): the spread of a well-c
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -34,6 +38,7 @@ from pipeline.config import DTYPES
 from pipeline.errors import ConfigError
 from pipeline.io.grid import SceneGrid
 from pipeline.io.mosaic_store import UNCERTAINTY, VARIABLE
+from pipeline.io.outputs import OutputDir
 from pipeline.io.reflectance import SCALE, decode, encode
 from pipeline.tiling.grid import SR_FACTOR, TileLayout
 
@@ -119,33 +124,20 @@ def write_geotiff(
         os.replace(staged, path)
 
 
-def export_mosaic_cog(
-    mosaic_url: str, dest: str | Path, grid: SceneGrid, *, dtype: str = "uint16", variable: str = VARIABLE
-) -> None:
-    """Stream the Zarr mosaic's `variable` into a COG at a local path (upload is the caller's business)."""
-    arr = zarr.open_array(mosaic_url, path=variable, mode="r", zarr_format=3)
-    h, w = arr.shape[-2:]
-    write_geotiff(
-        dest,
-        lambda y0, y1: decode(arr[:, y0:y1, :]),
-        height=h,
-        width=w,
-        transform=Affine(TARGET_GSD_M, 0, grid.left, 0, -TARGET_GSD_M, grid.top),
-        crs=grid.crs,
-        dtype=dtype,
-        tags=UNCERTAINTY_TAGS if variable == UNCERTAINTY else None,
-    )
-
-
 def strip_bounds(layout: TileLayout, row: int) -> tuple[int, int]:
     """Output-pixel rows [y0, y1) of the mosaic covered by tile row `row`'s cores."""
     y0 = row * layout.core * SR_FACTOR
     return y0, min((row + 1) * layout.core, layout.height) * SR_FACTOR
 
 
+def strip_name(row: int, level: int = 0) -> str:
+    """File name of tile row `row`'s strip at overview level `level` (0 = full resolution, k = 1 / 2^k)."""
+    return f"strip_{row:05d}.tif" if level == 0 else f"strip_{row:05d}_ovr{level}.tif"
+
+
 def strip_path(strip_dir: str | Path, row: int, level: int = 0) -> Path:
-    """Strip GeoTIFF of tile row `row` at overview level `level` (0 = full resolution, k = 1 / 2^k)."""
-    return Path(strip_dir) / (f"strip_{row:05d}.tif" if level == 0 else f"strip_{row:05d}_ovr{level}.tif")
+    """Strip GeoTIFF of tile row `row` at overview level `level` in a local strip folder."""
+    return Path(strip_dir) / strip_name(row, level)
 
 
 def overview_levels(height: int, width: int, layout: TileLayout, blocksize: int = 512) -> int:
@@ -181,7 +173,7 @@ def write_strips(
     if uncertainty:
         write_strip(
             mosaic_url,
-            str(Path(strip_dir) / UNCERTAINTY_STRIPS),
+            f"{strip_dir.rstrip('/')}/{UNCERTAINTY_STRIPS}",  # a URL: no Path, which folds s3:// to s3:/
             layout,
             row,
             dtype=UNCERTAINTY_DTYPE,
@@ -200,9 +192,9 @@ def write_strip(
     Returns:
         The strip's height in output pixels.
     """
-    dest = strip_path(strip_dir, row)
+    strips = OutputDir(strip_dir)  # a local folder or an object-store prefix
     y0, y1 = strip_bounds(layout, row)
-    if dest.exists():
+    if strips.exists(strip_name(row)):
         return y1 - y0
     arr = zarr.open_array(mosaic_url, path=variable, mode="r", zarr_format=3)
     height, width = arr.shape[1:]
@@ -219,8 +211,26 @@ def write_strip(
         "predictor": 2 if dtype == "uint16" else 3,
         "nodata": 0 if dtype == "uint16" else float("nan"),
     }
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    parts = [strip_path(strip_dir, row, k).with_suffix(f".{os.getpid()}.part") for k in range(levels + 1)]
+    if strips.is_local:
+        strips.makedirs()
+        staging = Path(strips.root)
+    else:  # encoded on local scratch, then each file uploaded whole
+        staging = Path(tempfile.mkdtemp(prefix="difffusr-strip-"))
+    parts = [staging / f"{strip_name(row, k)}.{os.getpid()}.part" for k in range(levels + 1)]
+    try:
+        _encode_strip(arr, parts, profile, y0, y1, width, layout, dtype)
+        for k in range(levels, -1, -1):  # the full-resolution strip last: it means "all levels done"
+            strips.publish(parts[k], strip_name(row, k))
+    finally:
+        if not strips.is_local:
+            shutil.rmtree(staging, ignore_errors=True)
+    return y1 - y0
+
+
+def _encode_strip(
+    arr, parts: list[Path], profile: dict, y0: int, y1: int, width: int, layout: TileLayout, dtype: str
+) -> None:
+    """Write rows [y0, y1) of the mosaic array `arr` into `parts`: full resolution and each overview level."""
     # A small GDAL block cache: the writers' finished blocks go to disk as the cores are written, instead of
     # GDAL's default (5 % of RAM) holding a whole strip, whose width is the AOI's (issue 12: a strip task
     # grew by 59 -> 86 MiB from 5 to 20 tiles wide). It is not zero: the overview levels' windows (192 px at
@@ -245,9 +255,6 @@ def write_strip(
         finally:
             for dst in outs:
                 dst.close()
-    for k in range(levels, -1, -1):  # the full-resolution strip last: its presence means "all levels done"
-        os.replace(parts[k], strip_path(strip_dir, row, k))
-    return y1 - y0
 
 
 def _vrt(
@@ -352,6 +359,32 @@ def assemble_cog(
             tags=UNCERTAINTY_TAGS,
         )
     _stitch(strip_dir, dest, grid, layout, dtype=dtype)
+
+
+def assemble_cog_to(
+    strip_url: str,
+    out_url: str,
+    grid: SceneGrid,
+    layout: TileLayout,
+    *,
+    dtype: str,
+    uncertainty: bool = False,
+) -> None:
+    """`assemble_cog` for strips in an object store (a remote `--out`): fetch them to local scratch, stitch,
+    and upload mosaic.tif (and with `uncertainty` uncertainty.tif) into `out_url`, each object whole."""
+    strips, out = OutputDir(strip_url), OutputDir(out_url)
+    with tempfile.TemporaryDirectory(prefix="difffusr-stitch-") as tmp:
+        local = Path(tmp) / "strips"
+        for remote in strips.fs.find(strips.root):
+            target = local / os.path.relpath(remote, strips.root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            strips.fs.get_file(remote, str(target))
+        cog = Path(tmp) / "mosaic.tif"
+        unc_cog = Path(tmp) / "uncertainty.tif" if uncertainty else None
+        assemble_cog(local, cog, grid, layout, dtype=dtype, uncertainty_dest=unc_cog)
+        if unc_cog is not None:
+            out.publish(unc_cog, "uncertainty.tif")
+        out.publish(cog, "mosaic.tif")
 
 
 def _stitch(
