@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,8 +125,8 @@ def run_monitored(
         time.sleep(interval_s)
     stdout, stderr = proc.communicate()
     wall = time.perf_counter() - t0
-    out = Path(argv[argv.index("--out") + 1])
-    manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else None
+    fs, out = fsspec.core.url_to_fs(argv[argv.index("--out") + 1])  # a folder or e.g. s3://bucket/prefix
+    manifest = json.loads(fs.cat_file(f"{out}/manifest.json")) if fs.exists(f"{out}/manifest.json") else None
 
     def peak(kind: str) -> float:
         return max((v for k, _, v in peaks.values() if k == kind), default=0.0)

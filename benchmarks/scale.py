@@ -24,10 +24,11 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Self
 
+import fsspec
 import rasterio
 from pyproj import Transformer
 
@@ -148,7 +149,8 @@ class DiskSampler:
         self._thread.join()
 
 
-def run_at(url: str, center, tiles: int, out: Path, args: argparse.Namespace) -> dict:
+def run_at(url: str, center, tiles: int, out: str, args: argparse.Namespace, env: dict | None = None) -> dict:
+    """One `difffusr run` of ~`tiles` tiles into `out` (a folder, or an object-store URL: no disk peak)."""
     bbox = square_bbox(center, side_for_tiles(tiles, args.tile_size))
     argv = [
         "run", "--stac-url", url, "--bbox", ",".join(f"{v:.6f}" for v in bbox), "--datetime", args.datetime,
@@ -156,9 +158,12 @@ def run_at(url: str, center, tiles: int, out: Path, args: argparse.Namespace) ->
         "--tile-size", str(args.tile_size),
         *args.extra,
     ]  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    with DiskSampler(out) as disk:
-        run = run_monitored(argv, timeout_s=args.timeout)
+    fs, root = fsspec.core.url_to_fs(out)
+    local = "file" in fs.protocol
+    if local:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    with DiskSampler(Path(root)) if local else nullcontext() as disk:
+        run = run_monitored(argv, timeout_s=args.timeout, env=env)
     if run.returncode != 0 or run.manifest is None:
         raise SystemExit(f"scale: difffusr run failed at {tiles} tiles: {run.stderr_tail}")
     m = run.manifest
@@ -179,7 +184,7 @@ def run_at(url: str, center, tiles: int, out: Path, args: argparse.Namespace) ->
         # for `--rates`: output area (10 m cells of 100 m^2), the actors' seconds in calls, COG bytes
         "area_km2": grid["height"] * grid["width"] * 1e-4,
         "accelerator_s": (stages.get("inference") or {}).get("busy_s"),
-        "cog_bytes": (out / "mosaic.tif").stat().st_size,
+        "cog_bytes": fs.size(f"{root}/mosaic.tif"),
         "steps": stream.get("steps"),
         "precision": stream.get("precision"),
         "requested_tiles": tiles,
@@ -201,8 +206,8 @@ def run_at(url: str, center, tiles: int, out: Path, args: argparse.Namespace) ->
         "worker_private_peak_mb": round(run.worker_private_peak_mb, 1),
         # the largest processes by peak RSS (which worker holds the worker peak)
         "top_processes_mb": {k: round(v, 1) for k, v in list(run.processes.items())[:6]},
-        "disk_peak_bytes": disk.peak,
-        "disk_peak_bytes_per_tile": round(disk.peak / n),
+        "disk_peak_bytes": disk.peak if disk else None,  # of the output folder; None for an object store
+        "disk_peak_bytes_per_tile": round(disk.peak / n) if disk else None,
         # the TileWorker's RSS and private MiB over the run (every 2 s): growth vs a plateau
         "actor_traces_mb": {str(pid): trace for pid, trace in run.actor_traces.items()},
     }
@@ -221,10 +226,11 @@ def ratios(rows: list[dict]) -> dict:
         "worker_private_peak": round(
             hi["worker_private_peak_mb"] / max(lo["worker_private_peak_mb"], 1e-9), 3
         ),
-        "disk_peak_per_tile": round(
-            hi["disk_peak_bytes_per_tile"] / max(lo["disk_peak_bytes_per_tile"], 1), 3
-        ),
     }
+    if hi["disk_peak_bytes_per_tile"] is not None:
+        out["disk_peak_per_tile"] = round(
+            hi["disk_peak_bytes_per_tile"] / max(lo["disk_peak_bytes_per_tile"], 1), 3
+        )
     out["stream_vs_serial_stage_cost_at_largest"] = hi["stream_vs_serial_stage_cost"]
     for stage, v in hi["per_tile_s"].items():
         if lo["per_tile_s"].get(stage):
@@ -246,7 +252,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tile-size", type=int, default=96, help="tile core, 10 m pixels (default 96)")
     p.add_argument("--method", default="bicubic", help="difffusr, gs or bicubic (default bicubic)")
     p.add_argument(
-        "--out", type=Path, default=None, help="where the runs write (default: a temporary folder)"
+        "--out",
+        default=None,
+        help="where the runs write: a folder or an object-store URL such as s3://bucket/prefix, with the "
+        "credentials of the environment (default: a temporary folder)",
+    )
+    p.add_argument(
+        "--local-s3",
+        action="store_true",
+        help="write to a moto S3 server started on loopback for the benchmark (the export path of `--out s3://`)",
     )
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs of the local Ray cluster")
@@ -260,21 +274,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("extra", nargs="*", help="more `difffusr run` flags after --, e.g. -- --workers 2")
     args = p.parse_args(argv)
     counts = sorted(int(t) for t in args.tiles.split(","))
-    with tempfile.TemporaryDirectory(prefix="difffusr-scale-out-") as tmp:
-        root = args.out or Path(tmp)
-        with scene_catalog(args.scene) if args.scene else _external(args.stac_url) as (url, center):
-            if args.center:
-                center = tuple(float(v) for v in args.center.split(","))
-            if center is None:
-                raise SystemExit("scale: --center LON,LAT is required with --stac-url")
-            rows = []
-            for n in counts:
-                rows.append(run_at(url, center, n, root / f"tiles_{n}", args))
-                print(json.dumps(rows[-1]), flush=True)
+    source = scene_catalog(args.scene) if args.scene else _external(args.stac_url)
+    with (
+        tempfile.TemporaryDirectory(prefix="difffusr-scale-out-") as tmp,
+        _output_store(args, tmp) as (root, env),
+        source as (url, center),
+    ):
+        if args.center:
+            center = tuple(float(v) for v in args.center.split(","))
+        if center is None:
+            raise SystemExit("scale: --center LON,LAT is required with --stac-url")
+        rows = []
+        for n in counts:
+            rows.append(run_at(url, center, n, f"{root}/tiles_{n}", args, env))
+            print(json.dumps(rows[-1]), flush=True)
     result = {
         "machine": machine(),
         "method": args.method,
         "input": str(args.scene or args.stac_url),
+        "out": "moto S3 on loopback" if args.local_s3 else str(args.out or "a temporary folder"),
         "runs": rows,
     }
     if len(rows) > 1:
@@ -285,6 +303,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.rates:
         write_json(args.rates, rates_of(rows[-1], result["machine"], args))
     return 0
+
+
+@contextmanager
+def _output_store(args: argparse.Namespace, tmp: str) -> Iterator[tuple[str, dict | None]]:
+    """(root URL of the runs' outputs, extra environment of the runs): `--out`, a moto S3 server's bucket with
+    `--local-s3`, or `tmp`."""
+    if not args.local_s3:
+        yield str(args.out or tmp), None
+        return
+    import sys
+
+    import boto3
+
+    sys.path.insert(0, str(REPO))
+    from infra.local.s3_server import S3Server
+
+    with S3Server() as s3, s3.patched_env():
+        boto3.client("s3").create_bucket(Bucket="difffusr-scale")
+        yield "s3://difffusr-scale/runs", s3.env
 
 
 def rates_of(row: dict, info: dict, args: argparse.Namespace) -> dict:
