@@ -147,6 +147,7 @@ class DiskSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self.final = self._size()  # what the job left: its products (and the work store with --keep-work)
 
 
 def run_at(url: str, center, tiles: int, out: str, args: argparse.Namespace, env: dict | None = None) -> dict:
@@ -208,6 +209,13 @@ def run_at(url: str, center, tiles: int, out: str, args: argparse.Namespace, env
         "top_processes_mb": {k: round(v, 1) for k, v in list(run.processes.items())[:6]},
         "disk_peak_bytes": disk.peak if disk else None,  # of the output folder; None for an object store
         "disk_peak_bytes_per_tile": round(disk.peak / n) if disk else None,
+        # staging: the peak beyond the products the job leaves (work store, strips, the COG being written),
+        # per tile of the AOI and per tile in flight (the stream's most open tiles at once)
+        "staging_peak_bytes": disk.peak - disk.final if disk else None,
+        "staging_peak_bytes_per_tile": round((disk.peak - disk.final) / n) if disk else None,
+        "staging_peak_bytes_per_open_tile": (
+            round((disk.peak - disk.final) / max(stream.get("peak_open_tiles") or 1, 1)) if disk else None
+        ),
         # the TileWorker's RSS and private MiB over the run (every 2 s): growth vs a plateau
         "actor_traces_mb": {str(pid): trace for pid, trace in run.actor_traces.items()},
     }
@@ -230,6 +238,9 @@ def ratios(rows: list[dict]) -> dict:
     if hi["disk_peak_bytes_per_tile"] is not None:
         out["disk_peak_per_tile"] = round(
             hi["disk_peak_bytes_per_tile"] / max(lo["disk_peak_bytes_per_tile"], 1), 3
+        )
+        out["staging_peak_per_tile"] = round(
+            hi["staging_peak_bytes_per_tile"] / max(lo["staging_peak_bytes_per_tile"], 1), 3
         )
     out["stream_vs_serial_stage_cost_at_largest"] = hi["stream_vs_serial_stage_cost"]
     for stage, v in hi["per_tile_s"].items():
