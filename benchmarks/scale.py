@@ -28,12 +28,12 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Self
 
-import fsspec
 import rasterio
 from pyproj import Transformer
 
 from benchmarks.common import machine, write_json
 from benchmarks.demo_run import REPO, run_monitored
+from pipeline.io.outputs import OutputDir
 from pipeline.io.scene_files import find_band_file
 from pipeline.tiling.grid import DEFAULT_HALO
 
@@ -159,11 +159,11 @@ def run_at(url: str, center, tiles: int, out: str, args: argparse.Namespace, env
         "--tile-size", str(args.tile_size),
         *args.extra,
     ]  # fmt: skip
-    fs, root = fsspec.core.url_to_fs(out)
-    local = "file" in fs.protocol
-    if local:
+    folder = OutputDir(out)
+    fs, root = folder.fs, folder.root
+    if folder.is_local:
         Path(root).mkdir(parents=True, exist_ok=True)
-    with DiskSampler(Path(root)) if local else nullcontext() as disk:
+    with DiskSampler(Path(root)) if folder.is_local else nullcontext() as disk:
         run = run_monitored(argv, timeout_s=args.timeout, env=env)
     if run.returncode != 0 or run.manifest is None:
         raise SystemExit(f"scale: difffusr run failed at {tiles} tiles: {run.stderr_tail}")

@@ -24,7 +24,7 @@ from pipeline.cluster.runtime import (
 )
 from pipeline.config import LIGHT_METHODS, JobConfig, MethodOptions, RunConfig
 from pipeline.errors import AssetError, ConfigError, DataError, DiffFuSRError, OutputError
-from pipeline.io.cog import assemble_cog, assemble_cog_to
+from pipeline.io.cog import assemble_cog_to
 from pipeline.io.grid import JobGrid, SceneGrid, job_grid
 from pipeline.io.mosaic_store import create_mosaic_store
 from pipeline.io.outputs import OutputDir
@@ -288,26 +288,15 @@ def _export(
     spread = cfg.model.uncertainty > 1
     figures = store.read_quality()  # (rows, cols, Q): the actors' per-tile figures, read once
     try:
-        cog = os.path.join(staging, "mosaic.tif")
-        unc_cog = os.path.join(staging, "uncertainty.tif") if spread else None
-        # The stitch runs in a Ray worker: its GDAL memory never lands in the driver. For a remote --out the
-        # task fetches the strips, stitches and uploads the COG itself (the driver's disk is not the task's).
+        # The stitch runs in a Ray worker: its GDAL memory never lands in the driver, and for a remote --out
+        # the task fetches the strips and uploads the COG itself (the driver's disk is not the task's).
         import ray
 
         retry = {"max_retries": 3, "retry_exceptions": list(TRANSIENT_ERRORS)}  # idempotent: staged, renamed
         stitch = ray.remote(_call_with_env).options(num_cpus=1, **retry)
-        if out.is_local:
-            args = (forwarded_env(), assemble_cog, out.join(STRIPS), cog, grid, layout)
-            call = stitch.remote(*args, dtype=cfg.output.dtype, uncertainty_dest=unc_cog)
-        else:
-            args = (forwarded_env(), assemble_cog_to, out.join(STRIPS), out.url, grid, layout)
-            call = stitch.remote(*args, dtype=cfg.output.dtype, uncertainty=spread)
-        _, seconds, _ = _get(call)
+        args = (forwarded_env(), assemble_cog_to, out.join(STRIPS), out.url, grid, layout)
+        _, seconds, _ = _get(stitch.remote(*args, dtype=cfg.output.dtype, uncertainty=spread))
         summary.timings_s["export_stitch"] = seconds
-        if out.is_local:
-            if unc_cog is not None:
-                out.publish(unc_cog, "uncertainty.tif")
-            out.publish(cog, "mosaic.tif")
         png = os.path.join(staging, "quicklook.png")
         write_quicklook(store.read_overview(), png)  # written core by core during the mosaic
         out.publish(png, "quicklook.png")

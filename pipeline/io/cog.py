@@ -211,19 +211,16 @@ def write_strip(
         "predictor": 2 if dtype == "uint16" else 3,
         "nodata": 0 if dtype == "uint16" else float("nan"),
     }
-    if strips.is_local:
-        strips.makedirs()
-        staging = Path(strips.root)
-    else:  # encoded on local scratch, then each file uploaded whole
-        staging = Path(tempfile.mkdtemp(prefix="difffusr-strip-"))
-    parts = [staging / f"{strip_name(row, k)}.{os.getpid()}.part" for k in range(levels + 1)]
+    # encoded in the strip folder's staging (inside it when local: published by a rename; else local scratch,
+    # each file then uploaded whole)
+    staging = Path(strips.local_staging())
+    parts = [staging / strip_name(row, k) for k in range(levels + 1)]
     try:
         _encode_strip(arr, parts, profile, y0, y1, width, layout, dtype)
         for k in range(levels, -1, -1):  # the full-resolution strip last: it means "all levels done"
             strips.publish(parts[k], strip_name(row, k))
     finally:
-        if not strips.is_local:
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
     return y1 - y0
 
 
@@ -370,21 +367,30 @@ def assemble_cog_to(
     dtype: str,
     uncertainty: bool = False,
 ) -> None:
-    """`assemble_cog` for strips in an object store (a remote `--out`): fetch them to local scratch, stitch,
-    and upload mosaic.tif (and with `uncertainty` uncertainty.tif) into `out_url`, each object whole."""
+    """`assemble_cog` of the strips at `strip_url` into mosaic.tif (and with `uncertainty` uncertainty.tif),
+    published into `out_url`: local folders, or an object store (strips fetched to local scratch first, each
+    COG uploaded whole). The COGs are built in `out_url`'s staging, inside it when local."""
     strips, out = OutputDir(strip_url), OutputDir(out_url)
-    with tempfile.TemporaryDirectory(prefix="difffusr-stitch-") as tmp:
-        local = Path(tmp) / "strips"
-        for remote in strips.fs.find(strips.root):
-            target = local / os.path.relpath(remote, strips.root)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            strips.fs.get_file(remote, str(target))
-        cog = Path(tmp) / "mosaic.tif"
-        unc_cog = Path(tmp) / "uncertainty.tif" if uncertainty else None
+    staging = Path(out.local_staging())
+    try:
+        local = Path(strips.root) if strips.is_local else _fetch(strips, staging / "strips")
+        cog = staging / "mosaic.tif"
+        unc_cog = staging / "uncertainty.tif" if uncertainty else None
         assemble_cog(local, cog, grid, layout, dtype=dtype, uncertainty_dest=unc_cog)
         if unc_cog is not None:
             out.publish(unc_cog, "uncertainty.tif")
         out.publish(cog, "mosaic.tif")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fetch(remote: OutputDir, folder: Path) -> Path:
+    """Copy every file under `remote` into `folder` (same relative paths); returns `folder`."""
+    for name in remote.fs.find(remote.root):
+        target = folder / os.path.relpath(name, remote.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remote.fs.get_file(name, str(target))
+    return folder
 
 
 def _stitch(
