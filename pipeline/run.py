@@ -227,14 +227,15 @@ def _stream(
         may_infer = int(((ing == TODO) | ((ing == DONE) & (inf != DONE))).sum())
         pool = start_actors(cfg, at_most=may_infer)
     actors, device, n_workers = pool.actors, pool.device, len(pool.actors)
-    strip = None
-    if strip_dir is not None:  # the COG's strips are encoded by tasks as soon as a tile row is final
-        from pipeline.io.cog import write_strips
+    strip, strip_rows = None, []
+    if strip_dir is not None:  # the COG's strips are encoded by tasks as soon as their tile rows are final
+        from pipeline.io.cog import strip_tile_rows, write_strips
 
         dtype, unc = cfg.output.dtype, spread
-        strip = lambda r: task.remote(
-            env, write_strips, mosaic_url, strip_dir, layout, r, dtype=dtype, uncertainty=unc
+        strip = lambda g: task.remote(
+            env, write_strips, mosaic_url, strip_dir, layout, g, dtype=dtype, uncertainty=unc
         )
+        strip_rows = strip_tile_rows(layout)
     tasks = StreamTasks(
         ingest=lambda k: task.remote(
             env, ingest_tile, items_ref, grid, layout, k, store, skip_bad_granules=skip
@@ -244,6 +245,7 @@ def _stream(
         get=_get,
         wait=ray.wait,
         strip=strip,
+        strip_rows=strip_rows,
     )
     # Ingest/mosaic tasks in flight: enough to keep every CPU busy while the actors hold theirs.
     max_tasks = max(2, 2 * cpus)
@@ -295,7 +297,8 @@ def _export(
         retry = {"max_retries": 3, "retry_exceptions": list(TRANSIENT_ERRORS)}  # idempotent: staged, renamed
         stitch = ray.remote(_call_with_env).options(num_cpus=1, **retry)
         args = (forwarded_env(), assemble_cog_to, out.join(STRIPS), out.url, grid, layout)
-        _, seconds, _ = _get(stitch.remote(*args, dtype=cfg.output.dtype, uncertainty=spread))
+        ref = stitch.remote(*args, dtype=cfg.output.dtype, uncertainty=spread, mosaic_url=mosaic_url)
+        _, seconds, _ = _get(ref)
         summary.timings_s["export_stitch"] = seconds
         png = os.path.join(staging, "quicklook.png")
         write_quicklook(store.read_overview(), png)  # written core by core during the mosaic

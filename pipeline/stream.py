@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,8 +105,10 @@ class StreamTasks:
         actors: the inference actors (each with `run.remote(keys, layout)`).
         get: ray.get that re-raises a user error from a task as itself.
         wait: ray.wait.
-        strip: tile row -> ObjectRef of (the row's export, seconds, CPU seconds), submitted once every
-            core of the row is written (or empty); None when the export runs after the stream.
+        strip: strip index -> ObjectRef of (the strip's export, seconds, CPU seconds), submitted once every
+            core of its tile rows (`strip_rows`) is written (or empty); None when the export runs after the
+            stream.
+        strip_rows: the tile rows each strip covers (a tile row can belong to two strips).
     """
 
     ingest: Callable[[TileKey], Any]
@@ -115,6 +117,7 @@ class StreamTasks:
     get: Callable[[Any], Any]
     wait: Callable[..., tuple[list, list]]
     strip: Callable[[int], Any] | None = None
+    strip_rows: Sequence[range] = ()
 
 
 def stream_window(layout: TileLayout, batch_tiles: int, workers: int, cpus: int) -> int:
@@ -156,6 +159,12 @@ class TileStream:
         # per row, the tiles whose core is not final (not written, not empty): 0 -> the row can be exported
         finished = (self.ing == EMPTY) | (self.mos == DONE)
         self.row_left = (~finished).sum(axis=1)
+
+    def _rows_starting_in(self, strip: int) -> int:
+        """Tile rows whose first row is in strip `strip` (each tile row counted in one strip)."""
+        rows = self.tasks.strip_rows[strip]
+        before = self.tasks.strip_rows[strip - 1] if strip else range(0)
+        return len([r for r in rows if r not in before])
 
     # ---- what is ready
     def _mosaic_ready(self, key: TileKey) -> bool:
@@ -247,14 +256,22 @@ class TileStream:
                     pending[ref] = ("infer", (i, batch), time.perf_counter())
                     actor_load[i] += 1
 
-        strip_queue: deque[int] = deque(
-            int(r) for r in np.flatnonzero(self.row_left == 0) if self.tasks.strip is not None
-        )
+        # per strip, its tile rows that still have a tile to finish; 0 -> the strip can be encoded
+        strip_rows = self.tasks.strip_rows if self.tasks.strip is not None else ()
+        strips_of_row: list[list[int]] = [[] for _ in range(self.layout.rows)]
+        for g, rows in enumerate(strip_rows):
+            for r in rows:
+                strips_of_row[r].append(g)
+        rows_left = [int((self.row_left[list(rows)] > 0).sum()) for rows in strip_rows]
+        strip_queue: deque[int] = deque(g for g, n in enumerate(rows_left) if n == 0)
 
         def tile_finished(key: TileKey) -> None:
             self.row_left[key.row] -= 1
-            if self.row_left[key.row] == 0 and self.tasks.strip is not None:
-                strip_queue.append(key.row)
+            if self.row_left[key.row] == 0:
+                for g in strips_of_row[key.row]:
+                    rows_left[g] -= 1
+                    if rows_left[g] == 0:
+                        strip_queue.append(g)
 
         def submit_mosaic() -> None:
             nonlocal running_tasks
@@ -332,7 +349,8 @@ class TileStream:
                     check_mosaic_around(k)
             elif stage == "strip":
                 running_tasks -= 1
-                self.stats["export"].record(self.layout.cols, result[1], submitted, now, result[2])
+                tiles = self.layout.cols * self._rows_starting_in(payload)
+                self.stats["export"].record(tiles, result[1], submitted, now, result[2])
             else:
                 running_tasks -= 1
                 k = payload

@@ -1,6 +1,6 @@
-"""The COG built from strips (what `difffusr run` does for a local --out): every tile row's strip and its
-overview levels are written from the Zarr mosaic, then stitched; the full resolution equals a direct encoding
-of the mosaic and the overviews are the block means of its valid pixels."""
+"""The COG built from strips (what `difffusr run` does for a local --out): each strip's COG tiles and its
+level-1 half are encoded from the Zarr mosaic, then laid out as a COG; the full resolution equals a direct
+encoding of the mosaic and the overviews are the block means of its valid pixels."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ import xarray as xr
 import zarr
 
 from pipeline.bands import S2_BANDS
-from pipeline.io.cog import assemble_cog, encode, gdal_env, halve, overview_levels, write_strip
+from pipeline.errors import DataError
+from pipeline.io.cog import assemble_cog, encode, gdal_env, halve, overview_levels, strip_count, write_strip
 from pipeline.io.grid import SceneGrid
 from pipeline.io.mosaic_store import VARIABLE, create_mosaic_store, write_core
 from pipeline.io.scene_files import read_scene
+from pipeline.io.tiff_file import read_ifds
 from pipeline.tiling.grid import TileLayout
 from tests.conftest import HELDOUT
 
@@ -38,31 +40,74 @@ def _real_mosaic() -> np.ndarray:
     return mosaic
 
 
-def test_cog_from_strips_equals_the_mosaic_and_its_block_mean_overviews(tmp_path):
-    mosaic = _real_mosaic()
-    layout = TileLayout(height=120, width=240, core=48, halo=6)
-    grid = SceneGrid(crs="EPSG:32629", left=500000.0, top=5800000.0, width=240, height=120)
+def _mosaic_store(tmp_path, mosaic: np.ndarray) -> str:
     url = str(tmp_path / "mosaic.zarr")
     root = zarr.open_group(url, mode="w", zarr_format=3)
     root.create_array(VARIABLE, shape=mosaic.shape, chunks=(12, 192, 192), dtype="float32", fill_value=np.nan)
     root[VARIABLE][...] = mosaic
-    assert overview_levels(*mosaic.shape[1:], layout) == 1
+    return url
+
+
+def test_cog_from_strips_equals_the_mosaic_and_its_block_mean_overviews(tmp_path):
+    # 1104 x 1320 output pixels: two strips (1024 + 80 rows), overviews at 1/2 and 1/4 (the second computed
+    # by the stitch from the strips' level-1 halves), the real scenes repeated to fill it
+    mosaic = np.tile(_real_mosaic(), (1, 3, 2))[:, :1104, :1320]
+    layout = TileLayout(height=276, width=330, core=48, halo=6)
+    grid = SceneGrid(crs="EPSG:32629", left=500000.0, top=5800000.0, width=330, height=276)
+    url = _mosaic_store(tmp_path, mosaic)
+    assert overview_levels(*mosaic.shape[1:]) == 2 and strip_count(1104) == 2
     strips = tmp_path / "strips"
-    for row in range(layout.rows):
-        write_strip(url, str(strips), layout, row, dtype="uint16")
-    assert len(list(strips.glob("strip_*_ovr1.tif"))) == layout.rows
+    for s in range(2):
+        write_strip(url, str(strips), layout, s, dtype="uint16")
+    assert sorted(p.name for p in strips.iterdir()) == [
+        "strip_00000.tif",
+        "strip_00000_ovr1.tif",
+        "strip_00001.tif",
+        "strip_00001_ovr1.tif",
+    ]
     cog = tmp_path / "mosaic.tif"
     assemble_cog(strips, cog, grid, layout, dtype="uint16")
+    assert not list(strips.iterdir())  # each strip removed once its tiles were copied
     with rasterio.open(cog) as src:
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"  # GDAL recognises the layout
         assert src.descriptions == S2_BANDS and src.scales == (1e-4,) * 12 and src.nodata == 0
-        assert src.block_shapes[0] == (512, 512) and src.overviews(1) == [2]
-        assert src.res == (2.5, 2.5) and src.transform.c == 500000.0
+        assert src.block_shapes[0] == (512, 512) and src.overviews(1) == [2, 4]
+        assert src.res == (2.5, 2.5) and src.transform.c == 500000.0 and src.crs == "EPSG:32629"
         np.testing.assert_array_equal(src.read(), encode(mosaic, "uint16"))
-        level1 = src.read(out_shape=(12, 240, 480))
+        level1 = src.read(out_shape=(12, 552, 660))
+        level2 = src.read(out_shape=(12, 276, 330)).astype(np.int32)
     np.testing.assert_array_equal(level1, encode(halve(mosaic), "uint16"))
     assert (level1[:, :18, :25] == 0).all() and (
-        level1[:, 19:, 26:] > 0
+        level1[:, 19:240, 26:480] > 0
     ).all()  # nodata only where none valid
+    expected2 = encode(halve(halve(mosaic)), "uint16").astype(np.int32)  # from the stored level 1: +-1 DN
+    assert np.abs(level2 - expected2).max() <= 1 and (level2 == expected2).mean() > 0.9
+    # the COG layout: every IFD before any tile, the overviews' tiles first (smallest first), each tile with
+    # its size as a 4-byte leader
+    ifds = read_ifds(cog)
+    firsts = [min(o for o, _ in ifd.tile_ranges()) for ifd in ifds]
+    assert [ifd.tags.get(254) is not None for ifd in ifds] == [False, True, True]
+    assert firsts[2] < firsts[1] < firsts[0]
+    raw = cog.read_bytes()
+    assert b"LAYOUT=IFDS_BEFORE_DATA" in raw[:200]
+    for ifd in ifds:
+        for offset, size in ifd.tile_ranges():
+            assert int.from_bytes(raw[offset - 4 : offset], "little") == size
+            assert raw[offset + size : offset + size + 4] == raw[offset + size - 4 : offset + size]
+
+
+def test_a_stitch_retried_after_removing_strips_encodes_them_again(tmp_path):
+    mosaic = _real_mosaic()
+    layout = TileLayout(height=120, width=240, core=48, halo=6)
+    grid = SceneGrid(crs="EPSG:32629", left=500000.0, top=5800000.0, width=240, height=120)
+    url = _mosaic_store(tmp_path, mosaic)
+    strips = tmp_path / "strips"
+    write_strip(url, str(strips), layout, 0, dtype="uint16")
+    assemble_cog(strips, tmp_path / "first.tif", grid, layout, dtype="uint16")
+    with pytest.raises(DataError, match="strip .* is missing"):
+        assemble_cog(strips, tmp_path / "again.tif", grid, layout, dtype="uint16")
+    assemble_cog(strips, tmp_path / "again.tif", grid, layout, dtype="uint16", mosaic_url=url)
+    assert (tmp_path / "again.tif").read_bytes() == (tmp_path / "first.tif").read_bytes()
 
 
 def test_halving_averages_valid_pixels_and_keeps_odd_edges():
@@ -93,8 +138,7 @@ def test_uint16_zarr_mosaic_decodes_to_reflectance_and_gives_the_same_cog(tmp_pa
     valid = np.isfinite(mosaic)
     np.testing.assert_allclose(decoded[valid], np.clip(mosaic[valid], 1e-4, None), atol=5.1e-5)
     strips = tmp_path / "strips"
-    for row in range(layout.rows):
-        write_strip(url, str(strips), layout, row, dtype="uint16")
+    write_strip(url, str(strips), layout, 0, dtype="uint16")
     cog = tmp_path / "mosaic.tif"
     assemble_cog(strips, cog, grid, layout, dtype="uint16")
     with rasterio.open(cog) as src:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks.bookkeeping import _Actor, _Instant
+from pipeline.io.cog import strip_tile_rows
 from pipeline.io.work_store import DONE, EMPTY, WorkStore
 from pipeline.stream import StreamTasks, TileStream, stream_window
 from pipeline.tiling.grid import TileKey, TileLayout
@@ -44,9 +45,9 @@ def _run(tmp_path, layout: TileLayout, *, empty=frozenset(), window=None, free_w
         log.append(("mosaic", k))
         return calls.submit((0, 0.0, 0.0))
 
-    def strip(row: int):
-        log.append(("strip", row))
-        return calls.submit((row, 0.0, 0.0))
+    def strip(g: int):
+        log.append(("strip", g))
+        return calls.submit((g, 0.0, 0.0))
 
     actor = _Actor(calls)
     run_batch = actor.run.remote
@@ -57,7 +58,13 @@ def _run(tmp_path, layout: TileLayout, *, empty=frozenset(), window=None, free_w
 
     actor.run.remote = infer
     tasks = StreamTasks(
-        ingest=ingest, mosaic=mosaic, actors=[actor], get=calls.get, wait=calls.wait, strip=strip
+        ingest=ingest,
+        mosaic=mosaic,
+        actors=[actor],
+        get=calls.get,
+        wait=calls.wait,
+        strip=strip,
+        strip_rows=strip_tile_rows(layout),
     )
     stream = TileStream(
         layout,
@@ -95,16 +102,20 @@ def test_no_more_than_the_window_of_tiles_is_ever_open(tmp_path):
     assert first_mosaic < last_ingest
 
 
-def test_a_row_is_exported_once_all_its_cores_are_final_and_empty_tiles_need_no_model(tmp_path):
+def test_a_strip_is_exported_once_all_its_cores_are_final_and_empty_tiles_need_no_model(tmp_path):
     layout = TileLayout(height=4 * 96, width=4 * 96)
     empty = {(1, 1), (1, 2), (3, 0)}
     result, log, _ = _run(tmp_path, layout, empty=empty)
     position = {entry: i for i, entry in enumerate(log)}
-    assert [stage for stage, _ in log].count("strip") == layout.rows
-    for row in range(layout.rows):
-        for col in range(layout.cols):
-            if (row, col) not in empty:
-                assert position[("mosaic", TileKey(row=row, col=col))] < position[("strip", row)]
+    strip_rows = strip_tile_rows(layout)
+    assert len(strip_rows) == 2 and set(strip_rows[0]) & set(strip_rows[1])  # a tile row in both strips
+    assert [stage for stage, _ in log].count("strip") == len(strip_rows)
+    for g, rows in enumerate(strip_rows):
+        for row in rows:
+            for col in range(layout.cols):
+                if (row, col) not in empty:
+                    assert position[("mosaic", TileKey(row=row, col=col))] < position[("strip", g)]
+    assert result.stages["export_strips"]["tiles"] == layout.rows * layout.cols  # each tile counted once
     assert all(("infer", TileKey(row=r, col=c)) not in position for r, c in empty)
     assert result.tiles_empty == len(empty)
 
