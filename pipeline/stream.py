@@ -339,7 +339,9 @@ class TileStream:
                         res.model[name] = result[name]
                 if result.get("pid") is not None and result["pid"] not in res.model.setdefault("pids", []):
                     res.model["pids"].append(result["pid"])
-                self.stats["inference"].record(len(batch), now - start, start, now)
+                # the actor's own time when it says (the driver notices a result late when it is busy)
+                busy = float(result.get("call_s", now - start))
+                self.stats["inference"].record(len(batch), busy, start, now, result.get("cpu_s"))
                 bars["infer"].update(len(batch))
                 for k in batch:
                     self.inf[k.row, k.col] = DONE

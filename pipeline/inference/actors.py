@@ -62,9 +62,11 @@ class TileWorker:
 
         Returns:
             {"tiles", "pid", "model_s": seconds in `predict_tiles_full` (the forward passes, for the actor's
-            busy fraction), "steps", "precision" (what the learned method used; None for the baselines),
-            "draws"}.
+            busy fraction), "call_s" / "cpu_s": wall and CPU seconds of the whole call (reads and writes
+            included: the stage's cost, free of the driver's delay in noticing the result), "steps",
+            "precision" (what the learned method used; None for the baselines), "draws"}.
         """
+        call_t0, cpu_t0 = time.perf_counter(), time.process_time()
         store = store or self.store  # a pool kept across the units of a plan gets each unit's store
         b10, b20, b60 = store.read_tiles(keys)
         seeds = [tile_seed(self.seed, k, layout) for k in keys]
@@ -85,6 +87,8 @@ class TileWorker:
             "tiles": len(keys),
             "pid": self.pid,
             "model_s": model_s,
+            "call_s": time.perf_counter() - call_t0,
+            "cpu_s": time.process_time() - cpu_t0,
             "steps": getattr(self.method, "steps", None),
             "precision": getattr(self.method, "precision", None),
             "draws": self.draws,

@@ -15,7 +15,16 @@ import zarr
 
 from pipeline.bands import S2_BANDS
 from pipeline.errors import DataError
-from pipeline.io.cog import assemble_cog, encode, gdal_env, halve, overview_levels, strip_count, write_strip
+from pipeline.io.cog import (
+    assemble_cog,
+    encode,
+    gdal_env,
+    halve,
+    halve_dn,
+    overview_levels,
+    strip_count,
+    write_strip,
+)
 from pipeline.io.grid import SceneGrid
 from pipeline.io.mosaic_store import VARIABLE, create_mosaic_store, write_core
 from pipeline.io.scene_files import read_scene
@@ -116,6 +125,17 @@ def test_halving_averages_valid_pixels_and_keeps_odd_edges():
     assert out.shape == (1, 2, 2)
     np.testing.assert_allclose(out[0, 0], [2.0, 5.0])
     assert out[0, 1, 0] == 4.0 and np.isnan(out[0, 1, 1])
+
+
+def test_halving_digital_numbers_matches_the_reflectance_path_within_one_dn():
+    mosaic = _real_mosaic()[:, :101, :203]  # odd edges and a nodata corner
+    dn = encode(mosaic, "uint16")
+    got = halve_dn(dn).astype(np.int32)
+    want = encode(halve(mosaic), "uint16").astype(np.int32)
+    assert got.shape == want.shape == (12, 51, 102)
+    assert np.abs(got - want).max() <= 1 and (got == want).mean() > 0.9
+    np.testing.assert_array_equal(got == 0, want == 0)  # nodata exactly where no pixel is valid
+    assert halve_dn(np.array([[[0, 3], [0, 0]]], np.uint16))[0, 0, 0] == 3  # the valid pixels' mean only
 
 
 def test_uint16_zarr_mosaic_decodes_to_reflectance_and_gives_the_same_cog(tmp_path):
