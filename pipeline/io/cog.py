@@ -118,16 +118,7 @@ def write_geotiff(
             for y0 in range(0, height, row_block):
                 y1 = min(height, y0 + row_block)
                 dst.write(encode(read_rows(y0, y1), dtype), window=((y0, y1), (0, width)))
-            for i, band in enumerate(S2_BANDS, start=1):
-                dst.set_band_description(i, band)
-            if dtype == "uint16":
-                dst.scales = [SCALE] * len(S2_BANDS)
-                dst.offsets = [0.0] * len(S2_BANDS)
-            dst.update_tags(
-                reflectance_scale=str(SCALE) if dtype == "uint16" else "1",
-                software="difffusr",
-                **(tags or {}),
-            )
+            _describe(dst, dtype, tags)
         staged = Path(tmp) / "cog.tif"
         _copy_as_cog(plain, staged, dtype=dtype, overviews="AUTO", resampling="average")
         os.replace(staged, path)
@@ -142,6 +133,18 @@ STRIP_ROWS = 2 * BLOCK
 #: level 1 7.8 CPU s / 212 MB, 3 8.9 s / 200 MB, 6 13.6 s / 194 MB, 9 (GDAL's COG default) 20.4 s / 192 MB:
 #: level 3 keeps the COG within 4 % of level 9's size at less than half the CPU.
 ZSTD_LEVEL = 3
+
+
+def _describe(dst, dtype: str, tags: dict[str, str] | None) -> None:
+    """The product's band names, scale/offset (uint16) and metadata tags on an open GDAL writer `dst`."""
+    for i, band in enumerate(S2_BANDS, start=1):
+        dst.set_band_description(i, band)
+    if dtype == "uint16":
+        dst.scales = [SCALE] * len(S2_BANDS)
+        dst.offsets = [0.0] * len(S2_BANDS)
+    dst.update_tags(
+        reflectance_scale=str(SCALE) if dtype == "uint16" else "1", software="difffusr", **(tags or {})
+    )
 
 
 def strip_count(height: int) -> int:
@@ -455,14 +458,7 @@ def _template_tags(path: Path, grid: SceneGrid, dtype: str, tags: dict[str, str]
         "SPARSE_OK": "TRUE",
     }
     with rasterio.open(path, "w", **profile) as dst:
-        for i, band in enumerate(S2_BANDS, start=1):
-            dst.set_band_description(i, band)
-        if dtype == "uint16":
-            dst.scales = [SCALE] * len(S2_BANDS)
-            dst.offsets = [0.0] * len(S2_BANDS)
-        dst.update_tags(
-            reflectance_scale=str(SCALE) if dtype == "uint16" else "1", software="difffusr", **(tags or {})
-        )
+        _describe(dst, dtype, tags)
     main = read_ifds(path)[0].tags
     return {c: t for c, t in main.items() if c not in (TILE_OFFSETS, TILE_BYTE_COUNTS)}
 
