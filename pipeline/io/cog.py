@@ -518,12 +518,14 @@ def _overview_below(sources: list[Path], dest: Path, height: int, width: int, le
 
 
 def _copy_as_cog(src: Path, dest: Path, *, dtype: str, **options: str) -> None:
-    """GDAL's COG driver with the product's layout: ZSTD + predictor, 512 px blocks (and `options`)."""
+    """GDAL's COG driver with the product's layout: ZSTD + predictor, 512 px blocks (and `options`), the
+    same encoding as a job's strips."""
     rasterio.shutil.copy(
         src,
         dest,
         driver="COG",
         compress="ZSTD",
+        level=ZSTD_LEVEL,
         predictor=2 if dtype == "uint16" else 3,
         blocksize=512,
         BIGTIFF="IF_SAFER",
