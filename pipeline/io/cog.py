@@ -404,16 +404,21 @@ def _stitch(
     dest, strip_dir = Path(dest), Path(strip_dir)
     height, width = grid.output_shape()
     levels, strips = overview_levels(height, width), strip_count(height)
+    halves = min(1, levels)
     for s in range(strips):
-        if not strip_path(strip_dir, s).exists():
+        # The stitch removes the level-1 halves before the full-resolution strips (smallest level first), so
+        # a retried stitch can find a strip whose half is gone: encode the whole strip again.
+        parts = [strip_path(strip_dir, s, k) for k in range(halves + 1)]
+        if not all(p.exists() for p in parts):
             if mosaic_url is None:
-                raise DataError(f"COG strip {strip_path(strip_dir, s)} is missing")
+                missing = next(p for p in parts if not p.exists())
+                raise DataError(f"COG strip {missing} is missing")
+            for p in parts:  # write_strip skips a strip whose full-resolution file is present
+                p.unlink(missing_ok=True)
             write_strip(mosaic_url, str(strip_dir), layout, s, dtype=dtype, variable=variable)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".cog-") as tmp:
         main = _template_tags(Path(tmp) / "template.tif", grid, dtype, tags)
-        sources = [
-            [_tiles(strip_path(strip_dir, s, k)) for s in range(strips)] for k in range(min(1, levels) + 1)
-        ]
+        sources = [[_tiles(strip_path(strip_dir, s, k)) for s in range(strips)] for k in range(halves + 1)]
         for k in range(2, levels + 1):  # small: 1/16 + 1/64 + ... of the full resolution
             below = [p.path for p in sources[k - 1]]
             sources.append(

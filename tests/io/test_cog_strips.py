@@ -117,6 +117,13 @@ def test_a_stitch_retried_after_removing_strips_encodes_them_again(tmp_path):
         assemble_cog(strips, tmp_path / "again.tif", grid, layout, dtype="uint16")
     assemble_cog(strips, tmp_path / "again.tif", grid, layout, dtype="uint16", mosaic_url=url)
     assert (tmp_path / "again.tif").read_bytes() == (tmp_path / "first.tif").read_bytes()
+    # a stitch killed between the levels: the half is gone, the full-resolution strip is still there
+    write_strip(url, str(strips), layout, 0, dtype="uint16")
+    (strips / "strip_00000_ovr1.tif").unlink()
+    with pytest.raises(DataError, match="strip_00000_ovr1.tif is missing"):
+        assemble_cog(strips, tmp_path / "third.tif", grid, layout, dtype="uint16")
+    assemble_cog(strips, tmp_path / "third.tif", grid, layout, dtype="uint16", mosaic_url=url)
+    assert (tmp_path / "third.tif").read_bytes() == (tmp_path / "first.tif").read_bytes()
 
 
 def test_halving_averages_valid_pixels_and_keeps_odd_edges():
