@@ -100,19 +100,11 @@ def write_geotiff(
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".cog-") as tmp:
         plain = Path(tmp) / "plain.tif"
         profile = {
-            "driver": "GTiff",
+            **tile_profile(dtype),
             "height": height,
             "width": width,
-            "count": len(S2_BANDS),
-            "dtype": dtype,
             "crs": crs,
             "transform": transform,
-            "nodata": 0 if dtype == "uint16" else float("nan"),
-            "tiled": True,
-            "blockxsize": 512,
-            "blockysize": 512,
-            "compress": "ZSTD",
-            "BIGTIFF": "IF_SAFER",
         }
         with rasterio.open(plain, "w", **profile) as dst:
             for y0 in range(0, height, row_block):
@@ -531,8 +523,8 @@ def _copy_as_cog(src: Path, dest: Path, *, dtype: str, **options: str) -> None:
         driver="COG",
         compress="ZSTD",
         level=ZSTD_LEVEL,
-        predictor=2 if dtype == "uint16" else 3,
-        blocksize=512,
+        predictor=tile_profile(dtype)["predictor"],
+        blocksize=BLOCK,
         BIGTIFF="IF_SAFER",
         **options,
     )

@@ -46,7 +46,7 @@ TYPES = {
     17: ("q", 8),  # SLONG8
     18: ("Q", 8),  # IFD8
 }
-LONG, LONG8, SHORT = 4, 16, 3
+LONG, LONG8 = 4, 16
 
 GHOST = (
     "LAYOUT=IFDS_BEFORE_DATA\n"
@@ -91,13 +91,6 @@ class Ifd:
     def tile_ranges(self) -> list[tuple[int, int]]:
         """(offset, size) of each tile, row-major."""
         return list(zip(self.tags[TILE_OFFSETS].values(), self.tags[TILE_BYTE_COUNTS].values()))
-
-    def tiles_shape(self) -> tuple[int, int]:
-        """Tiles down and across."""
-        return (
-            -(-int(self.value(IMAGE_LENGTH)) // int(self.value(TILE_LENGTH))),
-            -(-int(self.value(IMAGE_WIDTH)) // int(self.value(TILE_WIDTH))),
-        )
 
 
 def read_ifds(path: str | Path) -> list[Ifd]:
