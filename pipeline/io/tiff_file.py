@@ -249,6 +249,6 @@ def _copy_tiles(source: TileSource, out) -> None:
                 if not chunk:
                     raise DataError(f"{source.path}: truncated tile at byte {offset}")
                 out.write(chunk)
-                tail = (tail + chunk)[-4:]
+                tail = (tail + chunk[-4:])[-4:]  # not tail + chunk: an 8 MiB copy per chunk
                 left -= len(chunk)
             out.write(tail)
