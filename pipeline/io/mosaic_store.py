@@ -113,6 +113,7 @@ def create_mosaic_store(
         if (
             existing.sizes.get("y") == grid.height * SR_FACTOR
             and existing.sizes.get("x") == grid.width * SR_FACTOR
+            and VARIABLE in existing.data_vars  # a run killed while writing the template left it without
             and (UNCERTAINTY in existing.data_vars) == uncertainty
         ):
             return
