@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pipeline.catalog.query import parse_datetime_range
 from pipeline.cluster.collection import write_plan_collection
 from pipeline.cluster.ledger import DEFAULT_STALE_AFTER_S, HEARTBEAT, Ledger, UnitRecord
-from pipeline.cluster.plan import WorkUnit, load_plan, pending_units, unit_output
+from pipeline.cluster.plan import DONE_MARKER, WorkUnit, load_plan, pending_units, unit_output
 from pipeline.cluster.runtime import start_ray
 from pipeline.config import PlanRunConfig
 from pipeline.errors import ConfigError, EmptySearchError
@@ -139,6 +139,30 @@ def _bytes_under(url: str) -> int:
         return 0
 
 
+def _record_found_done(ledger: Ledger, unit: WorkUnit, root: str, rec: UnitRecord) -> None:
+    """Record the final state of a unit whose output is finished but whose ledger is not: its driver was
+    killed after `run_job` wrote the unit's manifest and before the ledger heard (else `plan status` and the
+    next rerun would see it running, or failed, for ever)."""
+    out = OutputDir(unit_output(root, unit))
+    try:
+        manifest = out.read_json(DONE_MARKER)
+    except (OSError, ValueError):
+        manifest = {}
+    if manifest.get("status") == "empty":
+        ledger.record(unit.key, "empty", attempt=rec.attempts, reason=manifest.get("reason"))
+        return
+    ledger.record(
+        unit.key,
+        "done",
+        attempt=rec.attempts,
+        reason="found finished on disk",
+        seconds=(manifest.get("timings_s") or {}).get("total"),
+        tiles=int(manifest.get("tiles") or 0),
+        bytes=_bytes_under(out.url),
+        accelerator_s=float((manifest.get("stream") or {}).get("model_s") or 0.0),
+    )
+
+
 def run_plan(
     plan_file: str, base: PlanRunConfig, *, progress: bool = True, policy: RetryPolicy | None = None
 ) -> PlanSummary:
@@ -159,6 +183,8 @@ def run_plan(
     for unit in units:
         rec = records[unit.key]
         if unit.key not in not_done:
+            if rec.state not in ("done", "empty"):
+                _record_found_done(ledger, unit, root, rec)
             continue
         if rec.state == "running" and not _driver_gone(rec, now, policy.stale_after_s):
             summary.running_elsewhere.append(unit.key)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from pipeline.cli import main
+from pipeline.cluster.ledger import Ledger
 from pipeline.cluster.plan import WorkUnit, write_plan
 from tests.conftest import CATALOG, DEMO_BBOX
 
@@ -54,8 +55,20 @@ def test_run_plan_runs_each_unit_and_a_rerun_skips_them(stac_api, ray_local, tmp
     assert (root / "33UVP" / "2017-06-01_2017-06-30" / "mosaic.tif").exists()
     empty = json.loads((root / "33UVP" / "2017-07-01_2017-07-31" / "manifest.json").read_text())
     assert empty["status"] == "empty"
+    # A driver killed after a unit's manifest was written but before the ledger heard leaves the unit
+    # "running" in the ledger; the rerun finds the output finished and records it done, with what it wrote.
+    ledger = Ledger(str(root))
+    done_tiles = ledger.records()["33UVP/2017-06-01_2017-06-30"].tiles
+    assert done_tiles > 0
+    events = root / "_ledger" / "33UVP__2017-06-01_2017-06-30"
+    for event in events.glob("*-done.json"):
+        event.unlink()
+    assert ledger.records()["33UVP/2017-06-01_2017-06-30"].state == "running"
     assert main(argv) == 0
     assert "2 units: 2 already done, 0 completed" in capsys.readouterr().out
+    found = ledger.records()["33UVP/2017-06-01_2017-06-30"]
+    assert (found.state, found.tiles) == ("done", done_tiles)
+    assert ledger.records()["33UVP/2017-07-01_2017-07-31"].state == "empty"
 
     # A scheduled run of a later window into the same root (what the CronJob does each month): a new unit
     # runs, the collection grows to hold both windows' items, and a rerun of either plan changes nothing.
