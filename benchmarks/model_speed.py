@@ -42,26 +42,51 @@ ALLOCATOR_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_")
 SHIPPED_SR_CONFIG = Path(__file__).resolve().parents[1] / "pipeline/weights/sr_small/config.json"
 
 
-def tiles(window: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """n copies of the scene's top-left window x window block (10 m px, multiple of 6), each group stacked."""
-    from pipeline.io.scene_files import read_scene
+def window_groups(window: int, source: str = SCENE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The top-left window x window block (10 m px, multiple of 6) of a scene folder, or of an `.npz` that
+    `--save-window` wrote from one (a device machine without GDAL reads that): the 10/20/60 m groups."""
+    if source.endswith(".npz"):
+        with np.load(source) as saved:
+            groups = [saved[name] for name in ("b10", "b20", "b60")]
+        if groups[0].shape[-1] < window:
+            raise SystemExit(f"{source} holds a {groups[0].shape[-1]} px window, less than --window {window}")
+    else:
+        from pipeline.io.scene_files import read_scene
 
-    scene = read_scene(SCENE)
-    out = [np.stack([g[:, : window // k, : window // k]] * n) for g, k in zip(scene.groups, (1, 2, 6))]
+        groups = list(read_scene(source).groups)
+    out = [g[:, : window // k, : window // k] for g, k in zip(groups, (1, 2, 6))]
+    return out[0], out[1], out[2]
+
+
+def tiles(window: int, n: int, source: str = SCENE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n copies of the window (`window_groups`), each group stacked."""
+    out = [np.stack([g] * n) for g in window_groups(window, source)]
     return out[0], out[1], out[2]
 
 
 def measure(
-    batches: list[int], *, window: int, device: str, precision: str, steps: int | None, repeats: int
+    batches: list[int],
+    *,
+    window: int,
+    device: str,
+    precision: str,
+    steps: int | None,
+    repeats: int,
+    source: str = SCENE,
 ) -> dict:
+    """Tiles/s per batch size, and how far tile 0 (seed 0 in every batch) is from its batch-1 pixels: 0 where
+    the networks are batch-invariant on this device (they are on CPU, tests/inference/test_batching.py)."""
     from pipeline.inference.methods import MethodOptions, get_method
     from pipeline.inference.predict import predict_tiles
 
     method = get_method("difffusr", MethodOptions(device=device, precision=precision, steps=steps))
     rows = []
+    alone = predict_tiles(method, *tiles(window, 1, source), seeds=[0])[0]
     for b in batches:
-        groups = tiles(window, b)
-        predict_tiles(method, *groups, seeds=list(range(b)))  # warm-up (kernel selection, allocator)
+        groups = tiles(window, b, source)
+        # the first call is also the warm-up (kernel selection, allocator)
+        first = predict_tiles(method, *groups, seeds=list(range(b)))[0]
+        diff = float(np.nanmax(np.abs(first - alone)))
         times = []
         for _ in range(repeats):
             if device == "cuda":
@@ -79,12 +104,17 @@ def measure(
                 "seconds_per_batch": best,
                 "tiles_per_s": tps,
                 "granules_per_device_hour": tps * 3600 / GRANULE_TILES,
+                "tile0_max_abs_diff_to_batch1": diff,
             }
         )
-        print(f"batch {b:3d}: {tps:.3f} tiles/s, {tps * 3600 / GRANULE_TILES:.3f} granules per {device}-hour")
+        print(
+            f"batch {b:3d}: {tps:.3f} tiles/s, {tps * 3600 / GRANULE_TILES:.3f} granules per {device}-hour, "
+            f"tile 0 vs batch 1: max abs diff {diff:.3g}"
+        )
     return {
         "benchmark": "model_speed",
         "window_10m_px": window,
+        "scene": source,
         "device": device,
         "precision": method.precision,
         "steps": method.steps,
@@ -95,19 +125,33 @@ def measure(
     }
 
 
-def _timed(fn, *, warmup: int, repeats: int) -> float:
+def _timed(fn, *, warmup: int, repeats: int, device: str = "cpu") -> float:
+    def sync() -> None:
+        if device == "cuda":  # kernels run asynchronously: time the work, not its launch
+            torch.cuda.synchronize()
+
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return min(times)
 
 
 def compare(
-    presets: list[str], *, window: int, steps_default: int, precision_default: str, warmup: int, repeats: int
+    presets: list[str],
+    *,
+    window: int,
+    source: str = SCENE,
+    steps_default: int,
+    precision_default: str,
+    warmup: int,
+    repeats: int,
+    device: str = "cpu",
 ) -> dict:
     """Seconds per output tile of the learned method per preset and variant, and the ratios to fp32.
 
@@ -117,7 +161,9 @@ def compare(
         window: LR tile side, 10 m px (multiple of 6); the output tile is 4 x window at 2.5 m.
         steps_default, precision_default: the "default" variant (the shipped SR's default_steps and
             pipeline.config.DEFAULT_PRECISION).
-        warmup, repeats: untimed and timed calls per variant (best of the timed ones).
+        warmup, repeats: untimed and timed calls per variant (best of the timed ones; on CUDA give a warm-up,
+            the first call pays cuDNN's algorithm search).
+        device: "cpu" or "cuda".
 
     Returns:
         JSON-able dict with one row per (preset, variant): seconds per tile and ratio to the fp32 row.
@@ -129,7 +175,7 @@ def compare(
 
     # freshly initialised nets make subnormal activations, which are very slow on x86 (trained ones do not)
     torch.set_flush_denormal(True)
-    b10, b20, b60 = (torch.from_numpy(g) for g in tiles(window, 1))
+    b10, b20, b60 = (torch.from_numpy(g).to(device) for g in tiles(window, 1, source))
     variants = [
         ("fp32 eager, 20 steps (reference compute)", "fp32", 20),
         ("bf16 + channels_last, 20 steps", "bf16", 20),
@@ -138,8 +184,8 @@ def compare(
     rows = []
     for preset in presets:
         torch.manual_seed(0)
-        sr = SRDiffusion(get_preset(preset)).eval()
-        fusion = FusionModel(preset_configs(preset)).eval()
+        sr = SRDiffusion(get_preset(preset)).eval().to(device)
+        fusion = FusionModel(preset_configs(preset)).eval().to(device)
         base = None
         for label, precision, steps in variants:
             fmt = memory_format(precision)
@@ -153,7 +199,7 @@ def compare(
                 rgb = sr.super_resolve(lr, steps=steps, generator=gen, precision=precision)
                 return fusion.fuse(b10, b20, b60, rgb, precision=precision)
 
-            seconds = _timed(forward, warmup=warmup, repeats=repeats)
+            seconds = _timed(forward, warmup=warmup, repeats=repeats, device=device)
             base = seconds if base is None else base
             row = {
                 "preset": preset,
@@ -167,7 +213,9 @@ def compare(
             print(f"{preset:6s} {label:45s} {seconds:8.2f} s/tile  {seconds / base:.3f}x", flush=True)
     return {
         "benchmark": "model_speed_compare",
+        "device": device,
         "window_10m_px": window,
+        "scene": source,
         "output_tile_px": 4 * window,
         "batch": 1,
         "warmup": warmup,
@@ -191,7 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", action="store_true", help="per-tile ratios to fp32 eager (module docstring)")
     p.add_argument("--presets", default="small,paper", help="--compare: comma list of small, paper")
     p.add_argument("--warmup", type=int, default=0, help="--compare: untimed calls per variant")
+    p.add_argument("--scene", default=SCENE, help="scene folder, or an .npz written by --save-window")
+    p.add_argument("--save-window", default=None, help="write the --scene's window to this .npz and stop")
     args = p.parse_args(argv)
+    if args.save_window:
+        b10, b20, b60 = window_groups(args.window, args.scene)
+        np.savez_compressed(args.save_window, b10=b10, b20=b20, b60=b60, scene=args.scene)
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.compare:
@@ -204,10 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         res = compare(
             args.presets.split(","),
             window=args.window,
+            source=args.scene,
             steps_default=args.steps or steps_default,
             precision_default=DEFAULT_PRECISION,
             warmup=args.warmup,
             repeats=args.repeats,
+            device=args.device,
         )
         write_json(args.json, res)
         return 0
@@ -218,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         precision=args.precision,
         steps=args.steps,
         repeats=args.repeats,
+        source=args.scene,
     )
     write_json(args.json, res)
     return 0

@@ -6,10 +6,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from benchmarks import components, ddim_steps, e2e
+from benchmarks import components, ddim_steps, e2e, model_speed
 from benchmarks.common import count_flops, median_time
 from benchmarks.demo_run import DEMO_BBOX, quarter_bbox
 
@@ -51,6 +52,23 @@ def test_component_benchmark_on_a_tiny_tile(tmp_path, capsys):
     for r in res["rows"]:
         assert r["gflop"] > 0 and r["median_s"] > 0 and math.isfinite(r["share_of_ceiling"])
     assert "| denoiser_step | fp32 |" in capsys.readouterr().out
+
+
+def test_model_speed_runs_from_a_saved_window_and_reports_batch_invariance(tmp_path):
+    """The device check's path: the window saved here (no GDAL on the device machine) gives the scene's
+    pixels, and each batch's tile 0 is compared with its batch-1 pixels (batch-invariant on CPU: 0)."""
+    saved = tmp_path / "window.npz"
+    assert model_speed.main(["--window", "24", "--save-window", str(saved)]) == 0
+    for a, b in zip(model_speed.window_groups(24, str(saved)), model_speed.window_groups(24)):
+        np.testing.assert_array_equal(a, b)
+    out = tmp_path / "speed.json"
+    argv = ["--scene", str(saved), "--window", "24", "--batches", "1,2", "--repeats", "1", "--steps", "1"]
+    assert model_speed.main([*argv, "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["batch"] for r in rows] == [1, 2]
+    assert all(r["tile0_max_abs_diff_to_batch1"] == 0.0 and r["tiles_per_s"] > 0 for r in rows)
+    with pytest.raises(SystemExit, match="less than --window 48"):
+        model_speed.window_groups(48, str(saved))
 
 
 def test_ddim_sweep_runs_with_a_checkpoint_on_a_small_crop(tmp_path, capsys):
