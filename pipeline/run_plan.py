@@ -151,15 +151,29 @@ def _record_found_done(ledger: Ledger, unit: WorkUnit, root: str, rec: UnitRecor
     if manifest.get("status") == "empty":
         ledger.record(unit.key, "empty", attempt=rec.attempts, reason=manifest.get("reason"))
         return
-    ledger.record(
+    _record_done(
+        ledger,
         unit.key,
-        "done",
+        out.url,
         attempt=rec.attempts,
-        reason="found finished on disk",
         seconds=(manifest.get("timings_s") or {}).get("total"),
         tiles=int(manifest.get("tiles") or 0),
-        bytes=_bytes_under(out.url),
-        accelerator_s=float((manifest.get("stream") or {}).get("model_s") or 0.0),
+        stream=manifest.get("stream") or {},
+        reason="found finished on disk",
+    )
+
+
+def _record_done(ledger: Ledger, key: str, out_url: str, *, stream: dict, **fields: object) -> None:
+    """Record a unit's "done" event: `fields` (attempt, seconds, tiles, ...), its output's bytes and the
+    forward-pass seconds of its `stream` report."""
+    ledger.record(
+        key,
+        "done",
+        bytes=_bytes_under(out_url),
+        # forward-pass seconds measured in the actors: the call spans the unit's stream sees would count
+        # other units' calls too when several share the actors
+        accelerator_s=float(stream.get("model_s") or 0.0),
+        **fields,
     )
 
 
@@ -247,7 +261,7 @@ def _run_unit(unit, base, root, ledger, attempts, policy, summary, run_job, pool
                 result = run_job(cfg, progress=progress, pool=pool)
         except EmptySearchError as exc:
             OutputDir(cfg.output.out).write_json(
-                "manifest.json",
+                DONE_MARKER,
                 {
                     "status": "empty",
                     "unit": unit.key,
@@ -270,16 +284,14 @@ def _run_unit(unit, base, root, ledger, attempts, policy, summary, run_job, pool
                 return
             time.sleep(policy.backoff_s * 2 ** (attempts - 1))
             continue
-        ledger.record(
+        _record_done(
+            ledger,
             unit.key,
-            "done",
+            cfg.output.out,
             attempt=attempts,
             seconds=round(time.time() - t0, 3),
             tiles=result.tiles,
-            bytes=_bytes_under(cfg.output.out),
-            # forward-pass seconds measured in the actors: the call spans the unit's stream sees would count
-            # other units' calls too when several share the actors
-            accelerator_s=float(result.stream.get("model_s") or 0.0),
+            stream=result.stream,
         )
         summary.completed.append(unit.key)
         return
