@@ -20,6 +20,12 @@ probability `--sr-guide-prob`, else the native guide of the default Wald pair.
 Validation block (`--holdout DIR --holdout-frac F`): the last F of the rows of scene DIR (one of --data)
 are left out of training (the scene is cut to its first (1 - F) rows, rounded down to 1440 m), so they
 can select models (`benchmarks/fusion_heldout.py --scenes DIR --row-frac 0.8 1`).
+
+x4 pairs (`--wald-x4 60m --wald-x4-prob P`): the listed groups also train on pairs in the Wald x4
+evaluation's geometry (pipeline.train.wald.make_wald_x4_pair: inputs degraded by 4, output on the 10 m
+grid, the native bands as the sensor-degraded output's target), which fit every scene with a 10 m side of
+24 px: each crop of such a group is an x4 crop with probability P (always, for a scene too small for its
+x24 pair). Their SR guides are the 10 m group's (the diffusion SR of the RGB degraded by 4).
 """
 
 from __future__ import annotations
@@ -41,7 +47,16 @@ from pipeline.models.fusion.model import FusionModel, load_fusion_model, save_fu
 from pipeline.models.precision import native_bf16
 from pipeline.train.scenes import drop_nodata_border, read_training_scene
 from pipeline.train.srguide import SRGuide, load_sr_guides, make_sr_guide, save_sr_guides
-from pipeline.train.wald import WaldCrops, WaldPair, make_wald_pair, min_scene_size_10m, sample_crops
+from pipeline.train.wald import (
+    WaldCrops,
+    WaldPair,
+    make_wald_pair,
+    make_wald_x4_pair,
+    min_scene_size_10m,
+    min_scene_size_10m_x4,
+    sample_crops,
+    wald_l1_loss,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +93,8 @@ class FusionTrainConfig:
         holdout_frac: fraction of rows held out (the cut is rounded down to a multiple of 144 rows).
         trunk_stride: overrides the preset's trunk grid (1 = output grid, 2/4 = that much coarser); None keeps
             the preset's. Each group's exported config records it, so nets of different strides combine.
+        wald_x4: groups that also train on x4 pairs (the evaluation's geometry; module docstring).
+        wald_x4_prob: probability that a crop of such a group is an x4 crop, where the scene has both kinds.
     """
 
     preset: str = "small"
@@ -106,6 +123,8 @@ class FusionTrainConfig:
     holdout: str | None = None
     holdout_frac: float = 0.2
     trunk_stride: int | None = None
+    wald_x4: tuple[str, ...] = ()
+    wald_x4_prob: float = 0.5
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -123,6 +142,12 @@ class FusionTrainConfig:
         )
         if bad:
             raise ConfigError(f"--groups {bad} invalid; choose among 10m 20m 60m")
+        object.__setattr__(self, "wald_x4", tuple(self.wald_x4))
+        stray = [g for g in self.wald_x4 if g not in self.groups]
+        if stray:
+            raise ConfigError(f"--wald-x4 {stray}: not among the trained --groups {list(self.groups)}")
+        if not 0.0 <= self.wald_x4_prob <= 1.0:
+            raise ConfigError(f"--wald-x4-prob must lie in [0, 1], got {self.wald_x4_prob}")
         if not 0.0 <= self.sr_guide_prob <= 1.0 or self.sr_guide_draws < 1 or self.sr_guide_steps < 1:
             raise ConfigError(
                 "--sr-guide-prob must lie in [0, 1], --sr-guide-draws and --sr-guide-steps >= 1"
@@ -151,6 +176,10 @@ class FusionTrainConfig:
         """The three group nets' configs: the preset's, with the trunk stride override if given."""
         overrides = {} if self.trunk_stride is None else {"trunk_stride": self.trunk_stride}
         return preset_configs(self.preset, **overrides)
+
+    def sr_guide_groups(self) -> tuple[str, ...]:
+        """The groups whose SR guides training needs: the trained ones, and the 10 m group's for x4 pairs."""
+        return tuple(dict.fromkeys([*self.groups, *(["10m"] if self.wald_x4 else [])]))
 
 
 def _crop_to(scene: dict[str, torch.Tensor], mult: int) -> dict[str, torch.Tensor] | None:
@@ -223,7 +252,7 @@ def prepare_sr_guides(
     Args:
         cfg: the training config (sr_guide folder, draws, steps, seed, SR weights).
         scenes: scene folder -> bands (after the holdout cut), as the sampler gets them.
-        configs: group -> net config.
+        configs: group -> net config, for every group of `cfg.sr_guide_groups()`.
         sr_model: an SR model to use (default: `load_sr_model(cfg.sr_weights)`, loaded only if needed).
 
     Returns:
@@ -231,7 +260,7 @@ def prepare_sr_guides(
     """
     out: dict[str, dict[str, list[SRGuide]]] = {}
     weights_digest = sr_weights_digest(cfg.sr_weights)  # once: every scene and group shares the weights
-    for g in cfg.groups:
+    for g in cfg.sr_guide_groups():
         out[g] = {}
         for name, sc in scenes.items():
             c = _crop_to(sc, min_scene_size_10m(configs[g]))
@@ -263,6 +292,9 @@ class WaldSampler:
 
     With `sr_guides`, every scene that has SR guide draws also gets an SR-guided pair (a random draw),
     and each crop comes from it with probability `sr_prob` (pipeline.train.srguide).
+    Groups in `x4_groups` also get x4 pairs (pipeline.train.wald.make_wald_x4_pair) of every scene with a
+    10 m side of at least `crop`, guided by the 10 m group's SR draws; a crop of such a group is an x4 crop
+    with probability `x4_prob` (always when no scene fits its x24 pair, never when none fits an x4 pair).
     """
 
     def __init__(
@@ -274,14 +306,19 @@ class WaldSampler:
         *,
         sr_guides: dict[str, dict[str, list[SRGuide]]] | None = None,
         sr_prob: float = 0.0,
+        x4_groups: tuple[str, ...] = (),
+        x4_prob: float = 0.5,
     ):
         self.gen = generator
         self.crop = crop
         self.configs = configs
         self.sr_guides = sr_guides or {}
         self.sr_prob = sr_prob
+        self.x4_prob = x4_prob
         self.scenes: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
         self.weights: dict[str, torch.Tensor] = {}
+        self.x4_scenes: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
+        self.x4_weights: dict[str, torch.Tensor] = {}
         for g in BAND_GROUPS:
             if g.name not in configs:
                 continue
@@ -291,22 +328,42 @@ class WaldSampler:
                 c = _crop_to(sc, min_scene_size_10m(cfg))
                 if c is not None and min(c["B02"].shape[-2:]) // g.factor_to_10m >= crop:
                     usable[name] = c
-            if not usable:
+            if g.name in x4_groups:
+                x4 = {}
+                for name, sc in scenes.items():
+                    c = _crop_to(sc, min_scene_size_10m_x4(cfg))
+                    if c is not None and min(c["B02"].shape[-2:]) >= crop:
+                        x4[name] = c
+                if x4:
+                    self.x4_scenes[g.name] = x4
+                    self.x4_weights[g.name] = torch.tensor([math.sqrt(s["B02"].numel()) for s in x4.values()])
+            if not usable and g.name not in self.x4_scenes:
                 raise TrainingDataError(
                     f"no training scene is large enough for the {g.name} group (10 m side >= "
                     f"{max(min_scene_size_10m(cfg), crop * g.factor_to_10m)} px at --crop {crop}); "
                     "add a larger scene, "
                     f"lower --crop, or leave the group out with --groups"
                 )
-            self.scenes[g.name] = usable
-            # Scenes drawn with probability ~ sqrt(area): big scenes dominate less, tiny patches are not
-            # overused.
-            self.weights[g.name] = torch.tensor([math.sqrt(s["B02"].numel()) for s in usable.values()])
+            if usable:
+                self.scenes[g.name] = usable
+                # Scenes drawn with probability ~ sqrt(area): big scenes dominate less, tiny patches are not
+                # overused.
+                self.weights[g.name] = torch.tensor([math.sqrt(s["B02"].numel()) for s in usable.values()])
         self.pairs: dict[str, list[WaldPair]] = {}
         self.sr_pairs: dict[str, list[WaldPair | None]] = {}
+        self.x4_pairs: dict[str, list[WaldPair]] = {}
         self.regenerate()
 
     def regenerate(self) -> None:
+        x4_guides = self.sr_guides.get("10m", {}) if self.sr_prob > 0 else {}
+        for name, scs in self.x4_scenes.items():
+            pairs = []
+            for scene_name, s in scs.items():
+                draws = x4_guides.get(scene_name)
+                guided = bool(draws) and float(torch.rand((), generator=self.gen)) < self.sr_prob
+                draw = draws[int(torch.randint(0, len(draws), (), generator=self.gen))] if guided else None
+                pairs.append(make_wald_x4_pair(s, self.configs[name], generator=self.gen, sr_guide=draw))
+            self.x4_pairs[name] = pairs
         for name, scs in self.scenes.items():
             self.pairs[name] = [
                 make_wald_pair(s, self.configs[name], generator=self.gen) for s in scs.values()
@@ -324,6 +381,25 @@ class WaldSampler:
 
     def batch(self, group: str, n: int) -> WaldCrops:
         """n crops of one group, drawn from its scenes' pairs."""
+        if group in self.x4_pairs:
+            prob = 1.0 if group not in self.pairs else self.x4_prob
+            n_x4 = int((torch.rand(n, generator=self.gen) < prob).sum())
+            parts = [self._x4_batch(group, n_x4)] if n_x4 else []
+            if n_x4 < n:
+                parts.append(self._x24_batch(group, n - n_x4))
+            return WaldCrops.cat(parts)
+        return self._x24_batch(group, n)
+
+    def _x4_batch(self, group: str, n: int) -> WaldCrops:
+        # A scene's x4 pair is SR-guided or not as a whole, redrawn with the pairs (regenerate).
+        idx = torch.multinomial(self.x4_weights[group], n, replacement=True, generator=self.gen)
+        f = self.configs[group].factor
+        pairs = self.x4_pairs[group]
+        return WaldCrops.cat(
+            [sample_crops(pairs[i], self.crop, 1, generator=self.gen, align=f) for i in idx.tolist()]
+        )
+
+    def _x24_batch(self, group: str, n: int) -> WaldCrops:
         idx = torch.multinomial(self.weights[group], n, replacement=True, generator=self.gen)
         use_sr = torch.rand(n, generator=self.gen) < self.sr_prob
         f = self.configs[group].factor
@@ -419,7 +495,7 @@ class FusionTask:
             gen = torch.Generator().manual_seed(_seed(self.cfg.seed, epoch, rank))
             configs = {k: v for k, v in self._configs.items() if k in self.cfg.groups}
             if self.cfg.sr_guide is not None and self._sr_guides is None:
-                self._sr_guides = prepare_sr_guides(self.cfg, self.scenes, configs)
+                self._sr_guides = prepare_sr_guides(self.cfg, self.scenes, self._configs)
             self._sampler = WaldSampler(
                 self.scenes,
                 configs,
@@ -427,6 +503,8 @@ class FusionTask:
                 gen,
                 sr_guides=self._sr_guides,
                 sr_prob=self.cfg.sr_guide_prob if self.cfg.sr_guide else 0.0,
+                x4_groups=self.cfg.wald_x4,
+                x4_prob=self.cfg.wald_x4_prob,
             )
             self._epoch = epoch
         self._sampler.gen.manual_seed(_seed(self.cfg.seed, step, rank, 1))
@@ -442,7 +520,7 @@ class FusionTask:
         bf16 = self.cfg.bf16 and native_bf16(self.device.type)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             preds = model(inputs)
-        losses = {k: (preds[k].float() - batch[k].target.to(self.device)).abs().mean() for k in preds}
+        losses = {k: wald_l1_loss(preds[k].float(), batch[k]) for k in preds}
         return sum(losses.values()), {f"l1_{k}": float(v.detach()) for k, v in losses.items()}
 
     def export(
@@ -468,8 +546,7 @@ def train_fusion(cfg: FusionTrainConfig, *, ray_address: str | None = None) -> t
     from pipeline.train.launch import LaunchConfig, launch
 
     if cfg.sr_guide is not None:  # compute the SR guide cache once here, not in every rank
-        configs = {k: v for k, v in cfg.net_configs().items() if k in cfg.groups}
-        prepare_sr_guides(cfg, load_training_scenes(cfg), configs)
+        prepare_sr_guides(cfg, load_training_scenes(cfg), cfg.net_configs())
     result = launch(
         FusionTask(cfg),
         LaunchConfig(

@@ -6,6 +6,14 @@ bands; the guide is the native 10 m RGB degraded to g's grid. The network thus l
 "group grid / f -> group grid" that it applies at inference from the native grid to 2.5 m.
 With an `SRGuide` (pipeline.train.srguide) the guide is instead the diffusion SR of the
 Wald-degraded RGB, as at inference (`difffusr train fusion --sr-guide`).
+
+The x4 pair (`make_wald_x4_pair`, `difffusr train fusion --wald-x4 60m`) is the same step one octave
+coarser, in the geometry of the Wald x4 evaluation: every band degraded by 4, the net's output on the
+native 10 m grid. For the 60 m group the inputs are then 40/80/240 m (the inference ratios 4/8/24 to the
+output grid, unchanged) and the target, the native 60 m bands, is known only as the sensor-degraded
+(blur + boxcar x6) output: the loss compares `wald_degrade(prediction, 6)` with it (`wald_l1_loss`).
+It needs a 10 m side of only 24 px, where the x24 pair needs 144, so the 1.2 km patches train the 60 m
+net too.
 """
 
 from __future__ import annotations
@@ -61,6 +69,9 @@ class WaldPair:
         lr: (1, n_out, h / f, w / f) the group's own degraded bands before upsampling (what the sensor
             "measured"), for the back-projection of the prediction.
         factor: f, the ratio of the group grid to the grid of `lr`.
+        target_box: 1 = the target is the band on the output grid; r > 1 (x4 pairs) = the target is known
+            only as the output degraded by r with the sensor model; it is stored repeated r x r onto the
+            output grid so crops of both kinds share one shape (`wald_l1_loss` reads one sample a block).
     """
 
     ms_up: torch.Tensor
@@ -68,6 +79,7 @@ class WaldPair:
     target: torch.Tensor
     lr: torch.Tensor
     factor: int
+    target_box: int = 1
 
 
 def make_wald_pair(
@@ -137,19 +149,93 @@ def make_wald_pair(
     )
 
 
+#: The Wald ratio of the x4 pairs (the evaluation's, pipeline.eval.protocol).
+X4_RATIO: int = 4
+
+
+def min_scene_size_10m_x4(cfg: FusionNetConfig) -> int:
+    """The 10 m side must be a multiple of this for a group's x4 pair (24 when 60 m bands are inputs)."""
+    return X4_RATIO * max(group_of(b).factor_to_10m for b in cfg.input_bands)
+
+
+def make_wald_x4_pair(
+    scene: dict[str, torch.Tensor],
+    cfg: FusionNetConfig,
+    *,
+    generator: torch.Generator,
+    random_blur: bool = True,
+    sr_guide: SRGuide | None = None,
+) -> WaldPair:
+    """Build a group's x4 pair (the evaluation geometry, module docstring) from a whole scene.
+
+    Args:
+        scene: as `make_wald_pair`; 10 m side a multiple of `min_scene_size_10m_x4(cfg)`.
+        cfg: the group network's config; its factor must be 4 x the group's 10 m ratio (4, 8, 24).
+        generator: draws the per-band blur and the guide blur.
+        random_blur: False -> the default sensor blur (MTF 0.3) and an exact guide.
+        sr_guide: an SR guide of the 10 m group of this scene (RGB degraded by 4, SR on the 10 m grid); that
+            group crops scenes to a multiple of 4 px, so the guide may run past this pair's grid and is cut
+            to it (both crops keep the top-left corner).
+
+    Returns:
+        WaldPair on the 10 m grid; target_box = the group's 10 m ratio (6 for 60 m, 2 for 20 m, 1 for 10 m).
+    """
+    box = group_of(cfg.output_bands[0]).factor_to_10m
+    if cfg.factor != X4_RATIO * box:
+        raise ValueError(
+            f"the {cfg.group} net's factor {cfg.factor} is not {X4_RATIO} x its 10 m ratio {box}"
+        )
+    ins = []
+    measured: dict[str, torch.Tensor] = {}
+    h, w = scene["B02"].shape[-2:]
+    if sr_guide is not None and (sr_guide.sr.shape[-2] < h or sr_guide.sr.shape[-1] < w):
+        raise ValueError(f"SR guide is {tuple(sr_guide.sr.shape[-2:])}, smaller than the 10 m grid {(h, w)}")
+    for b in cfg.input_bands:
+        if sr_guide is not None and b in RGB_BANDS:
+            i = RGB_BANDS.index(b)
+            lr = sr_guide.rgb_lr[:, i : i + 1, : h // X4_RATIO, : w // X4_RATIO]
+        else:
+            mtf = 0.3
+            if random_blur:
+                u = float(torch.rand((), generator=generator))
+                mtf = TRAIN_MTF_RANGE[0] + u * (TRAIN_MTF_RANGE[1] - TRAIN_MTF_RANGE[0])
+            lr = wald_degrade(scene[b], X4_RATIO, sigma=default_sigma(X4_RATIO, mtf))
+        measured[b] = lr
+        ins.append(upsample(lr, X4_RATIO * group_of(b).factor_to_10m))
+    ms_up = normalise(torch.cat(ins, 1), cfg.input_bands)
+    if sr_guide is not None:
+        guide = sr_guide.sr[..., :h, :w]
+    else:
+        guide = torch.cat([scene[b] for b in RGB_BANDS], 1)
+        if random_blur and float(torch.rand((), generator=generator)) < 0.5:
+            guide = gaussian_blur(guide, float(torch.rand((), generator=generator)) * GUIDE_MAX_EXTRA_SIGMA)
+    target = normalise(torch.cat([scene[b] for b in cfg.output_bands], 1), cfg.output_bands)
+    target = target.repeat_interleave(box, -2).repeat_interleave(box, -1)
+    lr_own = normalise(torch.cat([measured[b] for b in cfg.output_bands], 1), cfg.output_bands)
+    return WaldPair(
+        ms_up=ms_up[..., :h, :w],
+        guide=normalise(guide, RGB_BANDS)[..., :h, :w],
+        target=target[..., :h, :w],
+        lr=lr_own[..., : h // cfg.factor, : w // cfg.factor],
+        factor=cfg.factor,
+        target_box=box,
+    )
+
+
 class WaldCrops(NamedTuple):
     """A training batch of one group: crops of Wald pairs, normalised like the pairs.
 
     ms_up (n, n_in, size, size): the degraded inputs upsampled to the group grid; guide (n, 3, size, size);
     target (n, n_out, size, size): the native bands; lr (n, n_out, size / f, size / f): the group's measured
     (degraded) bands under the crop, for the back-projection (empty (n, n_out, 0, 0) when the crop is not
-    aligned to them).
+    aligned to them); box (n,) int64: each crop's `WaldPair.target_box`.
     """
 
     ms_up: torch.Tensor
     guide: torch.Tensor
     target: torch.Tensor
     lr: torch.Tensor
+    box: torch.Tensor
 
     @classmethod
     def cat(cls, parts: list[WaldCrops]) -> WaldCrops:
@@ -173,6 +259,8 @@ def sample_crops(
     h, w = pair.target.shape[-2:]
     if h < size or w < size:
         raise ValueError(f"scene grid {h}x{w} is smaller than the crop size {size}")
+    if pair.target_box > 1 and (align % pair.target_box or size % pair.target_box):
+        raise ValueError(f"crops of an x{pair.target_box} block target must be aligned to its blocks")
     f = pair.factor
     crop_lr = align % f == 0 and size % f == 0
     outs: list[list[torch.Tensor]] = [[], [], [], []]
@@ -194,7 +282,37 @@ def sample_crops(
         )
         lr = torch.rot90(lr, k, (1, 2))
         outs[3].append(torch.flip(lr, (2,)) if flip else lr)
-    return WaldCrops(*(torch.stack(o) for o in outs))
+    return WaldCrops(*(torch.stack(o) for o in outs), box=torch.full((n,), pair.target_box, dtype=torch.long))
 
 
-__all__ = ["SRGuide", "WaldCrops", "WaldPair", "make_wald_pair", "min_scene_size_10m", "sample_crops"]
+def wald_l1_loss(pred: torch.Tensor, crops: WaldCrops) -> torch.Tensor:
+    """Mean over crops of each crop's L1 to its target (normalised units).
+
+    A crop with `box` r > 1 (an x4 pair) is scored as the evaluation scores it: the prediction degraded by
+    r with the sensor model (default MTF) against one target sample per r x r block. With every box 1 this
+    is the plain L1 mean.
+    """
+    target = crops.target.to(pred.device)
+    box = crops.box.tolist()
+    per_crop = []
+    for r in sorted(set(box)):
+        idx = torch.tensor([i for i, b in enumerate(box) if b == r], device=pred.device)
+        p, t = pred.index_select(0, idx), target.index_select(0, idx)
+        if r > 1:
+            p, t = wald_degrade(p, r), t[..., ::r, ::r]
+        per_crop.append((p - t).abs().mean(dim=(1, 2, 3)))
+    return torch.cat(per_crop).mean()
+
+
+__all__ = [
+    "X4_RATIO",
+    "SRGuide",
+    "WaldCrops",
+    "WaldPair",
+    "make_wald_pair",
+    "make_wald_x4_pair",
+    "min_scene_size_10m",
+    "min_scene_size_10m_x4",
+    "sample_crops",
+    "wald_l1_loss",
+]

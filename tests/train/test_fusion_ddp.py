@@ -97,3 +97,31 @@ def test_init_keeps_each_nets_trunk_grid_and_one_step_back_projects(tmp_path: Pa
     loss.backward()
     assert set(metrics) == {"l1_10m", "l1_20m"} and torch.isfinite(loss)
     assert model.nets["10m"].conv_last.weight.grad.abs().sum() > 0
+
+
+def test_one_x4_step_trains_the_60m_net_from_patches_alone(tmp_path: Path) -> None:
+    """`--wald-x4 60m`: the 60 m net, which no 1.2 km patch could train, gets a finite loss and gradients
+    from patches alone (every crop an x4 crop, loss on the x6-degraded output)."""
+    from pipeline.models.fusion.model import SHIPPED_WEIGHTS
+    from pipeline.train.fusion import FusionTask, FusionTrainConfig
+
+    patch = REPO / "data/samples/catalog/S2A_MSIL2A_20170613T101031_87_48"
+    cfg = FusionTrainConfig(
+        data=(str(patch),),
+        init=str(SHIPPED_WEIGHTS),
+        groups=("60m",),
+        wald_x4=("60m",),
+        crop=48,
+        batch=2,
+        out=str(tmp_path / "run"),
+        bf16=False,
+    )
+    task = FusionTask(cfg)
+    task.setup(0, 1, torch.device("cpu"))
+    model = task.build_model()
+    batch = task.get_batch(0, 0, 1)
+    assert batch["60m"].box.tolist() == [6, 6] and batch["60m"].lr.shape == (2, 2, 2, 2)
+    loss, metrics = task.train_step(model, batch, 0)
+    loss.backward()
+    assert set(metrics) == {"l1_60m"} and torch.isfinite(loss) and 0 < float(loss.detach()) < 1
+    assert model.nets["60m"].conv_last.weight.grad.abs().sum() > 0

@@ -149,7 +149,7 @@ def test_sampler_draws_sr_guided_crops_with_the_given_probability(tmp_path: Path
     s = WaldSampler(
         {cfg.data[0]: scene}, configs, 16, torch.Generator().manual_seed(0), sr_guides=guides, sr_prob=prob
     )
-    _, guide, _, _ = s.batch("10m", 6)
+    _, guide, _, _, _ = s.batch("10m", 6)
     # the stand-in SR is MARK reflectance brighter: ~3 normalised units above the native guide
     from pipeline.bands import RGB_BANDS
     from pipeline.models.fusion.config import BAND_STD
@@ -158,6 +158,46 @@ def test_sampler_draws_sr_guided_crops_with_the_given_probability(tmp_path: Path
     mean = float(guide[:, 0].mean())
     native = float(s.pairs["10m"][0].guide[:, 0].mean())
     assert (mean - native > 0.8 * shift) == (prob == 1.0)
+
+
+def test_x4_pairs_take_the_10m_groups_sr_guide_cut_to_their_grid(tmp_path: Path, scene) -> None:
+    """`--wald-x4 60m` with SR guides: the 60 m x4 pairs are guided by the 10 m group's SR draws, which
+    cover a 132 px scene (a multiple of 4) where the x4 pair keeps 120 px (a multiple of 24): the guide is
+    cut to it."""
+    from pipeline.bands import NATIVE_GSD_M, RGB_BANDS
+    from pipeline.models.fusion.normalise import normalise
+
+    big = {
+        b: t.repeat(1, 1, 2, 2)[..., : 132 // (NATIVE_GSD_M[b] // 10), : 132 // (NATIVE_GSD_M[b] // 10)]
+        for b, t in scene.items()
+    }
+    cfg = FusionTrainConfig(
+        data=(str(AUSTRIA),),
+        groups=("60m",),
+        wald_x4=("60m",),
+        crop=48,
+        sr_guide=str(tmp_path),
+        sr_guide_draws=1,
+    )
+    configs = preset_configs("small")
+    guides = prepare_sr_guides(cfg, {cfg.data[0]: big}, configs, sr_model=FakeSR(), log=lambda m: None)
+    assert set(guides) == {"60m", "10m"} and guides["10m"][cfg.data[0]][0].sr.shape[-2:] == (132, 132)
+    assert not guides["60m"]  # 132 px holds no x24 pair: the 60 m group trains on x4 pairs alone
+    s = WaldSampler(
+        {cfg.data[0]: big},
+        {"60m": configs["60m"]},
+        48,
+        torch.Generator().manual_seed(0),
+        sr_guides=guides,
+        sr_prob=1.0,
+        x4_groups=("60m",),
+    )
+    pair = s.x4_pairs["60m"][0]
+    assert pair.guide.shape[-2:] == (120, 120)
+    torch.testing.assert_close(
+        pair.guide, normalise(guides["10m"][cfg.data[0]][0].sr[..., :120, :120], RGB_BANDS)
+    )
+    assert s.batch("60m", 3).box.tolist() == [6, 6, 6]
 
 
 def test_holdout_cut_keeps_whole_60m_blocks(scene) -> None:
@@ -192,6 +232,23 @@ def test_cli_flags_reach_the_config(tmp_path: Path) -> None:
         FusionTrainConfig(data=(str(AUSTRIA),), sr_guide_prob=1.5)
     with pytest.raises(ConfigError, match="not one of the --data"):
         FusionTrainConfig(data=(str(AUSTRIA),), holdout=str(tmp_path))
+    b = fusion_parser()[0].parse_args(
+        [
+            "--data",
+            str(AUSTRIA),
+            "--out",
+            str(tmp_path),
+            "--groups",
+            "60m",
+            "--wald-x4",
+            "60m",
+            "--wald-x4-prob",
+            "0.7",
+        ]
+    )
+    assert b.wald_x4 == ["60m"] and b.wald_x4_prob == 0.7
+    with pytest.raises(ConfigError, match="not among the trained --groups"):
+        FusionTrainConfig(data=(str(AUSTRIA),), groups=("10m",), wald_x4=("60m",))
 
 
 def test_trunk_stride_override_and_mixed_strides_round_trip(tmp_path: Path) -> None:
