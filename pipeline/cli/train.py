@@ -152,6 +152,13 @@ _FUSION_FLAGS: dict[str, dict] = {
     "sr_guide": {"metavar": "CACHE_DIR"},
     "sr_weights": {"metavar": "DIR"},
     "holdout": {"metavar": "DIR"},
+    "wald_x4": {
+        "metavar": "GROUP",
+        "choices": ["10m", "20m", "60m"],
+        "help": "groups that also train on x4 pairs (inputs degraded by 4, output on the 10 m grid, loss on "
+        "the output degraded to the group's native grid: fits 1.2 km patches, which the 60 m group's x24 "
+        "pairs do not; docs/fusion.md)",
+    },
 }
 
 
