@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import pipeline.models.fusion.model as fusion_model
 from pipeline.bands import BAND_GROUPS, S2_BANDS
 from pipeline.models import baselines
 from pipeline.models.fusion import load_fusion_model, set_injection_gain
@@ -165,22 +166,29 @@ def test_gram_schmidt_term_never_loses_to_the_network_only_gain_per_group(irelan
             assert e_both <= e_only + 1e-4, (name, e_both, e_only)
 
 
-def test_filled_halo_does_not_count_in_the_gains(ireland) -> None:
+def test_filled_halo_does_not_count_in_the_gains(ireland, monkeypatch: pytest.MonkeyPatch) -> None:
     # The pipeline fills a tile's window outside the scene with the nearest valid pixel (a 30 px Wald scene in
     # a 54 px window: 12 px of halo). Those copies must not count as measurements, or they drag the gains
-    # towards the smooth answer (measured: Ireland 60 m gains 0.27 / 0.32 and 60 m ERGAS 1.16 -> 2.05).
+    # towards the smooth answer (measured: Ireland 60 m gains 0.27 / 0.32 and 60 m ERGAS 1.16 -> 2.05 with the
+    # nets of 2026-12-06; 0.19 / 0.54 and 1.19 -> 1.84 with the 60 m net of the fifth configilm run).
     native, lr = ireland
     assert measured_mask(lr[0]).all()  # real imagery: no pixel is a copy of its neighbour in all bands
     win = [F.pad(x, (p, p, p, p), mode="replicate") for x, p in zip(lr, (12, 6, 2), strict=True)]
     mask = measured_mask(win[0])[0, 0]
     assert not mask[:11].any() and not mask[:, :11].any() and mask[13:41, 13:41].all()
     guide = _guide(win[0])
-    gained = load_fusion_model()
-    gains = gained.injection_gains(*win, guide)["60m"][..., 0]
-    assert (gains > 0.5).all(), gains
     core = slice(48, 168)
-    off = set_injection_gain(load_fusion_model(), 0).fuse(*win, guide)[..., core, core]
-    on = gained.fuse(*win, guide)[..., core, core]
-    e_off = _ergas(wald_degrade(_group(off, "60m"), 6), native[2])
-    e_on = _ergas(wald_degrade(_group(on, "60m"), 6), native[2])
-    assert e_on <= 1.05 * e_off, (e_on, e_off)
+
+    def gains_and_error() -> tuple[torch.Tensor, float]:
+        model = load_fusion_model()
+        gains = model.injection_gains(*win, guide)["60m"][..., 0]
+        out = model.fuse(*win, guide)[..., core, core]
+        return gains, _ergas(wald_degrade(_group(out, "60m"), 6), native[2])
+
+    gains, e_masked = gains_and_error()
+    assert (gains > 0.5).all(), gains
+    # the same window with every filled copy counted as a measurement (the failure this mask prevents)
+    monkeypatch.setattr(fusion_model, "measured_mask", lambda b10: torch.ones_like(measured_mask(b10)))
+    dragged, e_unmasked = gains_and_error()
+    assert (dragged < gains).all() and float(dragged.min()) < 0.3, dragged
+    assert e_masked <= 0.75 * e_unmasked, (e_masked, e_unmasked)
