@@ -82,6 +82,21 @@ class WaldPair:
     target_box: int = 1
 
 
+def _band_sigma(factor: int, generator: torch.Generator, random_blur: bool) -> float:
+    """Blur sigma of a band degraded by `factor`: a random system MTF in TRAIN_MTF_RANGE, or the default."""
+    if not random_blur:
+        return default_sigma(factor)
+    u = float(torch.rand((), generator=generator))
+    return default_sigma(factor, TRAIN_MTF_RANGE[0] + u * (TRAIN_MTF_RANGE[1] - TRAIN_MTF_RANGE[0]))
+
+
+def _jitter_guide(guide: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """With probability 1/2, blur a native guide by a random sigma up to GUIDE_MAX_EXTRA_SIGMA."""
+    if float(torch.rand((), generator=generator)) < 0.5:
+        return gaussian_blur(guide, float(torch.rand((), generator=generator)) * GUIDE_MAX_EXTRA_SIGMA)
+    return guide
+
+
 def make_wald_pair(
     scene: dict[str, torch.Tensor],
     cfg: FusionNetConfig,
@@ -116,13 +131,7 @@ def make_wald_pair(
             measured[b] = lr
             ins.append(upsample(lr, f * group_of(b).factor_to_10m // g_ratio))
             continue
-        if random_blur:
-            u = float(torch.rand((), generator=generator))
-            mtf = TRAIN_MTF_RANGE[0] + u * (TRAIN_MTF_RANGE[1] - TRAIN_MTF_RANGE[0])
-            sigma = default_sigma(f, mtf)
-        else:
-            sigma = default_sigma(f)
-        lr = wald_degrade(native, f, sigma=sigma)
+        lr = wald_degrade(native, f, sigma=_band_sigma(f, generator, random_blur))
         measured[b] = lr
         up = f * group_of(b).factor_to_10m // g_ratio
         ins.append(upsample(lr, up))
@@ -135,8 +144,8 @@ def make_wald_pair(
     else:
         rgb = torch.cat([scene[b] for b in RGB_BANDS], 1)
         guide = wald_degrade(rgb, g_ratio) if g_ratio > 1 else rgb
-    if sr_guide is None and random_blur and float(torch.rand((), generator=generator)) < 0.5:
-        guide = gaussian_blur(guide, float(torch.rand((), generator=generator)) * GUIDE_MAX_EXTRA_SIGMA)
+    if sr_guide is None and random_blur:
+        guide = _jitter_guide(guide, generator)
     guide = normalise(guide, RGB_BANDS)
     target = normalise(torch.cat([scene[b] for b in cfg.output_bands], 1), cfg.output_bands)
     lr_own = normalise(torch.cat([measured[b] for b in cfg.output_bands], 1), cfg.output_bands)
@@ -195,11 +204,7 @@ def make_wald_x4_pair(
             i = RGB_BANDS.index(b)
             lr = sr_guide.rgb_lr[:, i : i + 1, : h // X4_RATIO, : w // X4_RATIO]
         else:
-            mtf = 0.3
-            if random_blur:
-                u = float(torch.rand((), generator=generator))
-                mtf = TRAIN_MTF_RANGE[0] + u * (TRAIN_MTF_RANGE[1] - TRAIN_MTF_RANGE[0])
-            lr = wald_degrade(scene[b], X4_RATIO, sigma=default_sigma(X4_RATIO, mtf))
+            lr = wald_degrade(scene[b], X4_RATIO, sigma=_band_sigma(X4_RATIO, generator, random_blur))
         measured[b] = lr
         ins.append(upsample(lr, X4_RATIO * group_of(b).factor_to_10m))
     ms_up = normalise(torch.cat(ins, 1), cfg.input_bands)
@@ -207,8 +212,8 @@ def make_wald_x4_pair(
         guide = sr_guide.sr[..., :h, :w]
     else:
         guide = torch.cat([scene[b] for b in RGB_BANDS], 1)
-        if random_blur and float(torch.rand((), generator=generator)) < 0.5:
-            guide = gaussian_blur(guide, float(torch.rand((), generator=generator)) * GUIDE_MAX_EXTRA_SIGMA)
+        if random_blur:
+            guide = _jitter_guide(guide, generator)
     target = normalise(torch.cat([scene[b] for b in cfg.output_bands], 1), cfg.output_bands)
     target = target.repeat_interleave(box, -2).repeat_interleave(box, -1)
     lr_own = normalise(torch.cat([measured[b] for b in cfg.output_bands], 1), cfg.output_bands)

@@ -64,26 +64,31 @@ def test_two_worker_ddp_training_and_resume(tmp_path: Path, monkeypatch: pytest.
     assert out.shape == (1, 12, 24, 24)
 
 
+def _task_from_shipped(tmp_path: Path, scenes: list[Path], **cfg):
+    """A rank-0 fusion training task (CPU, fp32, batch 2) from the shipped weights, and its model."""
+    from pipeline.models.fusion.model import SHIPPED_WEIGHTS
+    from pipeline.train.fusion import FusionTask, FusionTrainConfig
+
+    task = FusionTask(
+        FusionTrainConfig(
+            data=tuple(map(str, scenes)),
+            init=str(SHIPPED_WEIGHTS),
+            batch=2,
+            out=str(tmp_path / "run"),
+            bf16=False,
+            **cfg,
+        )
+    )
+    task.setup(0, 1, torch.device("cpu"))
+    return task, task.build_model()
+
+
 def test_init_keeps_each_nets_trunk_grid_and_one_step_back_projects(tmp_path: Path) -> None:
     """--init from the shipped weights (60 m trunk on the full grid, the preset's is 2x coarser) loads them
     exactly and keeps their inference-time injection gains (a fine-tune of the shipped nets once exported
     them with the gains off), and one training step runs through the back-projection onto the measured
     bands, with gradients."""
-    from pipeline.models.fusion.model import SHIPPED_WEIGHTS
-    from pipeline.train.fusion import FusionTask, FusionTrainConfig
-
-    cfg = FusionTrainConfig(
-        data=tuple(map(str, SCENES)),
-        init=str(SHIPPED_WEIGHTS),
-        groups=("10m", "20m"),
-        crop=24,
-        batch=2,
-        out=str(tmp_path / "run"),
-        bf16=False,
-    )
-    task = FusionTask(cfg)
-    task.setup(0, 1, torch.device("cpu"))
-    model = task.build_model()
+    task, model = _task_from_shipped(tmp_path, SCENES, groups=("10m", "20m"), crop=24)
     assert {k: c.trunk_stride for k, c in model.configs.items()} == {"10m": 2, "20m": 2, "60m": 1}
     assert all(c.backproject == 5 for c in model.configs.values())
     gains = {k: (c.injection_gain, c.gain_gs) for k, c in model.configs.items()}
@@ -102,23 +107,7 @@ def test_init_keeps_each_nets_trunk_grid_and_one_step_back_projects(tmp_path: Pa
 def test_one_x4_step_trains_the_60m_net_from_patches_alone(tmp_path: Path) -> None:
     """`--wald-x4 60m`: the 60 m net, which no 1.2 km patch could train, gets a finite loss and gradients
     from patches alone (every crop an x4 crop, loss on the x6-degraded output)."""
-    from pipeline.models.fusion.model import SHIPPED_WEIGHTS
-    from pipeline.train.fusion import FusionTask, FusionTrainConfig
-
-    patch = REPO / "data/samples/catalog/S2A_MSIL2A_20170613T101031_87_48"
-    cfg = FusionTrainConfig(
-        data=(str(patch),),
-        init=str(SHIPPED_WEIGHTS),
-        groups=("60m",),
-        wald_x4=("60m",),
-        crop=48,
-        batch=2,
-        out=str(tmp_path / "run"),
-        bf16=False,
-    )
-    task = FusionTask(cfg)
-    task.setup(0, 1, torch.device("cpu"))
-    model = task.build_model()
+    task, model = _task_from_shipped(tmp_path, SCENES[:1], groups=("60m",), wald_x4=("60m",), crop=48)
     batch = task.get_batch(0, 0, 1)
     assert batch["60m"].box.tolist() == [6, 6] and batch["60m"].lr.shape == (2, 2, 2, 2)
     loss, metrics = task.train_step(model, batch, 0)
