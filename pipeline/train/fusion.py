@@ -24,8 +24,9 @@ can select models (`benchmarks/fusion_heldout.py --scenes DIR --row-frac 0.8 1`)
 x4 pairs (`--wald-x4 60m --wald-x4-prob P`): the listed groups also train on pairs in the Wald x4
 evaluation's geometry (pipeline.train.wald.make_wald_x4_pair: inputs degraded by 4, output on the 10 m
 grid, the native bands as the sensor-degraded output's target), which fit every scene with a 10 m side of
-24 px: each crop of such a group is an x4 crop with probability P (always, for a scene too small for its
-x24 pair). Their SR guides are the 10 m group's (the diffusion SR of the RGB degraded by 4).
+24 px: each crop of such a group is an x4 crop with probability P, from any scene (patches included), else a
+crop of the group's own Wald pair (x8 / x24) from the scenes large enough for one; every crop is an x4 crop
+when no scene is. Their SR guides are the 10 m group's (the diffusion SR of the RGB degraded by 4).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class FusionTrainConfig:
         trunk_stride: overrides the preset's trunk grid (1 = output grid, 2/4 = that much coarser); None keeps
             the preset's. Each group's exported config records it, so nets of different strides combine.
         wald_x4: groups that also train on x4 pairs (the evaluation's geometry; module docstring).
-        wald_x4_prob: probability that a crop of such a group is an x4 crop, where the scene has both kinds.
+        wald_x4_prob: probability that a crop of such a group is an x4 crop (1 if no scene fits its own pair).
     """
 
     preset: str = "small"
@@ -294,7 +295,8 @@ class WaldSampler:
     and each crop comes from it with probability `sr_prob` (pipeline.train.srguide).
     Groups in `x4_groups` also get x4 pairs (pipeline.train.wald.make_wald_x4_pair) of every scene with a
     10 m side of at least `crop`, guided by the 10 m group's SR draws; a crop of such a group is an x4 crop
-    with probability `x4_prob` (always when no scene fits its x24 pair, never when none fits an x4 pair).
+    with probability `x4_prob` (always when no scene fits the group's own pair, never when none fits an x4
+    pair).
     """
 
     def __init__(
@@ -386,9 +388,9 @@ class WaldSampler:
             n_x4 = int((torch.rand(n, generator=self.gen) < prob).sum())
             parts = [self._x4_batch(group, n_x4)] if n_x4 else []
             if n_x4 < n:
-                parts.append(self._x24_batch(group, n - n_x4))
+                parts.append(self._own_pair_batch(group, n - n_x4))
             return WaldCrops.cat(parts)
-        return self._x24_batch(group, n)
+        return self._own_pair_batch(group, n)
 
     def _x4_batch(self, group: str, n: int) -> WaldCrops:
         # A scene's x4 pair is SR-guided or not as a whole, redrawn with the pairs (regenerate).
@@ -399,7 +401,7 @@ class WaldSampler:
             [sample_crops(pairs[i], self.crop, 1, generator=self.gen, align=f) for i in idx.tolist()]
         )
 
-    def _x24_batch(self, group: str, n: int) -> WaldCrops:
+    def _own_pair_batch(self, group: str, n: int) -> WaldCrops:
         idx = torch.multinomial(self.weights[group], n, replacement=True, generator=self.gen)
         use_sr = torch.rand(n, generator=self.gen) < self.sr_prob
         f = self.configs[group].factor
