@@ -288,6 +288,11 @@ def prepare_sr_guides(
     return out
 
 
+def _area_weights(scenes: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
+    """Sampling weights ~ sqrt(area): big scenes dominate less, tiny patches are not overused."""
+    return torch.tensor([math.sqrt(s["B02"].numel()) for s in scenes.values()])
+
+
 class WaldSampler:
     """Per-group Wald pairs of all scenes, rebuilt with fresh random blur on demand.
 
@@ -338,7 +343,7 @@ class WaldSampler:
                         x4[name] = c
                 if x4:
                     self.x4_scenes[g.name] = x4
-                    self.x4_weights[g.name] = torch.tensor([math.sqrt(s["B02"].numel()) for s in x4.values()])
+                    self.x4_weights[g.name] = _area_weights(x4)
             if not usable and g.name not in self.x4_scenes:
                 raise TrainingDataError(
                     f"no training scene is large enough for the {g.name} group (10 m side >= "
@@ -348,9 +353,7 @@ class WaldSampler:
                 )
             if usable:
                 self.scenes[g.name] = usable
-                # Scenes drawn with probability ~ sqrt(area): big scenes dominate less, tiny patches are not
-                # overused.
-                self.weights[g.name] = torch.tensor([math.sqrt(s["B02"].numel()) for s in usable.values()])
+                self.weights[g.name] = _area_weights(usable)
         self.pairs: dict[str, list[WaldPair]] = {}
         self.sr_pairs: dict[str, list[WaldPair | None]] = {}
         self.x4_pairs: dict[str, list[WaldPair]] = {}

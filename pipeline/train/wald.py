@@ -97,6 +97,37 @@ def _jitter_guide(guide: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return guide
 
 
+def _degraded_inputs(
+    scene: dict[str, torch.Tensor],
+    cfg: FusionNetConfig,
+    *,
+    degrade: int,
+    out_ratio: int,
+    generator: torch.Generator,
+    random_blur: bool,
+    rgb_lr: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every input band degraded by `degrade`, upsampled onto the output grid (`out_ratio` x the 10 m grid).
+
+    `rgb_lr`: the degraded R, G, B an SR guide was made from (they replace those bands' degradation, as at
+    inference); None = degrade them too. Returns (ms_up, lr_own), both normalised: the upsampled inputs and
+    the group's own degraded bands (what the sensor "measured").
+    """
+    ins = []
+    measured: dict[str, torch.Tensor] = {}
+    for b in cfg.input_bands:
+        if rgb_lr is not None and b in RGB_BANDS:
+            i = RGB_BANDS.index(b)
+            lr = rgb_lr[:, i : i + 1]
+        else:
+            lr = wald_degrade(scene[b], degrade, sigma=_band_sigma(degrade, generator, random_blur))
+        measured[b] = lr
+        ins.append(upsample(lr, degrade * group_of(b).factor_to_10m // out_ratio))
+    ms_up = normalise(torch.cat(ins, 1), cfg.input_bands)
+    lr_own = normalise(torch.cat([measured[b] for b in cfg.output_bands], 1), cfg.output_bands)
+    return ms_up, lr_own
+
+
 def make_wald_pair(
     scene: dict[str, torch.Tensor],
     cfg: FusionNetConfig,
@@ -122,20 +153,15 @@ def make_wald_pair(
     """
     f = cfg.factor
     g_ratio = group_of(cfg.output_bands[0]).factor_to_10m
-    ins = []
-    measured: dict[str, torch.Tensor] = {}
-    for b in cfg.input_bands:
-        native = scene[b]
-        if sr_guide is not None and b in RGB_BANDS:
-            lr = sr_guide.rgb_lr[:, RGB_BANDS.index(b) : RGB_BANDS.index(b) + 1]
-            measured[b] = lr
-            ins.append(upsample(lr, f * group_of(b).factor_to_10m // g_ratio))
-            continue
-        lr = wald_degrade(native, f, sigma=_band_sigma(f, generator, random_blur))
-        measured[b] = lr
-        up = f * group_of(b).factor_to_10m // g_ratio
-        ins.append(upsample(lr, up))
-    ms_up = normalise(torch.cat(ins, 1), cfg.input_bands)
+    ms_up, lr_own = _degraded_inputs(
+        scene,
+        cfg,
+        degrade=f,
+        out_ratio=g_ratio,
+        generator=generator,
+        random_blur=random_blur,
+        rgb_lr=None if sr_guide is None else sr_guide.rgb_lr,
+    )
     h, w = scene[cfg.output_bands[0]].shape[-2:]
     if sr_guide is not None:
         guide = sr_guide.sr
@@ -148,7 +174,6 @@ def make_wald_pair(
         guide = _jitter_guide(guide, generator)
     guide = normalise(guide, RGB_BANDS)
     target = normalise(torch.cat([scene[b] for b in cfg.output_bands], 1), cfg.output_bands)
-    lr_own = normalise(torch.cat([measured[b] for b in cfg.output_bands], 1), cfg.output_bands)
     return WaldPair(
         ms_up=ms_up[..., :h, :w],
         guide=guide[..., :h, :w],
@@ -194,20 +219,18 @@ def make_wald_x4_pair(
         raise ValueError(
             f"the {cfg.group} net's factor {cfg.factor} is not {X4_RATIO} x its 10 m ratio {box}"
         )
-    ins = []
-    measured: dict[str, torch.Tensor] = {}
     h, w = scene["B02"].shape[-2:]
     if sr_guide is not None and (sr_guide.sr.shape[-2] < h or sr_guide.sr.shape[-1] < w):
         raise ValueError(f"SR guide is {tuple(sr_guide.sr.shape[-2:])}, smaller than the 10 m grid {(h, w)}")
-    for b in cfg.input_bands:
-        if sr_guide is not None and b in RGB_BANDS:
-            i = RGB_BANDS.index(b)
-            lr = sr_guide.rgb_lr[:, i : i + 1, : h // X4_RATIO, : w // X4_RATIO]
-        else:
-            lr = wald_degrade(scene[b], X4_RATIO, sigma=_band_sigma(X4_RATIO, generator, random_blur))
-        measured[b] = lr
-        ins.append(upsample(lr, X4_RATIO * group_of(b).factor_to_10m))
-    ms_up = normalise(torch.cat(ins, 1), cfg.input_bands)
+    ms_up, lr_own = _degraded_inputs(
+        scene,
+        cfg,
+        degrade=X4_RATIO,
+        out_ratio=1,
+        generator=generator,
+        random_blur=random_blur,
+        rgb_lr=None if sr_guide is None else sr_guide.rgb_lr[..., : h // X4_RATIO, : w // X4_RATIO],
+    )
     if sr_guide is not None:
         guide = sr_guide.sr[..., :h, :w]
     else:
@@ -216,7 +239,6 @@ def make_wald_x4_pair(
             guide = _jitter_guide(guide, generator)
     target = normalise(torch.cat([scene[b] for b in cfg.output_bands], 1), cfg.output_bands)
     target = target.repeat_interleave(box, -2).repeat_interleave(box, -1)
-    lr_own = normalise(torch.cat([measured[b] for b in cfg.output_bands], 1), cfg.output_bands)
     return WaldPair(
         ms_up=ms_up[..., :h, :w],
         guide=normalise(guide, RGB_BANDS)[..., :h, :w],
