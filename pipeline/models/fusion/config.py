@@ -12,10 +12,6 @@ from typing import Any
 from pipeline.bands import BAND_GROUPS, GROUP_10M, GROUP_20M, GROUP_60M, BandGroup
 from pipeline.errors import ConfigError
 
-#: Upper bound of a fusion net's `gain_max`: the coarse run's gain is an estimate from 1/r^2 of the pixels,
-#: and amplifying a correction beyond twice the network's own would trust that estimate too far.
-MAX_GAIN = 2.0
-
 #: Per-band reflectance mean/std used to normalise inputs and outputs: (x - mean) / std.
 #: Source: NorskRegnesentral/DiffFuSR utils/normalize_denormalize.py (MIT), the table the published fusion
 #: weights were trained with (reference manifest `fusion_normalisation.json`).
@@ -104,9 +100,6 @@ class FusionNetConfig:
             (`pipeline.models.baselines.gram_schmidt` with the same guide, back-projected) as a second
             correction: where the network's detail is wrong but the guide's intensity detail is right (the
             60 m group on scenes unlike its training scenes), the classical injection takes over.
-        gain_max: upper bound of the network's gain (default 1: the correction is only ever damped). Above
-            1 a correction that the coarse run finds too timid is amplified, as MTF-GLP's unbounded regression
-            gains do; at most MAX_GAIN.
     """
 
     group: str
@@ -122,7 +115,6 @@ class FusionNetConfig:
     backproject: int = 0
     injection_gain: int = 0
     gain_gs: bool = False
-    gain_max: float = 1.0
     input_bands: tuple[str, ...] = field(default=())
     output_bands: tuple[str, ...] = field(default=())
 
@@ -137,8 +129,6 @@ class FusionNetConfig:
             raise ConfigError(f"trunk_stride must be 1, 2 or 4, got {self.trunk_stride}")
         if self.injection_gain not in (0, 2, 4):
             raise ConfigError(f"fusion injection_gain must be 0 (off), 2 or 4, got {self.injection_gain}")
-        if not 1.0 <= self.gain_max <= MAX_GAIN:
-            raise ConfigError(f"fusion gain_max must lie in [1, {MAX_GAIN}], got {self.gain_max}")
         if self.backproject < 0:
             raise ConfigError(f"fusion backproject must be >= 0 iterations, got {self.backproject}")
         if min(self.nf, self.gc) < 1 or min(self.nb_branch, self.nb_trunk) < 0:

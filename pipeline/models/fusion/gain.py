@@ -53,19 +53,13 @@ def pad_to_multiple(
 
 
 def least_squares_gain(
-    truth: torch.Tensor,
-    fused: torch.Tensor,
-    smooth: torch.Tensor,
-    weight: torch.Tensor | None = None,
-    max_gain: float = 1.0,
+    truth: torch.Tensor, fused: torch.Tensor, smooth: torch.Tensor, weight: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Per sample and band, the gain g in [0, max_gain] for which smooth + g (fused - smooth) fits truth best.
+    """Per sample and band, the gain in [0, 1] for which smooth + gain x (fused - smooth) best fits truth.
 
     Args:
         truth, fused, smooth: (B, C, h, w) on the same grid (the band's measured grid).
         weight: optional (B, 1, h, w) 0/1 mask of the pixels that count (see `measured_mask`).
-        max_gain: upper bound; above 1 the network's correction may be amplified where it is too timid
-            (MTF-GLP's regression gains are not bounded by 1 either).
 
     Returns:
         (B, C) float32 gains; 1 where the correction is (numerically) zero.
@@ -77,7 +71,7 @@ def least_squares_gain(
     den = (d * d * w).sum((2, 3))
     npx = d.shape[-2] * d.shape[-1]
     gain = torch.where(den > MIN_CORRECTION_ENERGY * npx, num / den.clamp_min(1e-300), torch.ones_like(den))
-    return gain.clamp(0.0, max_gain).float()
+    return gain.clamp(0.0, 1.0).float()
 
 
 def least_squares_gains2(
@@ -86,11 +80,10 @@ def least_squares_gains2(
     other: torch.Tensor,
     smooth: torch.Tensor,
     weight: torch.Tensor | None = None,
-    max_gain: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample and band, gains (a, b) in [0, max_gain] x [0, 1] minimising ||truth - s - a d1 - b d2||².
+    """Per sample and band, gains (a, b) in [0, 1]^2 minimising ||truth - smooth - a d1 - b d2||^2.
 
-    s = smooth, d1 = fused - s (the network's correction), d2 = other - s (a second detail estimate, the
+    d1 = fused - smooth (the network's correction), d2 = other - smooth (a second detail estimate, the
     Gram-Schmidt one). Solved exactly on the box: the unconstrained optimum when it lies inside, else the
     best of the one-dimensional optima on the four edges.
 
@@ -107,21 +100,21 @@ def least_squares_gains2(
     e1, e2 = (e * d1 * w).sum((2, 3)), (e * d2 * w).sum((2, 3))
     tiny = MIN_CORRECTION_ENERGY * npx
 
-    def opt1(num: torch.Tensor, den: torch.Tensor, hi: float) -> torch.Tensor:
-        return torch.where(den > tiny, num / den.clamp_min(1e-300), torch.zeros_like(den)).clamp(0, hi)
+    def opt1(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        return torch.where(den > tiny, num / den.clamp_min(1e-300), torch.zeros_like(den)).clamp(0, 1)
 
     det = s11 * s22 - s12 * s12
     ok = det > 1e-9 * s11 * s22 + tiny * tiny
     a0 = torch.where(ok, (e1 * s22 - e2 * s12) / det.clamp_min(1e-300), torch.full_like(det, -1.0))
     b0 = torch.where(ok, (e2 * s11 - e1 * s12) / det.clamp_min(1e-300), torch.full_like(det, -1.0))
     cands = [(a0, b0)]
-    for va, vb in ((0.0, 0.0), (max_gain, 1.0)):  # the edges b = vb and a = va
-        ta, tb = torch.full_like(det, va), torch.full_like(det, vb)
-        cands.append((opt1(e1 - tb * s12, s11, max_gain), tb))
-        cands.append((ta, opt1(e2 - ta * s12, s22, 1.0)))
+    for v in (0.0, 1.0):
+        vv = torch.full_like(det, v)
+        cands.append((opt1(e1 - vv * s12, s11), vv))
+        cands.append((vv, opt1(e2 - vv * s12, s22)))
     a_all = torch.stack([c[0] for c in cands], -1)
     b_all = torch.stack([c[1] for c in cands], -1)
-    inside = (a_all >= 0) & (a_all <= max_gain) & (b_all >= 0) & (b_all <= 1)
+    inside = (a_all >= 0) & (a_all <= 1) & (b_all >= 0) & (b_all <= 1)
     cost = _cost_all(a_all, b_all, e1, e2, s11, s22, s12)
     costs = torch.where(inside, cost, torch.full_like(cost, float("inf")))
     best = costs.argmin(-1, keepdim=True)
@@ -179,7 +172,6 @@ def coarse_gain(
     down: int,
     other_c: torch.Tensor | None = None,
     weight: torch.Tensor | None = None,
-    max_gain: float = 1.0,
 ) -> torch.Tensor:
     """Gains from the coarse run: its outputs degraded by `down` onto the measured grid, cropped to `truth`.
 
@@ -189,7 +181,6 @@ def coarse_gain(
         down: sensor-model factor from the coarse output grid to the measured grid.
         other_c: optional second detail estimate of the coarse run (Gram-Schmidt), fitted jointly.
         weight: optional (B, 1, h, w) 0/1 mask of the measured pixels of `truth`'s grid.
-        max_gain: upper bound of the network's gain (the Gram-Schmidt gain stays in [0, 1]).
 
     Returns:
         (B, C) gains of the network's correction, or (B, C, 2) gains (network, other) with `other_c`.
@@ -198,6 +189,6 @@ def coarse_gain(
     o = wald_degrade(fused_c, down)[..., :h, :w]
     s = wald_degrade(smooth_c, down)[..., :h, :w]
     if other_c is None:
-        return least_squares_gain(truth, o, s, weight, max_gain)
+        return least_squares_gain(truth, o, s, weight)
     g = wald_degrade(other_c, down)[..., :h, :w]
-    return torch.stack(least_squares_gains2(truth, o, g, s, weight, max_gain), -1)
+    return torch.stack(least_squares_gains2(truth, o, g, s, weight), -1)

@@ -194,7 +194,7 @@ class FusionModel(torch.nn.Module):
         *,
         precision: str = "fp32",
     ) -> dict[str, torch.Tensor]:
-        """Per group with `injection_gain` set: (B, n_out) gains in [0, gain_max] (`models.fusion.gain`).
+        """Per group with `injection_gain` set: (B, n_out) gains in [0, 1] (`pipeline.models.fusion.gain`).
 
         The inputs of `fuse`, edge-padded to whole coarse pixels, degraded by the group's r with the sensor
         model (the guide too), fused, and compared with the measured bands.
@@ -232,9 +232,7 @@ class FusionModel(torch.nn.Module):
                 other = gs_c[name] if cfg.gain_gs else None
                 k = next(g.factor_to_10m for g in BAND_GROUPS if g.name == name)
                 weight = mask_on_grid(mask10, k, tuple(truth.shape[-2:]))
-                gains[name] = coarse_gain(
-                    fused_c[name], smooth_c, truth, cfg.factor // r, other, weight, max_gain=cfg.gain_max
-                )
+                gains[name] = coarse_gain(fused_c[name], smooth_c, truth, cfg.factor // r, other, weight)
         return gains
 
     def _gs_groups(self, b10, b20, b60, guide_rgb) -> dict[str, torch.Tensor]:

@@ -6,7 +6,6 @@ On the bundled real held-out patches, degraded x4 with the sensor model as in th
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ import torch.nn.functional as F
 
 import pipeline.models.fusion.model as fusion_model
 from pipeline.bands import BAND_GROUPS, S2_BANDS
-from pipeline.errors import ConfigError
 from pipeline.models import baselines
 from pipeline.models.fusion import load_fusion_model, set_injection_gain
 from pipeline.models.fusion.config import FusionNetConfig
@@ -152,55 +150,6 @@ def test_joint_gains_recover_both_weights_and_stay_in_the_box(ireland) -> None:
     assert ((a >= 0) & (a <= 1) & (b >= 0) & (b <= 1)).all() and torch.allclose(a, torch.ones_like(a))
     a, b = least_squares_gains2(native[1], smooth, smooth, smooth)  # no detail at all: the network as is
     assert (a == 1).all() and (b == 0).all()
-
-
-def test_gain_max_lets_a_timid_correction_be_amplified_and_still_bounds_it(ireland) -> None:
-    native, lr = ireland
-    smooth = smooth_estimate(lr[1], 4, 5)
-    fused = native[1]
-    timid = smooth + 1.6 * (fused - smooth)  # the truth lies 1.6 corrections away
-    assert (least_squares_gain(timid, fused, smooth) == 1).all()  # default: damped only
-    assert torch.allclose(
-        least_squares_gain(timid, fused, smooth, max_gain=2.0), torch.full((1, 6), 1.6), atol=1e-4
-    )
-    assert (least_squares_gain(smooth + 3 * (fused - smooth), fused, smooth, max_gain=2.0) == 2).all()
-    other = smooth_estimate(wald_degrade(native[1], 2), 2, 5)
-    truth = smooth + 1.6 * (fused - smooth) + 0.3 * (other - smooth)
-    a, b = least_squares_gains2(truth, fused, other, smooth, max_gain=2.0)
-    assert torch.allclose(a, torch.full((1, 6), 1.6), atol=1e-4) and torch.allclose(
-        b, torch.full((1, 6), 0.3), atol=1e-4
-    )
-    a1, b1 = least_squares_gains2(truth, fused, other, smooth)  # the default box: a on its edge 1
-    assert (a1 == 1).all() and ((b1 >= 0) & (b1 <= 1)).all()
-    a, b = least_squares_gains2(
-        smooth + 3 * (fused - smooth) + 2 * (other - smooth), fused, other, smooth, max_gain=2.0
-    )
-    assert (a == 2).all() and (b == 1).all()  # the Gram-Schmidt gain stays in [0, 1]
-
-
-def test_a_nets_gain_max_reaches_its_coarse_fit(finland) -> None:
-    # On the real Finnish patch the coarse run finds the 10 m net's correction too timid (least-squares gains
-    # 1.4-1.8 with this guide): the default bound clips them at 1, gain_max 2 lets them through.
-    _, lr = finland
-    model = load_fusion_model()
-    damped = model.injection_gains(*lr, _guide(lr[0]))
-    model.configs["10m"] = dataclasses.replace(model.configs["10m"], gain_max=2.0)
-    free = model.injection_gains(*lr, _guide(lr[0]))
-    assert (free["10m"] > 1.2).all() and (free["10m"] <= 2).all()
-    assert torch.equal(free["10m"].clamp(max=1.0), damped["10m"])
-    assert torch.equal(free["20m"], damped["20m"]) and torch.equal(
-        free["60m"], damped["60m"]
-    )  # theirs stay 1
-
-
-def test_gain_max_is_validated_and_old_configs_load_with_the_damping_only_bound() -> None:
-    for bad in (0.5, 2.5):
-        with pytest.raises(ConfigError, match="gain_max"):
-            FusionNetConfig(group="10m", gain_max=bad)
-    d = FusionNetConfig(group="20m", injection_gain=2).to_json()
-    del d["gain_max"]  # written before the field existed
-    assert FusionNetConfig.from_json(d).gain_max == 1.0
-    assert FusionNetConfig.from_json({**d, "gain_max": 1.5}).gain_max == 1.5
 
 
 def test_gram_schmidt_term_never_loses_to_the_network_only_gain_per_group(ireland, finland) -> None:
