@@ -45,7 +45,7 @@ from pipeline.eval.metrics import psnr
 from pipeline.eval.protocol import WaldConfig, crop_for_ratio, wald_scene
 from pipeline.io.scene_files import Scene
 from pipeline.models import baselines
-from pipeline.models.fusion import load_fusion_model, set_injection_gain
+from pipeline.models.fusion import load_fusion_model, set_injection_gain, set_self_ensemble
 from pipeline.models.fusion.gain import smooth_estimate
 from pipeline.train.fusion import sr_weights_digest
 from pipeline.train.scenes import read_any_scene
@@ -315,6 +315,16 @@ def main(argv: list[str] | None = None) -> int:
         choices=["10m", "20m", "60m"],
         help="with --injection-gain: these groups also fit the Gram-Schmidt detail",
     )
+    p.add_argument(
+        "--self-ensemble",
+        type=int,
+        default=None,
+        choices=[1, 2, 4, 8],
+        metavar="N",
+        help="set the group nets' geometric self-ensemble to N (1 off, 2, 4, 8; see models.fusion.ensemble), "
+        "overriding the weights' config, for the groups of --ensemble-groups",
+    )
+    p.add_argument("--ensemble-groups", nargs="+", default=None, choices=["10m", "20m", "60m"])
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     if a.cost:
@@ -325,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         set_injection_gain(fusion, a.injection_gain, tuple(a.gain_groups) if a.gain_groups else None)
         if a.gain_gs:
             set_injection_gain(fusion, a.injection_gain, tuple(a.gain_gs), gs=True)
+    if a.self_ensemble is not None:
+        set_self_ensemble(fusion, a.self_ensemble, tuple(a.ensemble_groups) if a.ensemble_groups else None)
     sr = None if a.no_sr else _load_sr(a.sr_weights)
     methods = ["bicubic", "bicubic+bp", "gs[bicubic]", "fusion[bicubic]"] + (
         ["gs[sr]", "fusion[sr]"] if sr is not None else []

@@ -44,6 +44,9 @@ SCHEDULE_STEPS = 1000
 MAX_SEED = 2**32 - 1
 #: Most draws of `--uncertainty K` (each draw is a full diffusion SR + fusion pass: cost grows ~K x).
 MAX_UNCERTAINTY_DRAWS = 64
+#: Sizes of the fusion nets' geometric self-ensemble (`--self-ensemble`; 1 = the nets alone); the same tuple
+#: as `pipeline.models.fusion.config.ENSEMBLE_SIZES` (tests/models/fusion/test_fusion_ensemble.py checks it).
+ENSEMBLE_SIZES = (1, 2, 4, 8)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +62,9 @@ class MethodOptions:
         device: torch device string ("cpu", "cuda").
         uncertainty: K seeded draws of the diffusion SR per tile (K >= 2): the product is the mean of the K
             fused outputs and the per-pixel std over K is written as an uncertainty layer; 0 or 1 = off.
+        self_ensemble: 1, 2, 4 or 8: every fusion group net's prediction is the mean over that many flips and
+            turns of its inputs (`pipeline.models.fusion.ensemble`; the fusion nets' cost times N); None:
+            what the fusion weights' config says.
     """
 
     sr_weights: str | None = None
@@ -67,6 +73,7 @@ class MethodOptions:
     precision: str = DEFAULT_PRECISION
     device: str = "cpu"
     uncertainty: int = 0
+    self_ensemble: int | None = None
 
     def __post_init__(self) -> None:
         if self.steps is not None and not 1 <= self.steps <= SCHEDULE_STEPS:
@@ -80,6 +87,11 @@ class MethodOptions:
             raise ConfigError(
                 f"--uncertainty {self.uncertainty} must be between 2 and {MAX_UNCERTAINTY_DRAWS} draws "
                 "(0 or 1 = off)"
+            )
+        if self.self_ensemble is not None and self.self_ensemble not in ENSEMBLE_SIZES:
+            raise ConfigError(
+                f"--self-ensemble {self.self_ensemble} must be one of {', '.join(map(str, ENSEMBLE_SIZES))} "
+                "(1 = the fusion nets alone)"
             )
         if self.uncertainty == 1:  # one draw has no spread: the same job as off (and the same fingerprint)
             object.__setattr__(self, "uncertainty", 0)
@@ -232,6 +244,8 @@ class RunConfig(JobConfig):
         doc["model"].pop("device", None)
         if not doc["model"].get("uncertainty"):  # off: the fingerprint of the jobs from before the option
             doc["model"].pop("uncertainty", None)
+        if doc["model"].get("self_ensemble") is None:  # the weights' own: as the jobs from before the option
+            doc["model"].pop("self_ensemble", None)
         if doc["tiling"].get("grid") == "aoi":  # the default: as the jobs from before the option
             doc["tiling"].pop("grid")
         doc["items"] = sorted(item_ids)

@@ -181,9 +181,9 @@ def tiling_from_args(args: argparse.Namespace, *, default_grid: str = "aoi"):
 
 
 def add_learned_model_args(p: argparse.ArgumentParser) -> None:
-    """The flags of the learned method: --steps, --precision, --sr-weights, --fusion-weights (one source for
-    `run`, `superres` and `eval wald`)."""
-    from pipeline.config import PRECISIONS, MethodOptions
+    """The flags of the learned method: --steps, --precision, --self-ensemble, --sr-weights, --fusion-weights
+    (one source for `run`, `superres` and `eval wald`)."""
+    from pipeline.config import ENSEMBLE_SIZES, PRECISIONS, MethodOptions
 
     p.add_argument(
         "--steps",
@@ -198,6 +198,15 @@ def add_learned_model_args(p: argparse.ArgumentParser) -> None:
         help="compute precision of the networks: auto = bf16 where the device has native bfloat16 (CUDA, "
         "CPUs with avx512_bf16/AMX), else fp32; bf16 = bfloat16 autocast + channels_last; fp16 = CUDA only "
         "(default %(default)s)",
+    )
+    p.add_argument(
+        "--self-ensemble",
+        type=int,
+        default=default_of(MethodOptions, "self_ensemble"),
+        choices=ENSEMBLE_SIZES,
+        metavar="N",
+        help="average each fusion net over N flips/turns of its inputs (1, 2, 4, 8): slightly lower error, "
+        "the fusion nets' cost times N (default: the fusion weights' setting)",
     )
     p.add_argument(
         "--sr-weights", default=None, help="diffusion SR checkpoint folder (default: shipped small model)"
@@ -266,6 +275,7 @@ def model_options_from_args(args: argparse.Namespace):
         fusion_weights=args.fusion_weights,
         steps=args.steps,
         precision=args.precision,
+        self_ensemble=args.self_ensemble,
         uncertainty=getattr(args, "uncertainty", default_of(MethodOptions, "uncertainty")),
     )
     check_weights(options)

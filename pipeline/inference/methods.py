@@ -78,7 +78,7 @@ class DiffFuSR:
     def __post_init__(self) -> None:
         from pipeline.models.batching import pin_pointwise_convs
         from pipeline.models.diffusion import load_sr_model
-        from pipeline.models.fusion import load_fusion_model
+        from pipeline.models.fusion import load_fusion_model, set_self_ensemble
         from pipeline.models.precision import memory_format, resolve_precision
 
         device = self.options.device
@@ -88,6 +88,8 @@ class DiffFuSR:
         self._fusion = load_fusion_model(weights=self.options.fusion_weights, device=device).to(
             memory_format=fmt
         )
+        if self.options.self_ensemble is not None:
+            set_self_ensemble(self._fusion, self.options.self_ensemble)
         for model in (self._sr, self._fusion):
             pin_pointwise_convs(model)  # the same kernels at every batch size, whatever the thread count
         self.steps = self.options.steps if self.options.steps is not None else self._sr.config.default_steps

@@ -50,6 +50,7 @@ def test_importing_the_config_pulls_in_no_heavy_library():
         (lambda: MethodOptions(steps=0), "--steps 0 must be between 1 and 1000"),
         (lambda: MethodOptions(steps=1001), "--steps 1001 must be between 1 and 1000"),
         (lambda: MethodOptions(precision="fp8"), "--precision 'fp8' must be one of auto, fp32, bf16, fp16"),
+        (lambda: MethodOptions(self_ensemble=3), "--self-ensemble 3 must be one of 1, 2, 4, 8"),
         (lambda: ComputeConfig(workers=0), "--workers 0 must be at least 1"),
         (lambda: ComputeConfig(batch_tiles=0), "--batch-tiles 0 must be at least 1"),
         (lambda: OutputConfig(out="x", dtype="int8"), "--dtype 'int8' must be one of uint16, float32"),
@@ -78,6 +79,20 @@ def test_a_bad_output_crs_fails_at_construction(crs, message):
     )
     with pytest.raises(ConfigError, match=message):
         RunConfig(query=query, output=OutputConfig(out="x"), crs=crs)
+
+
+def test_the_self_ensemble_changes_the_job_fingerprint_only_when_set():
+    query = CatalogOptions().query(
+        (13.0, 48.0, 13.1, 48.1), datetime(2017, 6, 1, tzinfo=UTC), datetime(2017, 6, 30, tzinfo=UTC)
+    )
+
+    def fingerprint(**model) -> str:
+        cfg = RunConfig(query=query, output=OutputConfig(out="x"), model=MethodOptions(**model))
+        return cfg.fingerprint(["item"])
+
+    # unset: the weights' own setting, the fingerprint of jobs written before the option (resumable)
+    assert fingerprint() == fingerprint(self_ensemble=None)
+    assert len({fingerprint(), fingerprint(self_ensemble=1), fingerprint(self_ensemble=8)}) == 3
 
 
 def test_the_defaults_are_the_documented_ones():

@@ -9,6 +9,7 @@ from pipeline.models.fusion.model import (
     load_fusion_model,
     save_fusion_model,
     set_injection_gain,
+    set_self_ensemble,
 )
 from pipeline.models.fusion.net import FusionGroupNet
 
@@ -21,4 +22,5 @@ __all__ = [
     "preset_configs",
     "save_fusion_model",
     "set_injection_gain",
+    "set_self_ensemble",
 ]

@@ -12,6 +12,10 @@ from typing import Any
 from pipeline.bands import BAND_GROUPS, GROUP_10M, GROUP_20M, GROUP_60M, BandGroup
 from pipeline.errors import ConfigError
 
+#: `self_ensemble` sizes (1 = the network alone; `pipeline.models.fusion.ensemble.DIHEDRAL` order). The CLI's
+#: `pipeline.config.ENSEMBLE_SIZES` is the same tuple (config sits below the models and cannot import them).
+ENSEMBLE_SIZES = (1, 2, 4, 8)
+
 #: Per-band reflectance mean/std used to normalise inputs and outputs: (x - mean) / std.
 #: Source: NorskRegnesentral/DiffFuSR utils/normalize_denormalize.py (MIT), the table the published fusion
 #: weights were trained with (reference manifest `fusion_normalisation.json`).
@@ -100,6 +104,9 @@ class FusionNetConfig:
             (`pipeline.models.baselines.gram_schmidt` with the same guide, back-projected) as a second
             correction: where the network's detail is wrong but the guide's intensity detail is right (the
             60 m group on scenes unlike its training scenes), the classical injection takes over.
+        self_ensemble: 1 = the network alone; 2, 4 or 8 = at inference, the mean of its predictions over that
+            many flips/rotations of its inputs (`pipeline.models.fusion.ensemble`): lower error, the group
+            net's cost times the size. Training is unaffected.
     """
 
     group: str
@@ -115,6 +122,7 @@ class FusionNetConfig:
     backproject: int = 0
     injection_gain: int = 0
     gain_gs: bool = False
+    self_ensemble: int = 1
     input_bands: tuple[str, ...] = field(default=())
     output_bands: tuple[str, ...] = field(default=())
 
@@ -129,6 +137,10 @@ class FusionNetConfig:
             raise ConfigError(f"trunk_stride must be 1, 2 or 4, got {self.trunk_stride}")
         if self.injection_gain not in (0, 2, 4):
             raise ConfigError(f"fusion injection_gain must be 0 (off), 2 or 4, got {self.injection_gain}")
+        if self.self_ensemble not in ENSEMBLE_SIZES:
+            raise ConfigError(
+                f"fusion self_ensemble must be one of {ENSEMBLE_SIZES} (1 = off), got {self.self_ensemble}"
+            )
         if self.backproject < 0:
             raise ConfigError(f"fusion backproject must be >= 0 iterations, got {self.backproject}")
         if min(self.nf, self.gc) < 1 or min(self.nb_branch, self.nb_trunk) < 0:

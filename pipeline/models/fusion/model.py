@@ -23,6 +23,7 @@ from pipeline.models.checkpoint import (
     save_checkpoint,
 )
 from pipeline.models.fusion.config import FusionNetConfig
+from pipeline.models.fusion.ensemble import dihedral_mean
 from pipeline.models.fusion.gain import (
     coarse_gain,
     mask_on_grid,
@@ -72,16 +73,18 @@ class FusionModel(torch.nn.Module):
         return normalise(stack[:, idx], cfg.input_bands), normalise(guide_rgb, RGB_BANDS)
 
     def group_output(
-        self, name: str, ms: torch.Tensor, gd: torch.Tensor, lr_own: torch.Tensor
+        self, name: str, ms: torch.Tensor, gd: torch.Tensor, lr_own: torch.Tensor, *, ensemble: int = 1
     ) -> torch.Tensor:
         """One group net's prediction, back-projected onto its own measured bands when its config says so.
 
         ms, gd: the normalised network inputs on the output grid; lr_own: (B, n_out, H/f, W/f) the group's own
         bands on their measured grid, normalised like the prediction (the projection is linear and keeps
-        constants, so it commutes with the per-band normalisation).
+        constants, so it commutes with the per-band normalisation). ensemble > 1: the net's prediction is its
+        geometric self-ensemble of that size (inference; training calls it with 1).
         """
         cfg = self.configs[name]
-        pred = self.nets[name](ms, gd)
+        net = self.nets[name]
+        pred = dihedral_mean(net, ms, gd, ensemble) if ensemble > 1 else net(ms, gd)
         if cfg.backproject:
             with torch.autocast(pred.device.type, enabled=False):  # a bf16 residual would be mostly rounding
                 pred = backproject(pred.float(), lr_own.float(), cfg.factor, iterations=cfg.backproject)
@@ -173,7 +176,11 @@ class FusionModel(torch.nn.Module):
             ]
             with autocast(dev.type, precision):
                 pred = self.group_output(
-                    g.name, ms.contiguous(memory_format=fmt), gd.contiguous(memory_format=fmt), lr_own
+                    g.name,
+                    ms.contiguous(memory_format=fmt),
+                    gd.contiguous(memory_format=fmt),
+                    lr_own,
+                    ensemble=cfg.self_ensemble,
                 )
             outs[g.name] = denormalise(pred.float(), cfg.output_bands)
         return outs
@@ -273,6 +280,13 @@ def set_injection_gain(
     """Set the per-band injection gain (configs `injection_gain`, `gain_gs`) for `groups` (None: all)."""
     for name in groups or model.configs:
         model.configs[name] = dataclasses.replace(model.configs[name], injection_gain=r, gain_gs=gs)
+    return model
+
+
+def set_self_ensemble(model: FusionModel, size: int, groups: tuple[str, ...] | None = None) -> FusionModel:
+    """Set the geometric self-ensemble size (configs `self_ensemble`) for `groups` (None: all)."""
+    for name in groups or model.configs:
+        model.configs[name] = dataclasses.replace(model.configs[name], self_ensemble=size)
     return model
 
 
