@@ -83,6 +83,7 @@ def _stream_report(cfg: RunConfig, result: StreamResult) -> dict[str, Any]:
         "batch_tiles": cfg.compute.batch_tiles,
         "steps": result.model.get("steps", cfg.model.steps),
         "precision": result.model.get("precision", cfg.model.precision),
+        "self_ensemble": result.model.get("self_ensemble", cfg.model.self_ensemble),
         "uncertainty_draws": cfg.model.uncertainty or None,
         "wall_s": round(result.wall_s, 3),
         "actor_pids": result.model.get("pids", []),
@@ -357,6 +358,8 @@ def _provenance(cfg: RunConfig, items, fingerprint: str, stream: dict[str, Any])
             "draws": cfg.model.uncertainty or 1,
         }
         doc["precision"] = stream.get("precision", cfg.model.precision)
+        # per fusion group, as the actors resolved it (the option, or the fusion weights' setting)
+        doc["fusion_self_ensemble"] = stream.get("self_ensemble", cfg.model.self_ensemble)
     return doc
 
 

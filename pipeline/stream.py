@@ -334,7 +334,7 @@ class TileStream:
                 start = max(submitted, actor_free_at[i])  # an actor runs its calls one after another
                 actor_free_at[i] = now
                 model_busy += float(result.get("model_s", 0.0))
-                for name in ("steps", "precision", "draws"):
+                for name in ("steps", "precision", "self_ensemble", "draws"):
                     if result.get(name) is not None:
                         res.model[name] = result[name]
                 if result.get("pid") is not None and result["pid"] not in res.model.setdefault("pids", []):

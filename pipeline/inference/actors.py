@@ -64,7 +64,7 @@ class TileWorker:
             {"tiles", "pid", "model_s": seconds in `predict_tiles_full` (the forward passes, for the actor's
             busy fraction), "call_s" / "cpu_s": wall and CPU seconds of the whole call (reads and writes
             included: the stage's cost, free of the driver's delay in noticing the result), "steps",
-            "precision" (what the learned method used; None for the baselines), "draws"}.
+            "precision", "self_ensemble" (what the learned method used; None for the baselines), "draws"}.
         """
         call_t0, cpu_t0 = time.perf_counter(), time.process_time()
         store = store or self.store  # a pool kept across the units of a plan gets each unit's store
@@ -91,6 +91,7 @@ class TileWorker:
             "cpu_s": time.process_time() - cpu_t0,
             "steps": getattr(self.method, "steps", None),
             "precision": getattr(self.method, "precision", None),
+            "self_ensemble": getattr(self.method, "self_ensemble", None),
             "draws": self.draws,
         }
 

@@ -65,13 +65,15 @@ class DiffFuSR:
     """Diffusion SR of the RGB, then the three fusion networks guided by the SR RGB.
 
     What a run's manifest should show, resolved at load: `steps` (the option, or the SR weights'
-    `default_steps`) and `precision` (the concrete one: "auto" resolved for this device).
+    `default_steps`), `precision` (the concrete one: "auto" resolved for this device) and `self_ensemble`
+    (per fusion group: the option, or the fusion weights' setting).
     """
 
     options: MethodOptions
     name: str = "difffusr"
     steps: int = field(init=False)
     precision: str = field(init=False)
+    self_ensemble: dict[str, int] = field(init=False)
     _sr: Any = field(default=None, repr=False)
     _fusion: Any = field(default=None, repr=False)
 
@@ -93,6 +95,7 @@ class DiffFuSR:
         for model in (self._sr, self._fusion):
             pin_pointwise_convs(model)  # the same kernels at every batch size, whatever the thread count
         self.steps = self.options.steps if self.options.steps is not None else self._sr.config.default_steps
+        self.self_ensemble = {name: cfg.self_ensemble for name, cfg in self._fusion.configs.items()}
 
     def __call__(self, b10, b20, b60, *, generators):
         device = self.options.device

@@ -24,6 +24,7 @@ from pipeline.cli import main
 from pipeline.inference.methods import MethodOptions, get_method
 from pipeline.inference.predict import draw_seed, predict_tiles, predict_tiles_full
 from pipeline.io.work_store import QUALITY_COLUMNS
+from pipeline.models.fusion import load_fusion_model
 from pipeline.models.precision import resolve_precision
 from tests.conftest import DEMO_DATETIME, HELDOUT, REPO
 from tests.inference.test_batching import windows
@@ -190,6 +191,9 @@ def test_run_reports_per_tile_quality_and_provenance(clean_run):
     assert props["difffusr:sampler"] == {"name": "DDIM", "eta": 0.0, "steps": 2, "draws": 2}
     # the precision the run resolved "auto" to on this machine, not the flag's name
     assert props["difffusr:precision"] == resolve_precision("auto", "cpu") and props["difffusr:seed"] == 0
+    # no --self-ensemble: the fusion weights' own setting, as the actors loaded it
+    shipped = {name: cfg.self_ensemble for name, cfg in load_fusion_model().configs.items()}
+    assert props["difffusr:fusion_self_ensemble"] == shipped == manifest["stream"]["self_ensemble"]
     assert len(props["difffusr:weights"]["sr"]["sha256"]) == 64
     assert props["difffusr:inputs"][0]["processing_baseline"] == "02.05"
     assert props["difffusr:code"]["difffusr"]
