@@ -10,6 +10,14 @@ cut from a bundled held-out scene, so the real nodata filling, SR, fusion and ma
 
 Prints tiles/s per batch size and granules per device-hour (a 110 km granule is ~13,000 tiles of 96 px core).
 
+`--ensembles` (the fusion nets' geometric self-ensemble, `--self-ensemble`): seconds per tile of the shipped
+learned method at the first of --batches, with each listed ensemble (`N` on every group net, `N:10m+20m` on
+those groups only) against the nets alone, in one process:
+
+    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=17179869184 python -m benchmarks.model_speed --precision bf16 \
+        --batches 4 --threads 2 --ensembles 2:10m,4:10m,8:10m,2,4,8 \
+        --json benchmarks/results/ensemble_cost_cpu.json
+
 `--compare` (issue 12's speed targets): per output tile, the whole learned method (diffusion SR of the RGB +
 the three fusion nets) built from a preset's architecture with random weights (the cost does not depend on
 the weights), in one process, against the fp32 batch-1 eager run of the same networks at 20 steps (the
@@ -131,6 +139,69 @@ def measure(
     }
 
 
+def parse_ensembles(text: str) -> list[tuple[int, tuple[str, ...] | None]]:
+    """ "2:10m,4:10m+20m,8" -> [(2, ("10m",)), (4, ("10m", "20m")), (8, None)] (None: every group)."""
+    out = []
+    for item in text.split(","):
+        size, _, groups = item.partition(":")
+        out.append((int(size), tuple(groups.split("+")) if groups else None))
+    return out
+
+
+def ensemble_cost(
+    variants: list[tuple[int, tuple[str, ...] | None]],
+    *,
+    window: int,
+    batch: int,
+    device: str,
+    precision: str,
+    steps: int | None,
+    repeats: int,
+    source: str = SCENE,
+) -> dict:
+    """Seconds per tile of `predict_tiles` (shipped weights) with each self-ensemble variant, and the ratio to
+    the fusion nets alone (measured first, in the same process, on the same tiles)."""
+    from pipeline.inference.methods import MethodOptions, get_method
+    from pipeline.inference.predict import predict_tiles
+    from pipeline.models.fusion import set_self_ensemble
+
+    method = get_method("difffusr", MethodOptions(device=device, precision=precision, steps=steps))
+    groups = stacked(window_groups(window, source), batch)
+    seeds = list(range(batch))
+    rows = []
+    for size, names in [(1, None), *variants]:
+        set_self_ensemble(method.fusion_model, 1)
+        set_self_ensemble(method.fusion_model, size, names)
+        seconds = (
+            _timed(
+                lambda: predict_tiles(method, *groups, seeds=seeds), warmup=1, repeats=repeats, device=device
+            )
+            / batch
+        )
+        label = "off" if size == 1 else f"x{size} {'+'.join(names) if names else 'all groups'}"
+        rows.append(
+            {
+                "variant": label,
+                "seconds_per_tile": seconds,
+                "ratio_to_off": seconds / rows[0]["seconds_per_tile"] if rows else 1.0,
+            }
+        )
+        print(f"{label:18s} {seconds:7.3f} s/tile  {rows[-1]['ratio_to_off']:.2f}x", flush=True)
+    return {
+        "benchmark": "ensemble_cost",
+        "device": device,
+        "precision": method.precision,
+        "steps": method.steps,
+        "window_10m_px": window,
+        "batch": batch,
+        "repeats": repeats,
+        "scene": source,
+        "allocator_env": {k: os.environ.get(k) for k in ALLOCATOR_ENV},
+        "rows": rows,
+        "machine": machine(),
+    }
+
+
 def _timed(fn, *, warmup: int, repeats: int, device: str = "cpu") -> float:
     def sync() -> None:
         if device == "cuda":  # kernels run asynchronously: time the work, not its launch
@@ -247,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=0, help="--compare: untimed calls per variant")
     p.add_argument("--scene", default=SCENE, help="scene folder, or an .npz written by --save-window")
     p.add_argument("--save-window", default=None, help="write the --scene's window to this .npz and stop")
+    p.add_argument(
+        "--ensembles",
+        default=None,
+        help="per-tile cost of the fusion self-ensemble variants, e.g. 2:10m,4:10m,8 (module docstring)",
+    )
     args = p.parse_args(argv)
     if args.save_window:
         b10, b20, b60 = window_groups(args.window, args.scene)
@@ -270,6 +346,19 @@ def main(argv: list[str] | None = None) -> int:
             warmup=args.warmup,
             repeats=args.repeats,
             device=args.device,
+        )
+        write_json(args.json, res)
+        return 0
+    if args.ensembles:
+        res = ensemble_cost(
+            parse_ensembles(args.ensembles),
+            window=args.window,
+            batch=int(args.batches.split(",")[0]),
+            device=args.device,
+            precision=args.precision,
+            steps=args.steps,
+            repeats=args.repeats,
+            source=args.scene,
         )
         write_json(args.json, res)
         return 0

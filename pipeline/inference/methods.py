@@ -97,6 +97,11 @@ class DiffFuSR:
         self.steps = self.options.steps if self.options.steps is not None else self._sr.config.default_steps
         self.self_ensemble = {name: cfg.self_ensemble for name, cfg in self._fusion.configs.items()}
 
+    @property
+    def fusion_model(self):
+        """The loaded fusion model (e.g. for a benchmark to set one group's `self_ensemble`)."""
+        return self._fusion
+
     def __call__(self, b10, b20, b60, *, generators):
         device = self.options.device
         b10, b20, b60 = (x.to(device) for x in (b10, b20, b60))

@@ -71,6 +71,16 @@ def test_model_speed_runs_from_a_saved_window_and_reports_batch_invariance(tmp_p
         model_speed.window_groups(48, str(saved))
 
 
+def test_ensemble_cost_measures_each_variant_against_the_nets_alone(tmp_path):
+    assert model_speed.parse_ensembles("2:10m,4:10m+20m,8") == [(2, ("10m",)), (4, ("10m", "20m")), (8, None)]
+    out = tmp_path / "ensembles.json"
+    argv = ["--window", "24", "--batches", "1", "--repeats", "1", "--steps", "1", "--ensembles", "2:10m,8"]
+    assert model_speed.main([*argv, "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["off", "x2 10m", "x8 all groups"]
+    assert rows[0]["ratio_to_off"] == 1.0 and all(r["seconds_per_tile"] > 0 for r in rows)
+
+
 def test_ddim_sweep_runs_with_a_checkpoint_on_a_small_crop(tmp_path, capsys):
     from pipeline.models.diffusion import SRDiffusion, get_preset, save_sr_model
     from pipeline.models.fusion import FusionModel, preset_configs, save_fusion_model

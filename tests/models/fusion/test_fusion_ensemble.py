@@ -106,6 +106,6 @@ def test_run_option_overrides_the_weights_and_bad_sizes_fail_early() -> None:
     assert ENSEMBLE_SIZES == MODEL_ENSEMBLE_SIZES
     assert MethodOptions().self_ensemble is None  # the weights decide
     method = get_method("difffusr", MethodOptions(self_ensemble=4))
-    assert {c.self_ensemble for c in method._fusion.configs.values()} == {4}
+    assert {c.self_ensemble for c in method.fusion_model.configs.values()} == {4}
     with pytest.raises(ConfigError, match="--self-ensemble 3"):
         MethodOptions(self_ensemble=3)
