@@ -56,6 +56,8 @@ def _gap(model, inputs: list[torch.Tensor], t: Callable[[torch.Tensor], torch.Te
 
 def test_ensembled_fusion_commutes_with_flips_and_turns(inputs) -> None:
     model = load_fusion_model()  # shipped weights, injection gains on
+    assert model.configs["10m"].self_ensemble == 4  # shipped: x4 on the 10 m net (docs/fusion.md)
+    set_self_ensemble(model, 1)
     plain = {t: _gap(model, inputs, t) for t in (_mirror, _transpose)}
     # the nets alone are not equivariant: a flipped scene gets a visibly different answer
     assert min(plain.values()) > 1e-4
@@ -83,7 +85,7 @@ def test_dihedral_mean_inverts_every_transform_and_keeps_non_square_shapes() -> 
 def test_ensemble_size_is_validated_and_stored_with_the_weights(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="self_ensemble"):
         FusionNetConfig(group="10m", self_ensemble=3)
-    model = set_self_ensemble(load_fusion_model(), 2, ("10m",))
+    model = set_self_ensemble(set_self_ensemble(load_fusion_model(), 1), 2, ("10m",))
     again = load_fusion_model(save_fusion_model(model, tmp_path / "w"))
     assert {k: c.self_ensemble for k, c in again.configs.items()} == {"10m": 2, "20m": 1, "60m": 1}
     # a config written before the option loads as the network alone
