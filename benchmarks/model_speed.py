@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -77,24 +78,35 @@ def stacked(groups: tuple[np.ndarray, ...], n: int) -> tuple[np.ndarray, np.ndar
     return out[0], out[1], out[2]
 
 
-def measure(
-    batches: list[int],
-    *,
-    window: int,
-    device: str,
-    precision: str,
-    steps: int | None,
-    repeats: int,
-    source: str = SCENE,
-) -> dict:
+@dataclass(frozen=True)
+class TileSetup:
+    """What every timing of the shipped learned method on production-shaped tiles shares."""
+
+    window: int  # LR tile side, 10 m px (core + 2 halo)
+    device: str
+    precision: str
+    steps: int | None  # DDIM steps (None: the SR weights' default)
+    repeats: int  # timed calls, best of them
+    source: str = SCENE  # scene folder, or an .npz of one window (`--save-window`)
+
+    def learned_method(self):
+        """The shipped learned method (`difffusr`) with this setup's device, precision and steps."""
+        from pipeline.inference.methods import MethodOptions, get_method
+
+        return get_method(
+            "difffusr", MethodOptions(device=self.device, precision=self.precision, steps=self.steps)
+        )
+
+
+def measure(batches: list[int], setup: TileSetup) -> dict:
     """Tiles/s per batch size, and how far tile 0 (seed 0 in every batch) is from its batch-1 pixels: 0 where
     the networks are batch-invariant on this device (they are on CPU, tests/inference/test_batching.py)."""
-    from pipeline.inference.methods import MethodOptions, get_method
     from pipeline.inference.predict import predict_tiles
 
-    method = get_method("difffusr", MethodOptions(device=device, precision=precision, steps=steps))
+    method = setup.learned_method()
     rows = []
-    window_px = window_groups(window, source)  # read once: every batch size stacks the same window
+    # read once: every batch size stacks the same window
+    window_px = window_groups(setup.window, setup.source)
     alone = predict_tiles(method, *stacked(window_px, 1), seeds=[0])[0]
     for b in batches:
         groups = stacked(window_px, b)
@@ -102,12 +114,12 @@ def measure(
         first = predict_tiles(method, *groups, seeds=list(range(b)))[0]
         diff = float(np.nanmax(np.abs(first - alone)))
         times = []
-        for _ in range(repeats):
-            if device == "cuda":
+        for _ in range(setup.repeats):
+            if setup.device == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             predict_tiles(method, *groups, seeds=list(range(b)))
-            if device == "cuda":
+            if setup.device == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
         best = min(times)
@@ -122,17 +134,18 @@ def measure(
             }
         )
         print(
-            f"batch {b:3d}: {tps:.3f} tiles/s, {tps * 3600 / GRANULE_TILES:.3f} granules per {device}-hour, "
+            f"batch {b:3d}: {tps:.3f} tiles/s, "
+            f"{tps * 3600 / GRANULE_TILES:.3f} granules per {setup.device}-hour, "
             f"tile 0 vs batch 1: max abs diff {diff:.3g}"
         )
     return {
         "benchmark": "model_speed",
-        "window_10m_px": window,
-        "scene": source,
-        "device": device,
+        "window_10m_px": setup.window,
+        "scene": setup.source,
+        "device": setup.device,
         "precision": method.precision,
         "steps": method.steps,
-        "repeats": repeats,
+        "repeats": setup.repeats,
         "granule_tiles": GRANULE_TILES,
         "rows": rows,
         "machine": machine(),
@@ -148,25 +161,14 @@ def parse_ensembles(text: str) -> list[tuple[int, tuple[str, ...] | None]]:
     return out
 
 
-def ensemble_cost(
-    variants: list[tuple[int, tuple[str, ...] | None]],
-    *,
-    window: int,
-    batch: int,
-    device: str,
-    precision: str,
-    steps: int | None,
-    repeats: int,
-    source: str = SCENE,
-) -> dict:
+def ensemble_cost(variants: list[tuple[int, tuple[str, ...] | None]], batch: int, setup: TileSetup) -> dict:
     """Seconds per tile of `predict_tiles` (shipped weights) with each self-ensemble variant, and the ratio to
     the fusion nets alone (measured first, in the same process, on the same tiles)."""
-    from pipeline.inference.methods import MethodOptions, get_method
     from pipeline.inference.predict import predict_tiles
     from pipeline.models.fusion import set_self_ensemble
 
-    method = get_method("difffusr", MethodOptions(device=device, precision=precision, steps=steps))
-    groups = stacked(window_groups(window, source), batch)
+    method = setup.learned_method()
+    groups = stacked(window_groups(setup.window, setup.source), batch)
     seeds = list(range(batch))
     rows = []
     for size, names in [(1, None), *variants]:
@@ -174,7 +176,10 @@ def ensemble_cost(
         set_self_ensemble(method.fusion_model, size, names)
         seconds = (
             _timed(
-                lambda: predict_tiles(method, *groups, seeds=seeds), warmup=1, repeats=repeats, device=device
+                lambda: predict_tiles(method, *groups, seeds=seeds),
+                warmup=1,
+                repeats=setup.repeats,
+                device=setup.device,
             )
             / batch
         )
@@ -189,13 +194,13 @@ def ensemble_cost(
         print(f"{label:18s} {seconds:7.3f} s/tile  {rows[-1]['ratio_to_off']:.2f}x", flush=True)
     return {
         "benchmark": "ensemble_cost",
-        "device": device,
+        "device": setup.device,
         "precision": method.precision,
         "steps": method.steps,
-        "window_10m_px": window,
+        "window_10m_px": setup.window,
         "batch": batch,
-        "repeats": repeats,
-        "scene": source,
+        "repeats": setup.repeats,
+        "scene": setup.source,
         "allocator_env": {k: os.environ.get(k) for k in ALLOCATOR_ENV},
         "rows": rows,
         "machine": machine(),
@@ -349,28 +354,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         write_json(args.json, res)
         return 0
+    batches = [int(b) for b in args.batches.split(",")]
+    setup = TileSetup(args.window, args.device, args.precision, args.steps, args.repeats, args.scene)
     if args.ensembles:
-        res = ensemble_cost(
-            parse_ensembles(args.ensembles),
-            window=args.window,
-            batch=int(args.batches.split(",")[0]),
-            device=args.device,
-            precision=args.precision,
-            steps=args.steps,
-            repeats=args.repeats,
-            source=args.scene,
-        )
-        write_json(args.json, res)
-        return 0
-    res = measure(
-        [int(b) for b in args.batches.split(",")],
-        window=args.window,
-        device=args.device,
-        precision=args.precision,
-        steps=args.steps,
-        repeats=args.repeats,
-        source=args.scene,
-    )
+        res = ensemble_cost(parse_ensembles(args.ensembles), batches[0], setup)
+    else:
+        res = measure(batches, setup)
     write_json(args.json, res)
     return 0
 
