@@ -1,10 +1,12 @@
 """Geometric self-ensemble of a group network: the mean of its predictions over flips and rotations.
 
 A group net is a convolution stack, so it is nearly but not exactly equivariant to the dihedral group of the
-pixel grid: each orientation of the same inputs gives a slightly different answer, and their mean has a lower
-error than any one of them (the x8 self-ensemble of EDSR, Lim et al. 2017). Everything around the networks
-(bicubic upsampling by an integer factor, the sensor model's symmetric blur and block means, the injection
-gains' sums) is equivariant already, so the ensembled fusion is equivariant as a whole.
+pixel grid: each orientation of the same inputs gives a slightly different answer, and their mean usually
+has a lower error (the x8 self-ensemble of EDSR, Lim et al. 2017; measured here: docs/fusion.md). Everything
+around the networks (bicubic upsampling by an integer factor, the sensor model's symmetric blur and block
+means, the injection gains' sums) is equivariant already, so with the whole group the ensembled fusion is
+equivariant too, except for the edge padding the injection gains add where a side is not a whole number of
+coarse pixels.
 
 The first four transforms keep each image's height and width (identity, flips, 180-degree turn); the last four
 transpose it, so a non-square tile runs them with its sides swapped (the networks are fully convolutional).
