@@ -46,6 +46,7 @@ from pipeline.eval.protocol import WaldConfig, crop_for_ratio, wald_scene
 from pipeline.io.scene_files import Scene
 from pipeline.models import baselines
 from pipeline.models.fusion import load_fusion_model, set_injection_gain, set_self_ensemble
+from pipeline.models.fusion.config import ENSEMBLE_SIZES
 from pipeline.models.fusion.gain import smooth_estimate
 from pipeline.train.fusion import sr_weights_digest
 from pipeline.train.scenes import read_any_scene
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         "--self-ensemble",
         type=int,
         default=None,
-        choices=[1, 2, 4, 8],
+        choices=ENSEMBLE_SIZES,
         metavar="N",
         help="set the group nets' geometric self-ensemble to N (1 off, 2, 4, 8; see models.fusion.ensemble), "
         "overriding the weights' config, for the groups of --ensemble-groups",

@@ -113,16 +113,12 @@ def measure(batches: list[int], setup: TileSetup) -> dict:
         # the first call is also the warm-up (kernel selection, allocator)
         first = predict_tiles(method, *groups, seeds=list(range(b)))[0]
         diff = float(np.nanmax(np.abs(first - alone)))
-        times = []
-        for _ in range(setup.repeats):
-            if setup.device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            predict_tiles(method, *groups, seeds=list(range(b)))
-            if setup.device == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        best = min(times)
+        best = _timed(
+            lambda groups=groups, b=b: predict_tiles(method, *groups, seeds=list(range(b))),
+            warmup=0,
+            repeats=setup.repeats,
+            device=setup.device,
+        )
         tps = b / best
         rows.append(
             {

@@ -274,20 +274,23 @@ class FusionModel(torch.nn.Module):
                 outs[name] = smooth + gain[:, :, None, None] * (outs[name] - smooth)
 
 
+def _set_configs(model: FusionModel, groups: tuple[str, ...] | None, **fields: Any) -> FusionModel:
+    """Replace these config fields of `groups` (None: all), validated by the config as at load."""
+    for name in groups or model.configs:
+        model.configs[name] = dataclasses.replace(model.configs[name], **fields)
+    return model
+
+
 def set_injection_gain(
     model: FusionModel, r: int, groups: tuple[str, ...] | None = None, *, gs: bool = False
 ) -> FusionModel:
     """Set the per-band injection gain (configs `injection_gain`, `gain_gs`) for `groups` (None: all)."""
-    for name in groups or model.configs:
-        model.configs[name] = dataclasses.replace(model.configs[name], injection_gain=r, gain_gs=gs)
-    return model
+    return _set_configs(model, groups, injection_gain=r, gain_gs=gs)
 
 
 def set_self_ensemble(model: FusionModel, size: int, groups: tuple[str, ...] | None = None) -> FusionModel:
     """Set the geometric self-ensemble size (configs `self_ensemble`) for `groups` (None: all)."""
-    for name in groups or model.configs:
-        model.configs[name] = dataclasses.replace(model.configs[name], self_ensemble=size)
-    return model
+    return _set_configs(model, groups, self_ensemble=size)
 
 
 def save_fusion_model(model: FusionModel, folder: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
