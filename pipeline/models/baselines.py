@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.bands import BAND_GROUPS, GROUP_10M, RGB_BANDS, s2_order_index
+from pipeline.models.measured import MIN_MASKED_PIXELS, measured_mask
 
 
 def upsample(x: torch.Tensor, factor: int, mode: str = "bicubic") -> torch.Tensor:
@@ -46,6 +47,9 @@ def gram_schmidt(
     interpolated back, and band_b = up(MS_b) + g_b * (P - P_low) with the GS injection gain
     g_b = cov(up(MS_b), P_low) / var(P_low), estimated per image. The pan is first matched to the mean and
     standard deviation of the group's mean band so that the injected detail is in the group's units.
+    The statistics count only measured pixels (`pipeline.models.measured`): in a tile whose nodata or
+    out-of-scene window was filled with copies of the nearest pixel, the copies would weigh the regression
+    towards the edge pixels (docs/fusion.md, "Gram-Schmidt in filled tiles").
 
     Args:
         b10, b20, b60: native groups (B,4,H,W), (B,6,H/2,W/2), (B,2,H/6,W/6), reflectance.
@@ -70,6 +74,7 @@ def gram_schmidt(
         t.clone(memory_format=torch.contiguous_format) for t in (b10, b20, b60, guide_rgb)
     )
     pan = guide_rgb.mean(dim=1, keepdim=True)
+    weight = _measured_weight(b10)
     outs = []
     for x, group in zip((b10, b20, b60), BAND_GROUPS):
         f = group.factor_to_target
@@ -77,15 +82,36 @@ def gram_schmidt(
         p_low = upsample(F.avg_pool2d(pan, f), f)
         intensity = ms.mean(dim=1, keepdim=True)
         dims = (1, 2, 3)
-        scale = intensity.std(dim=dims, keepdim=True) / p_low.std(dim=dims, keepdim=True).clamp_min(1e-6)
-        p_hist = (pan - p_low.mean(dim=dims, keepdim=True)) * scale + intensity.mean(dim=dims, keepdim=True)
-        p_low_hist = (p_low - p_low.mean(dim=dims, keepdim=True)) * scale + intensity.mean(
-            dim=dims, keepdim=True
-        )
-        pl = p_low_hist - p_low_hist.mean(dim=(2, 3), keepdim=True)
-        msc = ms - ms.mean(dim=(2, 3), keepdim=True)
-        gain = (msc * pl).mean(dim=(2, 3), keepdim=True) / (pl * pl).mean(dim=(2, 3), keepdim=True).clamp_min(
-            1e-12
-        )
+        scale = _std(intensity, dims, weight) / _std(p_low, dims, weight).clamp_min(1e-6)
+        p_hist = (pan - _mean(p_low, dims, weight)) * scale + _mean(intensity, dims, weight)
+        p_low_hist = (p_low - _mean(p_low, dims, weight)) * scale + _mean(intensity, dims, weight)
+        pl = p_low_hist - _mean(p_low_hist, (2, 3), weight)
+        msc = ms - _mean(ms, (2, 3), weight)
+        gain = _mean(msc * pl, (2, 3), weight) / _mean(pl * pl, (2, 3), weight).clamp_min(1e-12)
         outs.append(ms + gain * (p_hist - p_low_hist))
     return torch.cat(outs, dim=1)[:, s2_order_index()]
+
+
+def _measured_weight(b10: torch.Tensor) -> torch.Tensor | None:
+    """(1,1,4H,4W) 0/1 weight of the 2.5 m pixels whose 10 m pixel is measured; None when every pixel is
+    (the unweighted statistics, bit for bit as before) or too few are (then every pixel counts)."""
+    mask = measured_mask(b10)
+    if bool(mask.all()) or float(mask.sum()) < MIN_MASKED_PIXELS:
+        return None
+    return F.interpolate(mask, scale_factor=4, mode="nearest")
+
+
+def _mean(x: torch.Tensor, dims: tuple[int, ...], weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean over `dims` (keepdim), of the pixels `weight` counts (None: all, by torch's own mean)."""
+    if weight is None:
+        return x.mean(dim=dims, keepdim=True)
+    w = weight.expand_as(x)
+    return (x * w).sum(dim=dims, keepdim=True) / w.sum(dim=dims, keepdim=True)
+
+
+def _std(x: torch.Tensor, dims: tuple[int, ...], weight: torch.Tensor | None) -> torch.Tensor:
+    """Standard deviation over `dims` (keepdim); only a scale that cancels in the injection, so the
+    weighted one need not be unbiased."""
+    if weight is None:
+        return x.std(dim=dims, keepdim=True)
+    return _mean((x - _mean(x, dims, weight)) ** 2, dims, weight).sqrt()

@@ -24,16 +24,11 @@ from pipeline.models.checkpoint import (
 )
 from pipeline.models.fusion.config import FusionNetConfig
 from pipeline.models.fusion.ensemble import dihedral_mean
-from pipeline.models.fusion.gain import (
-    coarse_gain,
-    mask_on_grid,
-    measured_mask,
-    pad_to_multiple,
-    smooth_estimate,
-)
+from pipeline.models.fusion.gain import coarse_gain, pad_to_multiple, smooth_estimate
 from pipeline.models.fusion.mtf import MTFDetailNet
 from pipeline.models.fusion.net import FusionGroupNet
 from pipeline.models.fusion.normalise import denormalise, normalise
+from pipeline.models.measured import mask_on_grid, measured_mask
 from pipeline.models.precision import autocast, memory_format
 from pipeline.models.sensor import backproject, upsample, wald_degrade
 
