@@ -7,8 +7,9 @@ the layout oneDNN's and cuDNN's reduced-precision convolutions run fastest in.
 
 "auto" (the default) is bf16 where the device runs it natively and fp32 elsewhere: on a CPU without
 avx512_bf16/AMX oneDNN emulates bfloat16, and the shipped fusion nets then took 39.1 s for one demo
-tile (120 px window) against 3.8 s in fp32 (a 2-core AVX2 EPYC, benchmarks/RESULTS.md "Precision"), where
-a CPU with avx512_bf16 runs bf16 at 2.2x fp32.
+tile (120 px window) against 3.8 s in fp32 (a 2-core AVX2 EPYC, benchmarks/RESULTS.md "Precision"), and
+the whole method 1.42x its fp32 time on an AVX-512 Xeon without avx512_bf16, where a CPU with avx512_bf16
+runs bf16 at 2.2x fp32.
 """
 
 from __future__ import annotations
@@ -30,14 +31,35 @@ AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bf
 AUTO = "auto"
 
 
+#: x86 instruction sets with bfloat16 arithmetic (`torch.cpu.get_capabilities()` keys).
+X86_BF16_FEATURES: tuple[str, ...] = ("avx512_bf16", "amx_bf16")
+
+
 @functools.cache
 def native_bf16(device_type: str) -> bool:
-    """Whether `device_type` runs bfloat16 convolutions in hardware (CPU: oneDNN's avx512_bf16/AMX check)."""
+    """Whether `device_type` runs bfloat16 convolutions in hardware.
+
+    CPU: oneDNN must support bf16 and, on x86, the CPU must have avx512_bf16 or AMX. oneDNN alone says yes on
+    any AVX-512 CPU (it emulates bf16 with avx512bw), and there bf16 is slower than fp32: the learned method
+    took 19.5 s per tile in bf16 against 13.7 s in fp32 on a 2-core AVX-512 Xeon without avx512_bf16
+    (benchmarks/RESULTS.md "Default precision"). Other architectures: oneDNN's answer.
+    """
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device_type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
+    if device_type != "cpu" or not _onednn_bf16():
+        return False
+    caps = _cpu_capabilities()
+    if caps.get("architecture") in ("x86_64", "x86"):
+        return any(caps.get(f, False) for f in X86_BF16_FEATURES)
+    return True
+
+
+def _onednn_bf16() -> bool:
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _cpu_capabilities() -> dict:
+    return dict(torch.cpu.get_capabilities())
 
 
 def _auto(device_type: str) -> str:
