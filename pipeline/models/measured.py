@@ -18,10 +18,10 @@ MIN_MASKED_PIXELS = 4
 def measured_mask(b10: torch.Tensor) -> torch.Tensor:
     """(B, 1, H, W) float 0/1: 10 m pixels that are not a copy of a 4-neighbour in all four 10 m bands.
 
-    The pipeline fills nodata (and a tile's window outside the scene) with the nearest valid pixel before
-    fusion; such copies have no detail of their own and, scored as truth, drag the gains towards the smooth
-    answer. Four independent reflectances equal to a neighbour's to the last bit do not occur in measured
-    imagery except in saturated or constant areas, which carry no detail to weigh either.
+    Such copies have no detail of their own: scored as truth they drag the injection gains towards the smooth
+    answer, and in Gram-Schmidt's regression they weigh the edge pixels. Four independent reflectances equal
+    to a neighbour's to the last bit do not occur in measured imagery except in saturated or constant areas,
+    which carry no detail to weigh either.
     """
     x = b10
     same = torch.zeros_like(x[:, :1], dtype=torch.bool)
